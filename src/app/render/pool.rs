@@ -1,0 +1,300 @@
+//! The server side of the render workers: a fixed number of slots, each backed by a long-lived
+//! worker process that is reused across renders (fonts loaded once, compiler caches warm) and
+//! replaced when it is killed for a limit, crashes, or has served its share of renders.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{self, Reply};
+use super::{RenderError, RenderJob, Rendered, Stage};
+use crate::config::ByteSize;
+
+/// A worker is replaced after this many renders, which bounds what a long-lived compiler process
+/// accumulates (interned file ids, allocator fragmentation).
+const RENDERS_PER_WORKER: u64 = 5000;
+/// Lines of a worker's stderr kept to explain its death.
+const STDERR_TAIL: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// The executable to start as `render-worker` (normally `/proc/self/exe`).
+    pub exe: PathBuf,
+    pub workers: usize,
+    pub fonts_dir: PathBuf,
+    pub memory_limit: ByteSize,
+    pub timeout: Duration,
+    /// Synchronous renders allowed to wait for a slot.
+    pub sync_queue_limit: usize,
+}
+
+/// Every synchronous slot is taken and the wait list is full.
+#[derive(Debug, thiserror::Error)]
+#[error("all render workers are busy and {0} requests are already waiting")]
+pub struct SyncQueueFull(pub usize);
+
+/// Counters exported as metrics.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub spawned: AtomicU64,
+    pub killed: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct RenderPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: PoolOptions,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<Worker>>,
+    fonts_generation: AtomicU64,
+    sync_waiting: AtomicUsize,
+    stats: PoolStats,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    pid: u32,
+    renders: u64,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl RenderPool {
+    pub fn new(opts: PoolOptions) -> Self {
+        let permits = Arc::new(Semaphore::new(opts.workers));
+        RenderPool {
+            inner: Arc::new(Inner {
+                opts,
+                permits,
+                idle: Mutex::new(Vec::new()),
+                fonts_generation: AtomicU64::new(1),
+                sync_waiting: AtomicUsize::new(0),
+                stats: PoolStats::default(),
+            }),
+        }
+    }
+
+    /// Starts every worker up front so the first renders do not pay for process start and font
+    /// loading.
+    pub async fn warm(&self) -> Result<(), RenderError> {
+        let mut started = Vec::new();
+        for _ in 0..self.inner.opts.workers {
+            started.push(self.inner.spawn()?);
+        }
+        self.inner.idle().extend(started);
+        Ok(())
+    }
+
+    /// Waits for a free slot (used by the job runner, which only claims a job once it has one).
+    pub async fn acquire(&self) -> Slot {
+        let permit = self.inner.permits.clone().acquire_owned().await.expect("the pool's semaphore is never closed");
+        Slot { _permit: permit, inner: self.inner.clone() }
+    }
+
+    /// A slot for a synchronous render, waiting only if fewer than `sync_queue_limit` others wait.
+    pub async fn acquire_sync(&self) -> Result<Slot, SyncQueueFull> {
+        if let Ok(permit) = self.inner.permits.clone().try_acquire_owned() {
+            return Ok(Slot { _permit: permit, inner: self.inner.clone() });
+        }
+        let limit = self.inner.opts.sync_queue_limit;
+        let waiting = self.inner.sync_waiting.fetch_add(1, Ordering::SeqCst);
+        let _guard = WaitGuard(&self.inner.sync_waiting);
+        if waiting >= limit {
+            return Err(SyncQueueFull(waiting));
+        }
+        Ok(self.acquire().await)
+    }
+
+    /// Slots in use.
+    pub fn busy(&self) -> usize {
+        self.inner.opts.workers - self.inner.permits.available_permits()
+    }
+
+    pub fn size(&self) -> usize {
+        self.inner.opts.workers
+    }
+
+    pub fn stats(&self) -> &PoolStats {
+        &self.inner.stats
+    }
+
+    /// The font directory changed: every worker reloads its fonts before its next render.
+    pub fn fonts_changed(&self) {
+        self.inner.fonts_generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct WaitGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The right to run one render; the slot is free again when this is dropped.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    inner: Arc<Inner>,
+}
+
+enum Exchange {
+    Finished(std::io::Result<Result<Rendered, RenderError>>),
+    TimedOut,
+    Cancelled,
+}
+
+impl Slot {
+    /// Runs `job` on a worker, reporting stages, within the pool's time limit. A worker that runs
+    /// out of time, is cancelled, or dies is killed and replaced; the error says which.
+    pub async fn render(
+        &self,
+        job: &RenderJob,
+        cancel: &CancellationToken,
+        mut on_stage: impl FnMut(Stage),
+    ) -> Result<Rendered, RenderError> {
+        let mut worker = match self.inner.take_idle() {
+            Some(w) => w,
+            None => self.inner.spawn()?,
+        };
+        let generation = self.inner.fonts_generation.load(Ordering::SeqCst);
+        let (req, blob) = protocol::encode_job(job, generation);
+        let timeout = self.inner.opts.timeout;
+        let outcome = {
+            let exchange = async {
+                protocol::send(&mut worker.stdin, &req, &blob).await?;
+                loop {
+                    let (reply, blob): (Reply, Vec<u8>) = protocol::recv(&mut worker.stdout).await?;
+                    match reply {
+                        Reply::Stage(s) => on_stage(s),
+                        Reply::Done { pages, warnings, svg } => {
+                            return Ok(Ok(protocol::decode_done(pages, warnings, svg, blob)));
+                        }
+                        Reply::Failed(e) => return Ok(Err(e)),
+                    }
+                }
+            };
+            tokio::select! {
+                r = exchange => Exchange::Finished(r),
+                _ = tokio::time::sleep(timeout) => Exchange::TimedOut,
+                _ = cancel.cancelled() => Exchange::Cancelled,
+            }
+        };
+        match outcome {
+            Exchange::Finished(Ok(result)) => {
+                worker.renders += 1;
+                if worker.renders < RENDERS_PER_WORKER {
+                    self.inner.idle().push(worker);
+                }
+                result
+            }
+            Exchange::Finished(Err(_)) => Err(self.inner.death_reason(worker).await),
+            Exchange::TimedOut => {
+                self.inner.kill(worker, "time limit").await;
+                Err(RenderError::Timeout(crate::config::Span(timeout).to_string()))
+            }
+            Exchange::Cancelled => {
+                self.inner.kill(worker, "cancelled").await;
+                Err(RenderError::Cancelled)
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_idle(&self) -> Option<Worker> {
+        self.idle().pop()
+    }
+
+    fn spawn(&self) -> Result<Worker, RenderError> {
+        let mut cmd = Command::new(&self.opts.exe);
+        cmd.arg0("quire-render-worker")
+            .arg("render-worker")
+            .arg("--fonts-dir")
+            .arg(&self.opts.fonts_dir)
+            .arg("--memory-limit")
+            .arg(self.opts.memory_limit.bytes().to_string())
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            // Template code cannot read the environment, but the worker has no need for the
+            // server's secrets either.
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| RenderError::Unavailable(e.to_string()))?;
+        let pid = child.id().unwrap_or_default();
+        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(RenderError::Unavailable("worker pipes missing".into()));
+        };
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        tokio::spawn(relay_stderr(stderr, pid, tail.clone()));
+        self.stats.spawned.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(worker_pid = pid, "render worker started");
+        Ok(Worker { child, stdin, stdout, pid, renders: 0, tail })
+    }
+
+    async fn kill(&self, mut worker: Worker, why: &str) {
+        self.stats.killed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(worker_pid = worker.pid, reason = why, "killing render worker");
+        let _ = worker.child.kill().await;
+    }
+
+    /// Explains why a worker stopped answering mid-render.
+    async fn death_reason(&self, mut worker: Worker) -> RenderError {
+        self.stats.killed.fetch_add(1, Ordering::Relaxed);
+        let status = match tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await {
+            Ok(Ok(status)) => status,
+            _ => {
+                let _ = worker.child.kill().await;
+                return RenderError::Crashed("the worker stopped answering".into());
+            }
+        };
+        // Let the stderr relay catch the last lines.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let tail: Vec<String> = worker.tail.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        let out_of_memory = tail.iter().any(|l| l.contains("memory allocation of") || l.contains("out of memory"));
+        if out_of_memory {
+            return RenderError::Memory(self.opts.memory_limit.to_string());
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let how = match status.signal() {
+            Some(9) => "killed (SIGKILL, possibly by the kernel's out-of-memory killer)".to_owned(),
+            Some(sig) => format!("terminated by signal {sig}"),
+            None => format!("exited with {status}"),
+        };
+        let last = tail.last().map(|l| format!("; last message: {l}")).unwrap_or_default();
+        tracing::warn!(worker_pid = worker.pid, "render worker died: {how}{last}");
+        RenderError::Crashed(format!("{how}{last}"))
+    }
+}
+
+async fn relay_stderr(stderr: tokio::process::ChildStderr, pid: u32, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::warn!(worker_pid = pid, "render worker: {line}");
+        let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() == STDERR_TAIL {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}

@@ -1,0 +1,66 @@
+//! Schema migrations: numbered SQL files per backend, applied in order inside one transaction and
+//! recorded with a checksum so an edited, already-applied migration is noticed.
+//!
+//! Migrations are expand/contract: a release only adds (tables, nullable columns, indexes) and
+//! removes what the previous release no longer reads, so version N and N-1 run side by side
+//! during a rolling upgrade. A database newer than this binary is therefore accepted.
+
+use sha2::{Digest, Sha256};
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    pub fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("migration {version} ({name}) was changed after it was applied (checksum differs)")]
+    Changed { version: i64, name: String },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Failed { version: i64, name: String, source: sqlx::Error },
+}
+
+pub const SQLITE: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") }];
+
+/// Which migrations still need to run, given what the database recorded.
+pub fn pending<'a>(all: &'a [Migration], applied: &[(i64, String)]) -> Result<Vec<&'a Migration>, MigrationError> {
+    let mut out = Vec::new();
+    for m in all {
+        match applied.iter().find(|(v, _)| *v == m.version) {
+            Some((_, sum)) if *sum != m.checksum() => {
+                return Err(MigrationError::Changed { version: m.version, name: m.name.to_owned() });
+            }
+            Some(_) => {}
+            None => out.push(m),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_skips_applied_and_catches_edits() {
+        let all = SQLITE;
+        assert_eq!(pending(all, &[]).unwrap().len(), all.len());
+        let applied: Vec<_> = all.iter().map(|m| (m.version, m.checksum())).collect();
+        assert!(pending(all, &applied).unwrap().is_empty());
+        let tampered = vec![(1, "0".repeat(64))];
+        assert!(matches!(pending(all, &tampered), Err(MigrationError::Changed { version: 1, .. })));
+    }
+
+    #[test]
+    fn versions_increase() {
+        assert!(SQLITE.windows(2).all(|w| w[0].version < w[1].version));
+    }
+}

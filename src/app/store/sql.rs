@@ -1,0 +1,929 @@
+//! The one SQL implementation of `Store`, instantiated per backend by `sql_store!`. SQL here is
+//! portable (`$N` parameters, `ON CONFLICT`, `RETURNING`, integer booleans and times); the few
+//! places where backends differ are passed in as dialect fragments:
+//! - `now`: the database clock in milliseconds (leases and claims are timed by it, not by the
+//!   clocks of the instances);
+//! - `skip_locked`: the row-locking clause of the job claim (`FOR UPDATE SKIP LOCKED`);
+//! - `begin_write`: how a writing transaction starts (`BEGIN IMMEDIATE` on SQLite takes the write
+//!   lock up front, so two writers never deadlock upgrading a read lock);
+//! - `migrate_lock`: serializes instances migrating at the same time.
+
+macro_rules! job_cols {
+    () => {
+        "id, template_id, template_name, template_version, data, parameters, state, stage, progress, \
+         error, pages, output_size, created_by, created_at, started_at, finished_at, attempts, \
+         claimed_by, claim_token"
+    };
+}
+
+/// Job columns for listings: the (possibly large) data and parameters are left out.
+macro_rules! job_summary_cols {
+    () => {
+        "id, template_id, template_name, template_version, '' AS data, '{}' AS parameters, state, \
+         stage, progress, error, pages, output_size, created_by, created_at, started_at, \
+         finished_at, attempts, claimed_by, claim_token"
+    };
+}
+
+macro_rules! event_cols {
+    () => {
+        "job_id, seq, at, state, stage, progress, message, error, pages, output_size"
+    };
+}
+
+macro_rules! user_cols {
+    () => {
+        "id, email, role, password_hash, is_root, disabled, created_at"
+    };
+}
+
+macro_rules! token_cols {
+    () => {
+        "id, user_id, name, prefix, created_at, last_used_at, expires_at"
+    };
+}
+
+macro_rules! version_cols {
+    () => {
+        "template_id, version, entry, parameters, sample_data, size, created_at, created_by"
+    };
+}
+
+/// Appends the next event of a job; run after the statement that changed the job row (which
+/// holds the row lock, so two writers cannot pick the same sequence number).
+macro_rules! insert_event {
+    ($now:literal) => {
+        concat!(
+            "INSERT INTO render_events (job_id, seq, at, state, stage, progress, message, error, pages, output_size) \
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, ",
+            $now,
+            ", $2, $3, $4, $5, $6, $7, $8 FROM render_events WHERE job_id = $1 RETURNING ",
+            event_cols!()
+        )
+    };
+}
+
+macro_rules! sql_store {
+    (
+        name: $store:ident,
+        db: $db:ty,
+        backend: $backend:literal,
+        now: $now:literal,
+        skip_locked: $skip:literal,
+        begin_write: $begin:literal,
+        migrate_lock: $lock:literal,
+        migrations: $migrations:expr $(,)?
+    ) => {
+        use async_trait::async_trait;
+        use sqlx::Row as _;
+
+        use crate::app::model::*;
+        use crate::app::store::migrate::{self, MigrationError};
+        use crate::app::store::{Abandoned, Result, Store, StoreError};
+
+        type DbRow = <$db as sqlx::Database>::Row;
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        /// A `Store` on this backend.
+        pub struct $store {
+            pool: sqlx::Pool<$db>,
+        }
+
+        impl $store {
+            async fn write_tx(&self) -> Result<Tx> {
+                Ok(self.pool.begin_with($begin).await?)
+            }
+
+            async fn event(tx: &mut Tx, job_id: &str, e: &EventFields<'_>) -> Result<JobEvent> {
+                let row = sqlx::query(insert_event!($now))
+                    .bind(job_id)
+                    .bind(e.state.as_str())
+                    .bind(e.stage)
+                    .bind(e.progress)
+                    .bind(e.message)
+                    .bind(e.error.map(error_json))
+                    .bind(e.pages)
+                    .bind(e.output_size)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                event_row(&row)
+            }
+
+            async fn insert_version(tx: &mut Tx, template_id: &str, version: i64, v: &NewVersion) -> Result<TemplateVersion> {
+                let size: i64 = v.files.iter().map(|f| f.content.len() as i64).sum();
+                let params = serde_json::to_string(&v.parameters).map_err(|_| StoreError::Corrupt("parameters"))?;
+                let row = sqlx::query(concat!(
+                    "INSERT INTO template_versions (", version_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, ",
+                    $now, ", $7) RETURNING ", version_cols!()
+                ))
+                .bind(template_id)
+                .bind(version)
+                .bind(&v.entry)
+                .bind(params)
+                .bind(&v.sample_data)
+                .bind(size)
+                .bind(&v.created_by)
+                .fetch_one(&mut **tx)
+                .await?;
+                for f in &v.files {
+                    sqlx::query("INSERT INTO template_files (template_id, version, path, content) VALUES ($1, $2, $3, $4)")
+                        .bind(template_id)
+                        .bind(version)
+                        .bind(&f.path)
+                        .bind(&f.content)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                version_row(&row)
+            }
+
+            async fn fetch_user(&self, sql: &'static str, key: &str) -> Result<Option<User>> {
+                let row = sqlx::query(sql).bind(key).fetch_optional(&self.pool).await?;
+                row.as_ref().map(user_row).transpose()
+            }
+        }
+
+        /// What an event records, borrowed from the caller.
+        struct EventFields<'a> {
+            state: JobState,
+            stage: &'a str,
+            progress: i64,
+            message: Option<&'a str>,
+            error: Option<&'a JobError>,
+            pages: Option<i64>,
+            output_size: Option<i64>,
+        }
+
+        impl<'a> EventFields<'a> {
+            fn state(state: JobState, stage: &'a str, progress: i64, message: Option<&'a str>) -> Self {
+                EventFields { state, stage, progress, message, error: None, pages: None, output_size: None }
+            }
+        }
+
+        fn error_json(e: &JobError) -> String {
+            serde_json::to_string(e).unwrap_or_default()
+        }
+
+        fn parse_error(s: Option<String>) -> Result<Option<JobError>> {
+            s.map(|s| serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("error"))).transpose()
+        }
+
+        fn user_row(r: &DbRow) -> Result<User> {
+            let role: String = r.try_get("role")?;
+            Ok(User {
+                id: r.try_get("id")?,
+                email: r.try_get("email")?,
+                role: Role::parse(&role).ok_or(StoreError::Corrupt("users.role"))?,
+                password_hash: r.try_get("password_hash")?,
+                is_root: r.try_get::<i64, _>("is_root")? != 0,
+                disabled: r.try_get::<i64, _>("disabled")? != 0,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        fn token_row(r: &DbRow) -> Result<ApiToken> {
+            Ok(ApiToken {
+                id: r.try_get("id")?,
+                user_id: r.try_get("user_id")?,
+                name: r.try_get("name")?,
+                prefix: r.try_get("prefix")?,
+                created_at: r.try_get("created_at")?,
+                last_used_at: r.try_get("last_used_at")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        }
+
+        fn template_row(r: &DbRow) -> Result<Template> {
+            Ok(Template {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                description: r.try_get("description")?,
+                latest_version: r.try_get("latest_version")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        }
+
+        fn version_row(r: &DbRow) -> Result<TemplateVersion> {
+            let params: String = r.try_get("parameters")?;
+            Ok(TemplateVersion {
+                template_id: r.try_get("template_id")?,
+                version: r.try_get("version")?,
+                entry: r.try_get("entry")?,
+                parameters: serde_json::from_str(&params).map_err(|_| StoreError::Corrupt("template_versions.parameters"))?,
+                sample_data: r.try_get("sample_data")?,
+                size: r.try_get("size")?,
+                created_at: r.try_get("created_at")?,
+                created_by: r.try_get("created_by")?,
+            })
+        }
+
+        fn job_row(r: &DbRow) -> Result<Job> {
+            let state: String = r.try_get("state")?;
+            Ok(Job {
+                id: r.try_get("id")?,
+                template_id: r.try_get("template_id")?,
+                template_name: r.try_get("template_name")?,
+                template_version: r.try_get("template_version")?,
+                data: r.try_get("data")?,
+                parameters: r.try_get("parameters")?,
+                state: JobState::parse(&state).ok_or(StoreError::Corrupt("render_jobs.state"))?,
+                stage: r.try_get("stage")?,
+                progress: r.try_get("progress")?,
+                error: parse_error(r.try_get("error")?)?,
+                pages: r.try_get("pages")?,
+                output_size: r.try_get("output_size")?,
+                created_by: r.try_get("created_by")?,
+                created_at: r.try_get("created_at")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+                attempts: r.try_get("attempts")?,
+                claimed_by: r.try_get("claimed_by")?,
+                claim_token: r.try_get("claim_token")?,
+            })
+        }
+
+        fn event_row(r: &DbRow) -> Result<JobEvent> {
+            let state: String = r.try_get("state")?;
+            Ok(JobEvent {
+                job_id: r.try_get("job_id")?,
+                seq: r.try_get("seq")?,
+                at: r.try_get("at")?,
+                state: JobState::parse(&state).ok_or(StoreError::Corrupt("render_events.state"))?,
+                stage: r.try_get("stage")?,
+                progress: r.try_get("progress")?,
+                message: r.try_get("message")?,
+                error: parse_error(r.try_get("error")?)?,
+                pages: r.try_get("pages")?,
+                output_size: r.try_get("output_size")?,
+            })
+        }
+
+        fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+            match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what()),
+                _ => e.into(),
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn migrate(&self) -> Result<()> {
+                sqlx::raw_sql(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+                     checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                )
+                .execute(&self.pool)
+                .await?;
+                let mut tx = self.write_tx().await?;
+                if !$lock.is_empty() {
+                    sqlx::raw_sql($lock).execute(&mut *tx).await?;
+                }
+                let applied: Vec<(i64, String)> = sqlx::query("SELECT version, checksum FROM schema_migrations")
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect::<std::result::Result<_, sqlx::Error>>()?;
+                for m in migrate::pending($migrations, &applied)? {
+                    sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|source| MigrationError::Failed {
+                        version: m.version,
+                        name: m.name.to_owned(),
+                        source,
+                    })?;
+                    sqlx::query(concat!(
+                        "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, ",
+                        $now, ")"
+                    ))
+                    .bind(m.version)
+                    .bind(m.name)
+                    .bind(m.checksum())
+                    .execute(&mut *tx)
+                    .await?;
+                    tracing::info!(version = m.version, name = m.name, "applied migration");
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn schema_version(&self) -> Result<i64> {
+                let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.try_get(0)?)
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+
+            async fn upsert_root(&self, email: &str, password_hash: &str) -> Result<User> {
+                let mut tx = self.write_tx().await?;
+                // A root user renamed in the config leaves its old account as a plain admin.
+                sqlx::query("UPDATE users SET is_root = 0 WHERE is_root = 1 AND email <> $1")
+                    .bind(email)
+                    .execute(&mut *tx)
+                    .await?;
+                let row = sqlx::query(concat!(
+                    "INSERT INTO users (id, email, role, password_hash, is_root, disabled, created_at, updated_at) \
+                     VALUES ($1, $2, 'admin', $3, 1, 0, ", $now, ", ", $now, ") \
+                     ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash, role = 'admin', \
+                     is_root = 1, disabled = 0, updated_at = excluded.updated_at RETURNING ", user_cols!()
+                ))
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(email)
+                .bind(password_hash)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                user_row(&row)
+            }
+
+            async fn root_user(&self) -> Result<Option<User>> {
+                let row = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE is_root = 1"))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(user_row).transpose()
+            }
+
+            async fn create_user(&self, new: &NewUser) -> Result<User> {
+                let row = sqlx::query(concat!(
+                    "INSERT INTO users (id, email, role, password_hash, is_root, disabled, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, 0, 0, ", $now, ", ", $now, ") RETURNING ", user_cols!()
+                ))
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&new.email)
+                .bind(new.role.as_str())
+                .bind(&new.password_hash)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| conflict(e, || format!("a user with email {}", new.email)))?;
+                user_row(&row)
+            }
+
+            async fn user(&self, id: &str) -> Result<Option<User>> {
+                self.fetch_user(concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1"), id).await
+            }
+
+            async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+                self.fetch_user(concat!("SELECT ", user_cols!(), " FROM users WHERE email = $1"), email).await
+            }
+
+            async fn users(&self) -> Result<Vec<User>> {
+                let rows = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users ORDER BY email"))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(user_row).collect()
+            }
+
+            async fn update_user(&self, id: &str, c: &UserChanges) -> Result<Option<User>> {
+                let row = sqlx::query(concat!(
+                    "UPDATE users SET role = COALESCE($2, role), password_hash = COALESCE($3, password_hash), \
+                     disabled = COALESCE($4, disabled), updated_at = ", $now, " WHERE id = $1 RETURNING ", user_cols!()
+                ))
+                .bind(id)
+                .bind(c.role.map(Role::as_str))
+                .bind(&c.password_hash)
+                .bind(c.disabled.map(i64::from))
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(user_row).transpose()
+            }
+
+            async fn delete_user(&self, id: &str) -> Result<bool> {
+                let r = sqlx::query("DELETE FROM users WHERE id = $1 AND is_root = 0").bind(id).execute(&self.pool).await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn create_session(&self, s: &Session) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&s.token_hash)
+                .bind(&s.user_id)
+                .bind(&s.csrf_token)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn session(&self, token_hash: &str, now: Millis) -> Result<Option<(Session, User)>> {
+                let row = sqlx::query(concat!(
+                    "SELECT s.token_hash, s.csrf_token, s.created_at AS s_created_at, s.expires_at AS s_expires_at, ",
+                    "u.id, u.email, u.role, u.password_hash, u.is_root, u.disabled, u.created_at ",
+                    "FROM sessions s JOIN users u ON u.id = s.user_id ",
+                    "WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled = 0"
+                ))
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(r) = row else { return Ok(None) };
+                let user = user_row(&r)?;
+                let session = Session {
+                    token_hash: r.try_get("token_hash")?,
+                    user_id: user.id.clone(),
+                    csrf_token: r.try_get("csrf_token")?,
+                    created_at: r.try_get("s_created_at")?,
+                    expires_at: r.try_get("s_expires_at")?,
+                };
+                Ok(Some((session, user)))
+            }
+
+            async fn delete_session(&self, token_hash: &str) -> Result<()> {
+                sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn delete_user_sessions(&self, user_id: &str) -> Result<()> {
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_token(&self, t: &ApiToken, token_hash: &str) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, created_at, last_used_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
+                )
+                .bind(&t.id)
+                .bind(&t.user_id)
+                .bind(&t.name)
+                .bind(token_hash)
+                .bind(&t.prefix)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn tokens(&self, user_id: &str) -> Result<Vec<ApiToken>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", token_cols!(), " FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC"
+                ))
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(token_row).collect()
+            }
+
+            async fn delete_token(&self, user_id: &str, id: &str) -> Result<bool> {
+                let r = sqlx::query("DELETE FROM api_tokens WHERE user_id = $1 AND id = $2")
+                    .bind(user_id)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn token_user(&self, token_hash: &str, now: Millis) -> Result<Option<(ApiToken, User)>> {
+                let row = sqlx::query(concat!(
+                    "SELECT t.id AS t_id, t.name, t.prefix, t.created_at AS t_created_at, t.last_used_at, t.expires_at, ",
+                    "u.id, u.email, u.role, u.password_hash, u.is_root, u.disabled, u.created_at ",
+                    "FROM api_tokens t JOIN users u ON u.id = t.user_id ",
+                    "WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) AND u.disabled = 0"
+                ))
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(r) = row else { return Ok(None) };
+                let user = user_row(&r)?;
+                let token = ApiToken {
+                    id: r.try_get("t_id")?,
+                    user_id: user.id.clone(),
+                    name: r.try_get("name")?,
+                    prefix: r.try_get("prefix")?,
+                    created_at: r.try_get("t_created_at")?,
+                    last_used_at: r.try_get("last_used_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                };
+                // Record use at most once a minute: a write per API call would be most of the
+                // database's work under load.
+                if token.last_used_at.is_none_or(|t| t < now - 60_000) {
+                    sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
+                        .bind(&token.id)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                Ok(Some((token, user)))
+            }
+
+            async fn create_template(&self, name: &str, description: &str, v: &NewVersion) -> Result<(Template, TemplateVersion)> {
+                let mut tx = self.write_tx().await?;
+                let row = sqlx::query(concat!(
+                    "INSERT INTO templates (id, name, description, latest_version, created_at, updated_at) VALUES ($1, $2, $3, 1, ",
+                    $now, ", ", $now, ") RETURNING id, name, description, latest_version, created_at, updated_at"
+                ))
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(name)
+                .bind(description)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| conflict(e, || format!("a template named {name}")))?;
+                let template = template_row(&row)?;
+                let version = Self::insert_version(&mut tx, &template.id, 1, v).await?;
+                tx.commit().await?;
+                Ok((template, version))
+            }
+
+            async fn add_version(
+                &self,
+                template_id: &str,
+                description: Option<&str>,
+                v: &NewVersion,
+            ) -> Result<Option<(Template, TemplateVersion)>> {
+                let mut tx = self.write_tx().await?;
+                let row = sqlx::query(concat!(
+                    "UPDATE templates SET latest_version = latest_version + 1, description = COALESCE($2, description), ",
+                    "updated_at = ", $now, " WHERE id = $1 RETURNING id, name, description, latest_version, created_at, updated_at"
+                ))
+                .bind(template_id)
+                .bind(description)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let template = template_row(&row)?;
+                let version = Self::insert_version(&mut tx, &template.id, template.latest_version, v).await?;
+                tx.commit().await?;
+                Ok(Some((template, version)))
+            }
+
+            async fn templates(&self) -> Result<Vec<Template>> {
+                let rows = sqlx::query(
+                    "SELECT id, name, description, latest_version, created_at, updated_at FROM templates ORDER BY name",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(template_row).collect()
+            }
+
+            async fn template(&self, id_or_name: &str) -> Result<Option<Template>> {
+                let row = sqlx::query(
+                    "SELECT id, name, description, latest_version, created_at, updated_at FROM templates WHERE id = $1 OR name = $1",
+                )
+                .bind(id_or_name)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(template_row).transpose()
+            }
+
+            async fn versions(&self, template_id: &str) -> Result<Vec<TemplateVersion>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", version_cols!(), " FROM template_versions WHERE template_id = $1 ORDER BY version DESC"
+                ))
+                .bind(template_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(version_row).collect()
+            }
+
+            async fn version(&self, template_id: &str, version: i64) -> Result<Option<TemplateVersion>> {
+                let row = sqlx::query(concat!(
+                    "SELECT ", version_cols!(), " FROM template_versions WHERE template_id = $1 AND version = $2"
+                ))
+                .bind(template_id)
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(version_row).transpose()
+            }
+
+            async fn files(&self, template_id: &str, version: i64) -> Result<Vec<TemplateFile>> {
+                let rows = sqlx::query(
+                    "SELECT path, content FROM template_files WHERE template_id = $1 AND version = $2 ORDER BY path",
+                )
+                .bind(template_id)
+                .bind(version)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| Ok(TemplateFile { path: r.try_get("path")?, content: r.try_get("content")? }))
+                    .collect()
+            }
+
+            async fn delete_template(&self, template_id: &str) -> Result<bool> {
+                let r = sqlx::query("DELETE FROM templates WHERE id = $1").bind(template_id).execute(&self.pool).await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn enqueue(&self, job: &NewJob, queue_limit: i64) -> Result<(Job, JobEvent)> {
+                let mut tx = self.write_tx().await?;
+                let depth: i64 = sqlx::query("SELECT COUNT(*) FROM render_jobs WHERE state = 'queued'")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                if depth >= queue_limit {
+                    return Err(StoreError::QueueFull(depth));
+                }
+                let row = sqlx::query(concat!(
+                    "INSERT INTO render_jobs (id, template_id, template_name, template_version, data, parameters, state, ",
+                    "stage, progress, created_by, created_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 'queued', 0, $7, ",
+                    $now, ", 0) RETURNING ", job_cols!()
+                ))
+                .bind(&job.id)
+                .bind(&job.template_id)
+                .bind(&job.template_name)
+                .bind(job.template_version)
+                .bind(&job.data)
+                .bind(&job.parameters)
+                .bind(&job.created_by)
+                .fetch_one(&mut *tx)
+                .await?;
+                let job = job_row(&row)?;
+                let event = Self::event(&mut tx, &job.id, &EventFields::state(JobState::Queued, "queued", 0, None)).await?;
+                tx.commit().await?;
+                Ok((job, event))
+            }
+
+            async fn job(&self, id: &str) -> Result<Option<Job>> {
+                let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM render_jobs WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(job_row).transpose()
+            }
+
+            async fn jobs(&self, f: &JobFilter) -> Result<Vec<Job>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", job_summary_cols!(), " FROM render_jobs WHERE ($1 IS NULL OR created_by = $1) ",
+                    "AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR template_id = $3) AND ($4 IS NULL OR created_at < $4) ",
+                    "ORDER BY created_at DESC, id DESC LIMIT $5"
+                ))
+                .bind(&f.created_by)
+                .bind(f.state.map(JobState::as_str))
+                .bind(&f.template_id)
+                .bind(f.before)
+                .bind(f.limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(job_row).collect()
+            }
+
+            async fn queue_depth(&self) -> Result<i64> {
+                let row = sqlx::query("SELECT COUNT(*) FROM render_jobs WHERE state = 'queued'").fetch_one(&self.pool).await?;
+                Ok(row.try_get(0)?)
+            }
+
+            async fn claim(&self, instance: &str, token: &str, lease_ms: i64) -> Result<Option<(Job, JobEvent)>> {
+                let mut tx = self.write_tx().await?;
+                let row = sqlx::query(concat!(
+                    "UPDATE render_jobs SET state = 'running', stage = 'starting', progress = 5, claimed_by = $1, ",
+                    "claim_token = $2, claim_expires_at = ", $now, " + $3, started_at = ", $now, " ",
+                    "WHERE id = (SELECT id FROM render_jobs WHERE state = 'queued' ORDER BY created_at, id LIMIT 1 ",
+                    $skip, ") AND state = 'queued' RETURNING ", job_cols!()
+                ))
+                .bind(instance)
+                .bind(token)
+                .bind(lease_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let job = job_row(&row)?;
+                let event = Self::event(&mut tx, &job.id, &EventFields::state(JobState::Running, "starting", 5, None)).await?;
+                tx.commit().await?;
+                Ok(Some((job, event)))
+            }
+
+            async fn renew_claim(&self, job_id: &str, token: &str, lease_ms: i64) -> Result<bool> {
+                let r = sqlx::query(concat!(
+                    "UPDATE render_jobs SET claim_expires_at = ", $now, " + $3 ",
+                    "WHERE id = $1 AND claim_token = $2 AND state = 'running'"
+                ))
+                .bind(job_id)
+                .bind(token)
+                .bind(lease_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn progress(&self, job_id: &str, token: &str, p: &Progress) -> Result<Option<JobEvent>> {
+                let mut tx = self.write_tx().await?;
+                let r = sqlx::query(
+                    "UPDATE render_jobs SET stage = $3, progress = $4, pages = COALESCE($5, pages) \
+                     WHERE id = $1 AND claim_token = $2 AND state = 'running'",
+                )
+                .bind(job_id)
+                .bind(token)
+                .bind(&p.stage)
+                .bind(p.progress)
+                .bind(p.pages)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                let fields = EventFields {
+                    state: JobState::Running,
+                    stage: &p.stage,
+                    progress: p.progress,
+                    message: p.message.as_deref(),
+                    error: None,
+                    pages: p.pages,
+                    output_size: None,
+                };
+                let event = Self::event(&mut tx, job_id, &fields).await?;
+                tx.commit().await?;
+                Ok(Some(event))
+            }
+
+            async fn finish(&self, job_id: &str, token: &str, outcome: &Outcome, retention_ms: i64) -> Result<Option<JobEvent>> {
+                let mut tx = self.write_tx().await?;
+                let (state, stage, error, pages, size) = match outcome {
+                    Outcome::Succeeded { pdf, pages } => (JobState::Succeeded, "done", None, Some(*pages), Some(pdf.len() as i64)),
+                    Outcome::Failed(e) => (JobState::Failed, "failed", Some(e), None, None),
+                };
+                let r = sqlx::query(concat!(
+                    "UPDATE render_jobs SET state = $3, stage = $4, progress = 100, error = $5, pages = COALESCE($6, pages), ",
+                    "output_size = $7, finished_at = ", $now, ", expires_at = ", $now, " + $8, claim_token = NULL, ",
+                    "claim_expires_at = NULL WHERE id = $1 AND claim_token = $2 AND state = 'running'"
+                ))
+                .bind(job_id)
+                .bind(token)
+                .bind(state.as_str())
+                .bind(stage)
+                .bind(error.map(error_json))
+                .bind(pages)
+                .bind(size)
+                .bind(retention_ms)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                if let Outcome::Succeeded { pdf, .. } = outcome {
+                    sqlx::query(
+                        "INSERT INTO render_outputs (job_id, pdf) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET pdf = excluded.pdf",
+                    )
+                    .bind(job_id)
+                    .bind(pdf)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let message = error.map(|e| e.message.as_str());
+                let fields = EventFields { state, stage, progress: 100, message, error, pages, output_size: size };
+                let event = Self::event(&mut tx, job_id, &fields).await?;
+                tx.commit().await?;
+                Ok(Some(event))
+            }
+
+            async fn release(&self, job_id: &str, token: &str, reason: &str) -> Result<Option<JobEvent>> {
+                let mut tx = self.write_tx().await?;
+                let r = sqlx::query(
+                    "UPDATE render_jobs SET state = 'queued', stage = 'queued', progress = 0, claimed_by = NULL, \
+                     claim_token = NULL, claim_expires_at = NULL WHERE id = $1 AND claim_token = $2 AND state = 'running'",
+                )
+                .bind(job_id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                let event = Self::event(&mut tx, job_id, &EventFields::state(JobState::Queued, "queued", 0, Some(reason))).await?;
+                tx.commit().await?;
+                Ok(Some(event))
+            }
+
+            async fn requeue_abandoned(&self, scope: Abandoned, max_attempts: i64, retention_ms: i64) -> Result<Vec<JobEvent>> {
+                let mut tx = self.write_tx().await?;
+                let rows = match scope {
+                    Abandoned::All => {
+                        sqlx::query(concat!("SELECT id, attempts, claimed_by FROM render_jobs WHERE state = 'running' ", $skip))
+                            .fetch_all(&mut *tx)
+                            .await?
+                    }
+                    Abandoned::Expired => {
+                        sqlx::query(concat!(
+                            "SELECT id, attempts, claimed_by FROM render_jobs WHERE state = 'running' AND claim_expires_at < ",
+                            $now, " ", $skip
+                        ))
+                        .fetch_all(&mut *tx)
+                        .await?
+                    }
+                };
+                let mut events = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let id: String = r.try_get("id")?;
+                    let attempts: i64 = r.try_get::<i64, _>("attempts")? + 1;
+                    let holder: Option<String> = r.try_get("claimed_by")?;
+                    let holder = holder.unwrap_or_else(|| "an instance".into());
+                    if attempts >= max_attempts {
+                        let err = JobError {
+                            kind: "attempts".into(),
+                            message: format!(
+                                "gave up after {attempts} attempts: the instance running it stopped each time (last: {holder})"
+                            ),
+                            diagnostics: Vec::new(),
+                        };
+                        sqlx::query(concat!(
+                            "UPDATE render_jobs SET state = 'failed', stage = 'failed', progress = 100, attempts = $2, error = $3, ",
+                            "finished_at = ", $now, ", expires_at = ", $now, " + $4, claim_token = NULL, claim_expires_at = NULL ",
+                            "WHERE id = $1"
+                        ))
+                        .bind(&id)
+                        .bind(attempts)
+                        .bind(error_json(&err))
+                        .bind(retention_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                        let fields = EventFields {
+                            error: Some(&err),
+                            ..EventFields::state(JobState::Failed, "failed", 100, Some(&err.message))
+                        };
+                        events.push(Self::event(&mut tx, &id, &fields).await?);
+                    } else {
+                        sqlx::query(
+                            "UPDATE render_jobs SET state = 'queued', stage = 'queued', progress = 0, attempts = $2, \
+                             claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL WHERE id = $1",
+                        )
+                        .bind(&id)
+                        .bind(attempts)
+                        .execute(&mut *tx)
+                        .await?;
+                        let msg = format!("back in the queue: {holder} stopped while running it");
+                        events.push(Self::event(&mut tx, &id, &EventFields::state(JobState::Queued, "queued", 0, Some(&msg))).await?);
+                    }
+                }
+                tx.commit().await?;
+                Ok(events)
+            }
+
+            async fn cancel(&self, job_id: &str, retention_ms: i64) -> Result<Option<(Job, Option<JobEvent>)>> {
+                let mut tx = self.write_tx().await?;
+                let row = sqlx::query(concat!(
+                    "UPDATE render_jobs SET state = 'cancelled', stage = 'cancelled', finished_at = ", $now, ", ",
+                    "expires_at = ", $now, " + $2, claim_token = NULL, claim_expires_at = NULL ",
+                    "WHERE id = $1 AND state IN ('queued', 'running') RETURNING ", job_cols!()
+                ))
+                .bind(job_id)
+                .bind(retention_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    drop(tx);
+                    return Ok(self.job(job_id).await?.map(|j| (j, None)));
+                };
+                let job = job_row(&row)?;
+                let fields = EventFields::state(JobState::Cancelled, "cancelled", job.progress, Some("cancelled"));
+                let event = Self::event(&mut tx, job_id, &fields).await?;
+                tx.commit().await?;
+                Ok(Some((job, Some(event))))
+            }
+
+            async fn output(&self, job_id: &str) -> Result<Option<Vec<u8>>> {
+                let row = sqlx::query("SELECT pdf FROM render_outputs WHERE job_id = $1")
+                    .bind(job_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.try_get(0)).transpose()?)
+            }
+
+            async fn purge_expired(&self) -> Result<u64> {
+                let r = sqlx::query(concat!("DELETE FROM render_jobs WHERE expires_at IS NOT NULL AND expires_at < ", $now))
+                    .execute(&self.pool)
+                    .await?;
+                sqlx::query(concat!("DELETE FROM sessions WHERE expires_at < ", $now)).execute(&self.pool).await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn events_after(&self, job_id: &str, after_seq: i64) -> Result<Vec<JobEvent>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", event_cols!(), " FROM render_events WHERE job_id = $1 AND seq > $2 ORDER BY seq"
+                ))
+                .bind(job_id)
+                .bind(after_seq)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(event_row).collect()
+            }
+
+            async fn flag(&self, key: &str) -> Result<Option<String>> {
+                let row = sqlx::query("SELECT value FROM flags WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+                Ok(row.map(|r| r.try_get(0)).transpose()?)
+            }
+
+            async fn set_flag(&self, key: &str, value: &str) -> Result<()> {
+                sqlx::query("INSERT INTO flags (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+}

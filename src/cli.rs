@@ -1,0 +1,173 @@
+//! The command line, and the edge where typed errors become exit codes and messages.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError, Loaded};
+use crate::lifecycle::{Lifecycle, Notifier};
+use crate::{app, healthcheck, instance, telemetry};
+
+/// Exit status for an invalid configuration (`EX_CONFIG`); systemd units list it in
+/// `RestartPreventExitStatus` so a typo does not restart in a loop.
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(name = "quire", version = crate::version(), about = "Self-hosted report server: Typst templates + data -> PDF")]
+pub struct Cli {
+    /// Config file; default: $QUIRE_CONFIG, else /etc/quire/quire.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the report service (HTTP API, console, render workers).
+    App,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Render a template to PDF offline, without a server.
+    Render(RenderArgs),
+    /// Exit 0 only when the local instance answers /readyz with 200 (for container health checks).
+    Healthcheck {
+        /// Base URL to probe; default: the configured http.listen address.
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s")]
+        timeout: config::Span,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print version information.
+    Version,
+    /// A render worker process (started by `quire app`, not by people).
+    #[command(hide = true)]
+    RenderWorker(app::render::WorkerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate and print the effective configuration, secrets redacted, with each value's origin.
+    Check,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// A .typ file, or a directory holding main.typ; its directory is the template's root.
+    pub template: PathBuf,
+    /// JSON data the template reads as data.json.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// A parameter, readable as sys.inputs.KEY; repeatable.
+    #[arg(long = "input", value_name = "KEY=VALUE", value_parser = parse_input)]
+    pub inputs: Vec<(String, String)>,
+    /// Where to write the PDF.
+    #[arg(short, long, value_name = "OUT.pdf")]
+    pub output: PathBuf,
+}
+
+fn parse_input(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, found \"{s}\""))
+}
+
+/// Runs the parsed command line and turns the outcome into an exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Version => {
+            println!("quire {}", crate::version());
+            println!("typst {}", app::render::TYPST_VERSION);
+            ExitCode::SUCCESS
+        }
+        Command::RenderWorker(args) => app::render::worker_main(args),
+        command => match load(cli.config.as_deref()) {
+            Ok(loaded) => match dispatch(command, loaded) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+    }
+}
+
+fn load(file: Option<&std::path::Path>) -> Result<Loaded, ConfigError> {
+    config::load(file, &process_env())
+}
+
+/// The environment as UTF-8 pairs; variables that are not UTF-8 cannot be settings.
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+}
+
+fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Config { action: ConfigAction::Check } => {
+            println!("{}", config::report(&loaded));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { url, timeout } => {
+            let url = url.unwrap_or_else(|| healthcheck::local_url(loaded.config.http.listen));
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            Ok(match rt.block_on(healthcheck::probe(&url, timeout.get())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            })
+        }
+        Command::Render(args) => {
+            app::render::render_files(&loaded.config, &args.template, args.data.as_deref(), &args.inputs, &args.output)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let config = Arc::new(loaded.config);
+            start_telemetry(&config, &loaded.warnings)?;
+            runtime()?.block_on(app::migrate(&config)).context("migration failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::App => {
+            let config = Arc::new(loaded.config);
+            let instance = start_telemetry(&config, &loaded.warnings)?;
+            runtime()?.block_on(async {
+                let lifecycle = Lifecycle::new(Notifier::from_env(&process_env()));
+                lifecycle.watch_signals().context("cannot install signal handlers")?;
+                lifecycle.expect(&["app"]);
+                app::run(config, instance, lifecycle).await.context("quire app failed")
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version | Command::RenderWorker(_) => unreachable!("handled before loading config"),
+    }
+}
+
+/// Installs logging and returns this process's instance id.
+fn start_telemetry(config: &Config, warnings: &[String]) -> anyhow::Result<String> {
+    let id = instance::new_id(config.instance_name.as_deref(), &process_env());
+    telemetry::init(&config.log, &id)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(id)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}

@@ -1,0 +1,743 @@
+//! Quire's one configuration: built-in defaults < TOML file < alias variables < `QUIRE_*`
+//! variables. Every mode reads the same `Config` and only its own sections. Values are validated
+//! while they are deserialized (see `types`), and cross-field rules once in `validate`, so a bad
+//! setting stops the process with its key, the place it came from and what would be valid.
+
+mod check;
+pub mod connstring;
+mod source;
+pub mod types;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::Value;
+use serde::{Deserialize, Serialize};
+
+pub use check::report;
+pub use source::SECRET_KEYS;
+use source::{Setting, describe};
+pub use types::{ByteSize, Secret, Span, one_or_many};
+
+/// The file read when neither `--config` nor `QUIRE_CONFIG` names one, if it exists.
+pub const SYSTEM_CONFIG: &str = "/etc/quire/quire.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// What `quire run` starts.
+    #[serde(deserialize_with = "one_or_many")]
+    pub services: Vec<ServiceKind>,
+    /// Where the SQLite database, fonts and generated secrets live.
+    pub data_dir: PathBuf,
+    /// Prefix of this process's instance id; defaults to `WEBSITE_INSTANCE_ID` or the host name.
+    pub instance_name: Option<String>,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub ha: HaConfig,
+    pub nats: NatsConfig,
+    pub root_user: RootUserConfig,
+    pub encryption: EncryptionConfig,
+    pub mail: MailConfig,
+    pub fonts: FontsConfig,
+    pub license: LicenseConfig,
+    pub render: RenderConfig,
+    pub auth: AuthConfig,
+    pub metrics: MetricsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            services: vec![ServiceKind::App],
+            data_dir: PathBuf::from("./data"),
+            instance_name: None,
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            ha: HaConfig::default(),
+            nats: NatsConfig::default(),
+            root_user: RootUserConfig::default(),
+            encryption: EncryptionConfig::default(),
+            mail: MailConfig::default(),
+            fonts: FontsConfig::default(),
+            license: LicenseConfig::default(),
+            render: RenderConfig::default(),
+            auth: AuthConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The database URL, defaulting to a SQLite file in `data_dir`.
+    pub fn database_url(&self) -> DatabaseUrl {
+        self.database.url.clone().unwrap_or_else(|| {
+            DatabaseUrl::Sqlite(format!("sqlite://{}", self.data_dir.join("quire.db").display()))
+        })
+    }
+
+    /// The directory scanned for operator fonts, defaulting to `data_dir/fonts`.
+    pub fn fonts_dir(&self) -> PathBuf {
+        self.fonts.dir.clone().unwrap_or_else(|| self.data_dir.join("fonts"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    App,
+    Nats,
+    Lb,
+}
+
+impl FromStr for ServiceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "app" => Ok(ServiceKind::App),
+            "nats" => Ok(ServiceKind::Nats),
+            "lb" => Ok(ServiceKind::Lb),
+            _ => Err(format!("unknown service \"{s}\": expected app, nats or lb")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `info,sqlx=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// The URL users reach Quire at, used in links (emails, console).
+    pub public_url: Option<String>,
+    /// Networks whose `X-Forwarded-*` headers are believed (the load balancer's).
+    #[serde(deserialize_with = "one_or_many")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long an idle client connection stays open; keep it above the load balancer's pool
+    /// idle timeout so a reused connection is never closed under a request.
+    pub keep_alive_timeout: Span,
+    /// How long in-flight requests get to finish once the server stops.
+    pub shutdown_timeout: Span,
+    /// Mark cookies `Secure`; by default set when the request arrived over HTTPS.
+    pub secure_cookies: Option<bool>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            keep_alive_timeout: Span::secs(75),
+            shutdown_timeout: Span::secs(10),
+            secure_cookies: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path`, `postgres://…`, or a `Host=…;Database=…` connection string.
+    pub url: Option<DatabaseUrl>,
+    /// A direct (not pooled) URL for migrations, which need a session.
+    pub migrate_url: Option<DatabaseUrl>,
+    /// Connections this instance keeps at most.
+    pub max_connections: Option<u32>,
+    pub connect_timeout: Option<Span>,
+}
+
+impl DatabaseConfig {
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections.unwrap_or(10)
+    }
+    pub fn connect_timeout(&self) -> Span {
+        self.connect_timeout.unwrap_or(Span::secs(5))
+    }
+}
+
+/// A database URL, already classified by backend.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        match self {
+            DatabaseUrl::Sqlite(s) | DatabaseUrl::Postgres(s) => s,
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&check::redact_url(self.as_str()))
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if connstring::looks_like_conn_string(s) {
+            return connstring::to_postgres_url(s)
+                .map(DatabaseUrl::Postgres)
+                .map_err(|e| format!("invalid connection string: {e}"));
+        }
+        if s.starts_with("sqlite:") {
+            Ok(DatabaseUrl::Sqlite(s.to_owned()))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            url::Url::parse(s).map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+            Ok(DatabaseUrl::Postgres(s.to_owned()))
+        } else {
+            Err("expected sqlite://PATH, postgres://USER:PASS@HOST/DB, or a Host=…;Database=… connection string".into())
+        }
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HaConfig {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NatsConfig {
+    /// Accepted for compatibility (`Nats__Enabled`); NATS is used when `url` is set.
+    pub enabled: Option<bool>,
+    /// One URL or a list (every node of a cluster).
+    #[serde(deserialize_with = "one_or_many")]
+    pub url: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RootUserConfig {
+    pub email: Option<String>,
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EncryptionConfig {
+    /// 32 characters; encrypts stored credentials.
+    pub key: Option<Secret>,
+    /// 16 characters; accepted for compatibility with the reference products' settings.
+    pub vector: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MailConfig {
+    pub smtp_url: Option<Secret>,
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FontsConfig {
+    /// Operator fonts; may be a shared mount. Defaults to `data_dir/fonts`.
+    pub dir: Option<PathBuf>,
+    /// Shared mounts deliver no file events, so the directory is also rescanned on this timer.
+    pub rescan_interval: Span,
+    pub max_upload_size: ByteSize,
+}
+
+impl Default for FontsConfig {
+    fn default() -> Self {
+        FontsConfig { dir: None, rescan_interval: Span::secs(60), max_upload_size: ByteSize::mib(50) }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LicenseConfig {
+    pub key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RenderConfig {
+    /// Render worker processes; defaults to one per core.
+    pub workers: Option<usize>,
+    /// Wall time one render may take before its worker is killed.
+    pub timeout: Span,
+    /// Memory one render worker may use.
+    pub memory_limit: ByteSize,
+    /// Total size of a template version's files.
+    pub max_template_size: ByteSize,
+    /// Size of one render's JSON data.
+    pub max_data_size: ByteSize,
+    /// Queued jobs at most; beyond it submissions get 429.
+    pub queue_limit: u32,
+    /// Synchronous renders waiting for a worker at most; beyond it they get 429.
+    pub sync_queue_limit: u32,
+    /// How long finished jobs and their PDFs are kept.
+    pub retention: Span,
+    /// How long running renders get to finish on shutdown before they go back to the queue.
+    pub drain_timeout: Span,
+    /// A job put back this many times (its worker or instance died under it) fails.
+    pub max_attempts: u32,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            workers: None,
+            timeout: Span::secs(60),
+            memory_limit: ByteSize::mib(1024),
+            max_template_size: ByteSize::mib(20),
+            max_data_size: ByteSize::mib(10),
+            queue_limit: 1000,
+            sync_queue_limit: 64,
+            retention: Span::secs(7 * 86_400),
+            drain_timeout: Span::secs(20),
+            max_attempts: 3,
+        }
+    }
+}
+
+impl RenderConfig {
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    pub session_ttl: Span,
+    /// Failed sign-ins per client address and per account within `login_window` before 429.
+    pub login_max_failures: u32,
+    pub login_window: Span,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { session_ttl: Span::secs(12 * 3600), login_max_failures: 10, login_window: Span::secs(300) }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without a token (for a scraper on a private network).
+    pub public: bool,
+}
+
+/// A setting that is wrong: which key, what value, where it came from, what would be valid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub key: String,
+    pub origin: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (from {}): {}", self.key, self.origin, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} (given by {given_by}) does not exist")]
+    MissingFile { path: PathBuf, given_by: &'static str },
+    #[error("{0}")]
+    EnvFile(#[from] source::EnvFileError),
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// The loaded configuration plus what is needed to explain it.
+pub struct Loaded {
+    pub config: Config,
+    pub figment: Figment,
+    pub file: Option<PathBuf>,
+    /// Settings that matched nothing (likely typos); logged at start.
+    pub warnings: Vec<String>,
+}
+
+impl Loaded {
+    /// Where the value at `key` came from.
+    pub fn origin(&self, key: &str) -> String {
+        let path: Vec<&str> = key.split('.').collect();
+        describe(self.figment.find_metadata(key), &path)
+    }
+}
+
+/// Loads the configuration. `config_file` is the `--config` flag; `env` the process environment
+/// (passed in so tests never touch the real one).
+pub fn load(config_file: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
+    let file = config_path(config_file, env)?;
+    let mut figment = Figment::from(Defaults);
+    if let Some(path) = &file {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    for setting in source::alias_settings(env) {
+        figment = figment.merge(setting);
+    }
+    for setting in source::quire_settings(env)? {
+        figment = figment.merge(setting);
+    }
+    if let Some(setting) = platform_port(&figment, env) {
+        figment = figment.merge(setting);
+    }
+
+    let config: Config = figment.extract_lossy().map_err(|e| ConfigError::Invalid(problems(e)))?;
+    let loaded = Loaded { warnings: unknown_keys(&figment), config, figment, file };
+    let problems = validate(&loaded);
+    if problems.is_empty() { Ok(loaded) } else { Err(ConfigError::Invalid(problems)) }
+}
+
+fn config_path(flag: Option<&Path>, env: &[(String, String)]) -> Result<Option<PathBuf>, ConfigError> {
+    let from_env = env.iter().find(|(k, _)| k == "QUIRE_CONFIG").map(|(_, v)| PathBuf::from(v));
+    let (path, given_by) = match (flag, from_env) {
+        (Some(p), _) => (p.to_path_buf(), "--config"),
+        (None, Some(p)) => (p, "QUIRE_CONFIG"),
+        (None, None) => {
+            let system = PathBuf::from(SYSTEM_CONFIG);
+            return Ok(system.exists().then_some(system));
+        }
+    };
+    if path.exists() { Ok(Some(path)) } else { Err(ConfigError::MissingFile { path, given_by }) }
+}
+
+/// App Service and similar platforms say which port to serve on with `WEBSITES_PORT` / `PORT`.
+/// They win over the file but not over an explicit `QUIRE_HTTP__LISTEN`; when the listen address
+/// is still the loopback default, the platform's port is served on all interfaces.
+fn platform_port(figment: &Figment, env: &[(String, String)]) -> Option<Setting> {
+    let (var, port) = ["WEBSITES_PORT", "PORT"]
+        .iter()
+        .find_map(|name| env.iter().find(|(k, _)| k == name))?;
+    let origin = figment.find_metadata("http.listen").map(|m| m.name.to_string()).unwrap_or_default();
+    if origin.starts_with("env QUIRE_") {
+        return None;
+    }
+    let current: Option<SocketAddr> = figment.extract_inner_lossy("http.listen").ok();
+    let host = match current {
+        Some(addr) if origin != "default" && !origin.is_empty() => addr.ip().to_string(),
+        _ => "0.0.0.0".to_owned(),
+    };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    Some(Setting {
+        origin: format!("env {var}"),
+        key: "http.listen".into(),
+        value: Value::from(format!("{host}:{}", port.trim())),
+    })
+}
+
+fn problems(err: figment::Error) -> Vec<Problem> {
+    err.into_iter()
+        .map(|e| {
+            let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
+            Problem {
+                key: if path.is_empty() { "(file)".to_owned() } else { path.join(".") },
+                origin: describe(e.metadata.as_ref(), &path),
+                message: e.kind.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Rules that span fields or need more than a type can say.
+fn validate(loaded: &Loaded) -> Vec<Problem> {
+    let c = &loaded.config;
+    let mut out = Vec::new();
+    let mut bad = |key: &str, message: String| {
+        out.push(Problem { key: key.to_owned(), origin: loaded.origin(key), message });
+    };
+
+    if let Some(email) = &c.root_user.email {
+        if !email.contains('@') || email.trim() != email {
+            bad("root_user.email", format!("\"{email}\" is not an email address"));
+        }
+        if c.root_user.password.is_none() {
+            bad("root_user.email", "root_user.password must be set when root_user.email is".into());
+        }
+    }
+    if let Some(pw) = &c.root_user.password
+        && pw.expose().chars().count() < 8
+    {
+        bad("root_user.password", "must be at least 8 characters".into());
+    }
+    if let Some(key) = &c.encryption.key
+        && key.expose().chars().count() != 32
+    {
+        bad("encryption.key", format!("must be exactly 32 characters, found {}", key.expose().chars().count()));
+    }
+    if let Some(v) = &c.encryption.vector
+        && v.expose().chars().count() != 16
+    {
+        bad("encryption.vector", format!("must be exactly 16 characters, found {}", v.expose().chars().count()));
+    }
+    if let Some(0) | Some(257..) = c.render.workers {
+        bad("render.workers", "must be between 1 and 256".into());
+    }
+    if c.render.memory_limit < ByteSize::mib(64) {
+        bad("render.memory_limit", format!("{} is too small: at least 64MiB", c.render.memory_limit));
+    }
+    if c.render.queue_limit == 0 {
+        bad("render.queue_limit", "must be at least 1".into());
+    }
+    if c.render.timeout.get().is_zero() {
+        bad("render.timeout", "must be longer than 0s".into());
+    }
+    if c.render.max_attempts == 0 {
+        bad("render.max_attempts", "must be at least 1".into());
+    }
+    if let Some(0) = c.database.max_connections {
+        bad("database.max_connections", "must be at least 1".into());
+    }
+    if c.ha.enabled {
+        if !matches!(c.database.url, Some(DatabaseUrl::Postgres(_))) {
+            bad(
+                "ha.enabled",
+                "HA mode needs a shared PostgreSQL database: set database.url to a postgres:// URL (SQLite is a local file)".into(),
+            );
+        }
+        if c.nats.url.is_empty() {
+            bad("ha.enabled", "HA mode needs NATS: set nats.url (QUIRE_NATS__URL or Nats__Url)".into());
+        }
+    }
+    if let Some(level) = Some(&c.log.level)
+        && tracing_subscriber::EnvFilter::try_new(level).is_err()
+    {
+        bad("log.level", format!("\"{level}\" is not a log filter: use e.g. info, debug, or info,sqlx=warn"));
+    }
+    out
+}
+
+/// Keys present in the merged config that no setting reads, with where they came from.
+fn unknown_keys(figment: &Figment) -> Vec<String> {
+    let Ok(defaults) = Figment::from(Defaults).find_value("") else {
+        return Vec::new();
+    };
+    let Ok(merged) = figment.find_value("") else { return Vec::new() };
+    let mut out = Vec::new();
+    collect_unknown(&merged, &defaults, &mut Vec::new(), figment, &mut out);
+    out
+}
+
+fn collect_unknown(
+    value: &Value,
+    known: &Value,
+    path: &mut Vec<String>,
+    figment: &Figment,
+    out: &mut Vec<String>,
+) {
+    let (Value::Dict(_, dict), Value::Dict(_, known_dict)) = (value, known) else { return };
+    for (k, v) in dict {
+        path.push(k.clone());
+        match known_dict.get(k) {
+            Some(known_v) => collect_unknown(v, known_v, path, figment, out),
+            None => report_leaves(v, path, figment, out),
+        }
+        path.pop();
+    }
+}
+
+fn report_leaves(value: &Value, path: &mut Vec<String>, figment: &Figment, out: &mut Vec<String>) {
+    if let Value::Dict(_, dict) = value {
+        for (k, v) in dict {
+            path.push(k.clone());
+            report_leaves(v, path, figment, out);
+            path.pop();
+        }
+        return;
+    }
+    let key = path.join(".");
+    let segs: Vec<&str> = path.iter().map(String::as_str).collect();
+    let origin = describe(figment.find_metadata(&key), &segs);
+    out.push(format!("unknown setting {key} (from {origin}) is ignored"));
+}
+
+/// The built-in defaults, named so that origins read "default".
+struct Defaults;
+
+impl figment::Provider for Defaults {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("default")
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Serialized::defaults(Config::default()).data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("quire.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_without_file_or_env() {
+        let l = load(None, &[]).unwrap();
+        assert_eq!(l.config.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(l.config.database_url().as_str(), "sqlite://./data/quire.db");
+        assert_eq!(l.origin("http.listen"), "default");
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    }
+
+    #[test]
+    fn env_beats_alias_beats_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(&dir, "[root_user]\nemail = \"file@x.io\"\npassword = \"filepassword\"\n[ha]\nenabled = false\n");
+        let l = load(Some(&f), &env(&[("RootUser__Email", "alias@x.io")])).unwrap();
+        assert_eq!(l.config.root_user.email.as_deref(), Some("alias@x.io"));
+        assert_eq!(l.origin("root_user.email"), "env RootUser__Email (alias)");
+        assert_eq!(l.origin("root_user.password"), format!("{}:3", f.display()));
+
+        let l = load(
+            Some(&f),
+            &env(&[("RootUser__Email", "alias@x.io"), ("QUIRE_ROOT_USER__EMAIL", "env@x.io")]),
+        )
+        .unwrap();
+        assert_eq!(l.config.root_user.email.as_deref(), Some("env@x.io"));
+    }
+
+    #[test]
+    fn env_strings_stay_strings_and_numbers_parse() {
+        let l = load(
+            None,
+            &env(&[
+                ("QUIRE_ROOT_USER__PASSWORD", "01234567"),
+                ("QUIRE_ROOT_USER__EMAIL", "a@b.c"),
+                ("QUIRE_RENDER__WORKERS", "3"),
+                ("QUIRE_RENDER__TIMEOUT", "90s"),
+                ("QUIRE_HA__ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(l.config.root_user.password.unwrap().expose(), "01234567");
+        assert_eq!(l.config.render.workers, Some(3));
+        assert_eq!(l.config.render.timeout, Span::secs(90));
+    }
+
+    #[test]
+    fn connection_string_alias_becomes_postgres_url() {
+        let l = load(
+            None,
+            &env(&[("ConnectionStrings__Database", "Host=db;Port=5432;Database=q;Username=u;Password=p")]),
+        )
+        .unwrap();
+        assert_eq!(l.config.database_url(), DatabaseUrl::Postgres("postgres://u:p@db:5432/q".into()));
+    }
+
+    #[test]
+    fn errors_name_key_origin_and_what_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(&dir, "[http]\nlisten = \"nowhere\"\n");
+        let err = load(Some(&f), &[]).err().unwrap().to_string();
+        assert!(err.contains("http.listen"), "{err}");
+        assert!(err.contains(&format!("{}:2", f.display())), "{err}");
+
+        let err = load(None, &env(&[("QUIRE_LOG__FORMAT", "xml")])).err().unwrap().to_string();
+        assert!(err.contains("log.format (from env QUIRE_LOG__FORMAT)"), "{err}");
+        assert!(err.contains("`text` or `json`"), "{err}");
+
+        let err = load(None, &env(&[("Encryption__Key", "short")])).err().unwrap().to_string();
+        assert!(err.contains("encryption.key (from env Encryption__Key (alias)): must be exactly 32 characters"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = load(Some(Path::new("/nonexistent/quire.toml")), &[]).err().unwrap();
+        assert!(err.to_string().contains("/nonexistent/quire.toml (given by --config) does not exist"));
+        let err = load(None, &env(&[("QUIRE_CONFIG", "/nonexistent/q.toml")])).err().unwrap();
+        assert!(err.to_string().contains("given by QUIRE_CONFIG"));
+    }
+
+    #[test]
+    fn platform_port_overrides_file_but_not_quire_env() {
+        let l = load(None, &env(&[("WEBSITES_PORT", "8181")])).unwrap();
+        assert_eq!(l.config.http.listen, "0.0.0.0:8181".parse().unwrap());
+        assert_eq!(l.origin("http.listen"), "env WEBSITES_PORT");
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(&dir, "[http]\nlisten = \"10.1.2.3:80\"\n");
+        let l = load(Some(&f), &env(&[("PORT", "9000")])).unwrap();
+        assert_eq!(l.config.http.listen, "10.1.2.3:9000".parse().unwrap());
+
+        let l = load(None, &env(&[("PORT", "9000"), ("QUIRE_HTTP__LISTEN", "127.0.0.1:7000")])).unwrap();
+        assert_eq!(l.config.http.listen, "127.0.0.1:7000".parse().unwrap());
+    }
+
+    #[test]
+    fn ha_needs_postgres_and_nats() {
+        let err = load(None, &env(&[("HighAvailability__Enabled", "true")])).err().unwrap().to_string();
+        assert!(err.contains("HA mode needs a shared PostgreSQL database"), "{err}");
+        assert!(err.contains("HA mode needs NATS"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_origin() {
+        let l = load(None, &env(&[("QUIRE_HTPP__LISTEN", "x")])).unwrap();
+        assert_eq!(l.warnings, vec!["unknown setting htpp.listen (from env QUIRE_HTPP__LISTEN) is ignored"]);
+    }
+
+    #[test]
+    fn lists_accept_comma_separated_env_values() {
+        let l = load(
+            None,
+            &env(&[
+                ("QUIRE_NATS__URL", "nats://a:4222, nats://b:4222"),
+                ("QUIRE_HTTP__TRUSTED_PROXIES", "10.0.0.0/8"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(l.config.nats.url, vec!["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(l.config.http.trusted_proxies, vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]);
+    }
+}

@@ -1,0 +1,127 @@
+//! Logging: `tracing` events written as text or JSON lines on stderr, every line carrying this
+//! process's instance id so logs collected from many instances can be told apart.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::{LogConfig, LogFormat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("log.level \"{0}\" is not a valid filter")]
+    Filter(String),
+    #[error("a global logger is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installs the global subscriber. Call once, early, with the final instance id.
+pub fn init(log: &LogConfig, instance: &str) -> Result<(), TelemetryError> {
+    let filter =
+        EnvFilter::try_new(&log.level).map_err(|_| TelemetryError::Filter(log.level.clone()))?;
+    let instance: Arc<str> = Arc::from(instance);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match log.format {
+        LogFormat::Text => builder.event_format(TextLine { instance }).try_init(),
+        LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(JsonLine { instance }).try_init(),
+    };
+    result.map_err(|_| TelemetryError::AlreadyInstalled)
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// `2026-11-23T09:00:00.123Z  INFO instance=web-1-a3f2 quire::app: message key=value`
+struct TextLine {
+    instance: Arc<str>,
+}
+
+impl<S, N> FormatEvent<S, N> for TextLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let meta = event.metadata();
+        write!(w, "{} {:>5} instance={} {}: ", now(), meta.level(), self.instance, meta.target())?;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                write!(w, "{}", span.name())?;
+                if let Some(fields) = span.extensions().get::<FormattedFields<N>>()
+                    && !fields.is_empty()
+                {
+                    write!(w, "{{{fields}}}")?;
+                }
+                w.write_str(": ")?;
+            }
+        }
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+/// One JSON object per line: `ts`, `level`, `instance`, `target`, the event's fields, and the
+/// fields of the spans it happened in.
+struct JsonLine {
+    instance: Arc<str>,
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let meta = event.metadata();
+        let mut obj = serde_json::Map::new();
+        obj.insert("ts".into(), now().into());
+        obj.insert("level".into(), meta.level().as_str().into());
+        obj.insert("instance".into(), self.instance.as_ref().into());
+        obj.insert("target".into(), meta.target().into());
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                let Some(fields) = ext.get::<FormattedFields<N>>() else { continue };
+                if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(fields) {
+                    obj.extend(map);
+                }
+            }
+        }
+        let mut visitor = JsonVisitor(&mut obj);
+        event.record(&mut visitor);
+        let line = serde_json::to_string(&obj).map_err(|_| fmt::Error)?;
+        writeln!(w, "{line}")
+    }
+}
+
+struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_error(&mut self, field: &tracing::field::Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.insert(field.name().into(), value.to_string().into());
+    }
+}

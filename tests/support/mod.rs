@@ -1,0 +1,46 @@
+//! The integration-test harness: starts real processes (quire instances, PostgreSQL, nats-server)
+//! in throwaway directories on free ports, and a client that speaks the API like a user would.
+
+#![allow(dead_code)] // each test module uses a different part of the harness
+
+pub mod process;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use process::Proc;
+
+/// The `quire` binary under test.
+pub fn quire_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_quire"))
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Log output of spawned processes goes to stderr of the test only when `QUIRE_TEST_LOG` is set;
+/// otherwise it is kept in files and printed for failing tests.
+pub fn verbose() -> bool {
+    std::env::var_os("QUIRE_TEST_LOG").is_some()
+}

@@ -25,7 +25,11 @@ pub fn init(log: &LogConfig, instance: &str) -> Result<(), TelemetryError> {
     let filter =
         EnvFilter::try_new(&log.level).map_err(|_| TelemetryError::Filter(log.level.clone()))?;
     let instance: Arc<str> = Arc::from(instance);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match log.format {
         LogFormat::Text => builder.event_format(TextLine { instance }).try_init(),
         LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(JsonLine { instance }).try_init(),

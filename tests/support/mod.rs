@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test module uses a different part of the harness
 
+pub mod app;
+pub mod browser;
 pub mod process;
 
 use std::net::TcpListener;

@@ -12,14 +12,19 @@ use crate::lifecycle::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FontError {
-    #[error("\"{0}\" is not a usable font file name: use letters, digits, '.', '-', '_' or spaces and end in .ttf, .otf, .ttc or .otc")]
+    #[error(
+        "\"{0}\" is not a usable font file name: use letters, digits, '.', '-', '_' or spaces and end in .ttf, .otf, .ttc or .otc"
+    )]
     BadName(String),
     #[error("the file is not a font Quire can read (TrueType/OpenType)")]
     NotAFont,
     #[error("the file has {size} bytes; fonts.max_upload_size is {limit}")]
     TooLarge { size: usize, limit: usize },
     #[error("cannot write to the font directory {dir}: {source}")]
-    Io { dir: PathBuf, source: std::io::Error },
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One font face as listed to users.
@@ -52,7 +57,12 @@ impl FontLibrary {
             tracing::warn!(dir = %dir.display(), error = %e, "font directory cannot be created");
         }
         let seen = Arc::new(Mutex::new(fonts::signature(&dir)));
-        FontLibrary { dir, max_upload, pool, seen }
+        FontLibrary {
+            dir,
+            max_upload,
+            pool,
+            seen,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -69,7 +79,12 @@ impl FontLibrary {
                 let info = font.info();
                 let (source, file) = match origin {
                     FontOrigin::Embedded(_) => ("bundled", None),
-                    FontOrigin::File(p) => ("directory", p.strip_prefix(&self.dir).ok().map(|r| r.display().to_string())),
+                    FontOrigin::File(p) => (
+                        "directory",
+                        p.strip_prefix(&self.dir)
+                            .ok()
+                            .map(|r| r.display().to_string()),
+                    ),
                 };
                 FaceEntry {
                     family: info.family.clone(),
@@ -89,13 +104,19 @@ impl FontLibrary {
             return Err(FontError::BadName(name.to_owned()));
         }
         if data.len() > self.max_upload {
-            return Err(FontError::TooLarge { size: data.len(), limit: self.max_upload });
+            return Err(FontError::TooLarge {
+                size: data.len(),
+                limit: self.max_upload,
+            });
         }
         let faces = fonts::faces(data).len();
         if faces == 0 {
             return Err(FontError::NotAFont);
         }
-        let io = |source| FontError::Io { dir: self.dir.clone(), source };
+        let io = |source| FontError::Io {
+            dir: self.dir.clone(),
+            source,
+        };
         std::fs::create_dir_all(&self.dir).map_err(io)?;
         super::render::write_atomically(&self.dir.join(name), data).map_err(io)?;
         self.rescan();
@@ -113,7 +134,10 @@ impl FontLibrary {
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(FontError::Io { dir: self.dir.clone(), source }),
+            Err(source) => Err(FontError::Io {
+                dir: self.dir.clone(),
+                source,
+            }),
         }
     }
 
@@ -153,7 +177,9 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ' '))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ' '))
         && fonts::is_font_name(Path::new(name))
 }
 
@@ -165,7 +191,14 @@ mod tests {
     fn names_are_checked() {
         assert!(valid_name("Inter-Bold.ttf"));
         assert!(valid_name("My Font.OTF"));
-        for bad in ["../x.ttf", ".hidden.ttf", "a/b.ttf", "font.exe", "", "x.ttf\0"] {
+        for bad in [
+            "../x.ttf",
+            ".hidden.ttf",
+            "a/b.ttf",
+            "font.exe",
+            "",
+            "x.ttf\0",
+        ] {
             assert!(!valid_name(bad), "{bad}");
         }
     }

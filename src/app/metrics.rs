@@ -56,22 +56,52 @@ impl Metrics {
         let mut registry = Registry::with_prefix("quire");
         let latency = || Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let http_requests = Family::<HttpLabels, Counter>::default();
-        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let http_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
         let renders = Family::<RenderLabels, Counter>::default();
-        let render_duration = Family::<KindLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let render_duration =
+            Family::<KindLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
         let info = Family::<InfoLabels, Gauge>::default();
-        info.get_or_create(&InfoLabels { version: crate::version().to_owned(), instance: instance.to_owned() }).set(1);
+        info.get_or_create(&InfoLabels {
+            version: crate::version().to_owned(),
+            instance: instance.to_owned(),
+        })
+        .set(1);
         registry.register("build_info", "Version and instance of this process", info);
-        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
-        registry.register("renders", "Finished renders by kind and outcome", renders.clone());
-        registry.register("render_duration_seconds", "Render wall time, queue wait excluded", render_duration.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_duration.clone(),
+        );
+        registry.register(
+            "renders",
+            "Finished renders by kind and outcome",
+            renders.clone(),
+        );
+        registry.register(
+            "render_duration_seconds",
+            "Render wall time, queue wait excluded",
+            render_duration.clone(),
+        );
         let queue_depth = Gauge::default();
-        registry.register("render_queue_depth", "Render jobs waiting to be claimed", queue_depth.clone());
+        registry.register(
+            "render_queue_depth",
+            "Render jobs waiting to be claimed",
+            queue_depth.clone(),
+        );
         let workers = Gauge::default();
         registry.register("render_workers", "Render worker slots", workers.clone());
         let workers_busy = Gauge::default();
-        registry.register("render_workers_busy", "Render worker slots in use", workers_busy.clone());
+        registry.register(
+            "render_workers_busy",
+            "Render worker slots in use",
+            workers_busy.clone(),
+        );
         let workers_replaced = Gauge::default();
         registry.register(
             "render_workers_replaced",
@@ -79,7 +109,11 @@ impl Metrics {
             workers_replaced.clone(),
         );
         let jobs_requeued = Counter::default();
-        registry.register("jobs_requeued", "Jobs put back in the queue after their instance stopped", jobs_requeued.clone());
+        registry.register(
+            "jobs_requeued",
+            "Jobs put back in the queue after their instance stopped",
+            jobs_requeued.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -95,8 +129,12 @@ impl Metrics {
     }
 
     pub fn render_finished(&self, kind: &'static str, outcome: &'static str, seconds: f64) {
-        self.renders.get_or_create(&RenderLabels { kind, outcome }).inc();
-        self.render_duration.get_or_create(&KindLabels { kind }).observe(seconds);
+        self.renders
+            .get_or_create(&RenderLabels { kind, outcome })
+            .inc();
+        self.render_duration
+            .get_or_create(&KindLabels { kind })
+            .observe(seconds);
     }
 
     /// The text exposition format.

@@ -39,20 +39,30 @@ pub enum AppError {
     #[error("cannot start render workers: {0}")]
     Workers(render::RenderError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// `quire migrate`.
 pub async fn migrate(config: &Config) -> Result<(), AppError> {
     let store = store::open(config).await?;
     store.migrate().await?;
-    tracing::info!(version = store.schema_version().await?, "database is up to date");
+    tracing::info!(
+        version = store.schema_version().await?,
+        "database is up to date"
+    );
     store.close().await;
     Ok(())
 }
 
 /// `quire app`: serves until shutdown.
-pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) -> Result<(), AppError> {
+pub async fn run(
+    config: Arc<Config>,
+    instance: String,
+    lifecycle: Lifecycle,
+) -> Result<(), AppError> {
     let started = Instant::now();
     let shutdown = lifecycle.shutdown().clone();
     tracing::info!(version = crate::version(), "starting quire app");
@@ -74,7 +84,11 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
         sync_queue_limit: config.render.sync_queue_limit as usize,
     });
     pool.warm().await.map_err(AppError::Workers)?;
-    let fonts = fonts::FontLibrary::new(config.fonts_dir(), config.fonts.max_upload_size.as_usize(), pool.clone());
+    let fonts = fonts::FontLibrary::new(
+        config.fonts_dir(),
+        config.fonts.max_upload_size.as_usize(),
+        pool.clone(),
+    );
     fonts.spawn_rescan(config.fonts.rescan_interval.get(), shutdown.clone());
 
     let bus = bus::Bus::default();
@@ -97,7 +111,10 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
     );
     let requeued = jobs.recover_abandoned().await?;
     if requeued > 0 {
-        tracing::warn!(jobs = requeued, "put back jobs the previous run left unfinished");
+        tracing::warn!(
+            jobs = requeued,
+            "put back jobs the previous run left unfinished"
+        );
     }
 
     let state = state::AppState::new(state::Shared {
@@ -111,13 +128,21 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
         cache,
         fonts,
         metrics,
-        limiter: auth::ratelimit::LoginLimiter::new(config.auth.login_max_failures, config.auth.login_window.get()),
+        limiter: auth::ratelimit::LoginLimiter::new(
+            config.auth.login_max_failures,
+            config.auth.login_window.get(),
+        ),
         shutdown: shutdown.clone(),
         schema_version,
     });
 
     let listen = config.http.listen;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Bind { addr: listen, source })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: listen,
+            source,
+        })?;
     let addr = listener.local_addr().unwrap_or(listen);
     let server = tokio::spawn(http::serve(
         listener,
@@ -129,7 +154,10 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
     let runner = jobs.spawn_runner(shutdown.clone());
     jobs.spawn_janitor(shutdown.clone());
     lifecycle.spawn_watchdog(|| true);
-    let url = format!("http://{}", crate::healthcheck::local_url(addr).trim_start_matches("http://"));
+    let url = format!(
+        "http://{}",
+        crate::healthcheck::local_url(addr).trim_start_matches("http://")
+    );
     tracing::info!(addr = %addr, url = %url, workers = pool.size(), ms = started.elapsed().as_millis() as u64, "listening");
     lifecycle.service_ready("app", &format!("serving on {addr}"));
 
@@ -139,9 +167,14 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
     if running > 0 {
         tracing::info!(jobs = running, bound = %config.render.drain_timeout, "waiting for running renders");
     }
-    let handed_back = jobs.drain(&shutdown, config.render.drain_timeout.get()).await;
+    let handed_back = jobs
+        .drain(&shutdown, config.render.drain_timeout.get())
+        .await;
     if handed_back > 0 {
-        tracing::warn!(jobs = handed_back, "renders did not finish in time and went back to the queue");
+        tracing::warn!(
+            jobs = handed_back,
+            "renders did not finish in time and went back to the queue"
+        );
     }
     shutdown.stop();
     let _ = server.await;
@@ -152,8 +185,14 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
 
 fn announce_root(root: auth::RootUser) {
     match root {
-        auth::RootUser::Configured(email) => tracing::info!(email = %email, "root user matches the configuration"),
-        auth::RootUser::Generated { email, password, saved_to } => tracing::warn!(
+        auth::RootUser::Configured(email) => {
+            tracing::info!(email = %email, "root user matches the configuration")
+        }
+        auth::RootUser::Generated {
+            email,
+            password,
+            saved_to,
+        } => tracing::warn!(
             email = %email,
             password = %password,
             saved_to = %saved_to.display(),

@@ -39,7 +39,9 @@ pub struct Instance {
 /// shell (QUIRE_*, NOTIFY_SOCKET) leaks into a test.
 pub fn quire_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(quire_bin());
-    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).args(args);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(args);
     cmd
 }
 
@@ -52,11 +54,22 @@ impl Instance {
     }
 
     /// Starts an instance on an existing data directory.
-    pub async fn start_in(options: AppOptions, data_dir: PathBuf, dir: Option<tempfile::TempDir>) -> Instance {
+    pub async fn start_in(
+        options: AppOptions,
+        data_dir: PathBuf,
+        dir: Option<tempfile::TempDir>,
+    ) -> Instance {
         let port = free_port();
         let proc = spawn(&options, &data_dir, port);
         let url = format!("http://127.0.0.1:{port}");
-        let mut inst = Instance { proc, url, port, data_dir, options, _dir: dir };
+        let mut inst = Instance {
+            proc,
+            url,
+            port,
+            data_dir,
+            options,
+            _dir: dir,
+        };
         inst.wait_ready().await;
         inst
     }
@@ -126,21 +139,39 @@ pub struct TestClient {
 impl TestClient {
     /// A client with no credentials at all.
     pub fn anonymous(base: &str) -> TestClient {
-        TestClient { http: reqwest::Client::new(), base: base.to_owned(), csrf: None, bearer: None }
+        TestClient {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+            csrf: None,
+            bearer: None,
+        }
     }
 
     pub async fn login(base: &str, email: &str, password: &str) -> TestClient {
-        let http = reqwest::Client::builder().cookie_store(true).build().expect("client");
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .expect("client");
         let resp = http
             .post(format!("{base}/api/v1/auth/login"))
             .json(&json!({"email": email, "password": password}))
             .send()
             .await
             .expect("login request");
-        assert_eq!(resp.status(), 200, "login failed: {}", resp.text().await.unwrap_or_default());
+        assert_eq!(
+            resp.status(),
+            200,
+            "login failed: {}",
+            resp.text().await.unwrap_or_default()
+        );
         let body: Value = resp.json().await.expect("login body");
         let csrf = body["csrf_token"].as_str().map(str::to_owned);
-        TestClient { http, base: base.to_owned(), csrf, bearer: None }
+        TestClient {
+            http,
+            base: base.to_owned(),
+            csrf,
+            bearer: None,
+        }
     }
 
     /// A client that authenticates with a personal API token created by this one.
@@ -149,7 +180,12 @@ impl TestClient {
         assert_eq!(t.status(), 201);
         let body: Value = t.json().await.expect("token");
         let token = body["token"].as_str().expect("token field").to_owned();
-        TestClient { http: reqwest::Client::new(), base: self.base.clone(), csrf: None, bearer: Some(token) }
+        TestClient {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            csrf: None,
+            bearer: Some(token),
+        }
     }
 
     pub fn token(&self) -> Option<&str> {
@@ -172,7 +208,10 @@ impl TestClient {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.request(reqwest::Method::GET, path).send().await.expect("GET")
+        self.request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("GET")
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
@@ -182,11 +221,17 @@ impl TestClient {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::POST, path).json(body).send().await.expect("POST")
+        self.request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
     }
 
     pub async fn create_template(&self, name: &str, files: Value) -> Value {
-        let r = self.post("/api/v1/templates", &json!({"name": name, "files": files})).await;
+        let r = self
+            .post("/api/v1/templates", &json!({"name": name, "files": files}))
+            .await;
         let status = r.status();
         let body: Value = r.json().await.expect("json");
         assert_eq!(status, 201, "create template {name}: {body}");
@@ -195,7 +240,12 @@ impl TestClient {
 
     /// Queues a render and returns the job.
     pub async fn render(&self, template: &str, data: Value) -> Value {
-        let r = self.post("/api/v1/renders", &json!({"template": template, "data": data})).await;
+        let r = self
+            .post(
+                "/api/v1/renders",
+                &json!({"template": template, "data": data}),
+            )
+            .await;
         let status = r.status();
         let body: Value = r.json().await.expect("json");
         assert_eq!(status, 202, "render {template}: {body}");
@@ -223,14 +273,27 @@ impl TestClient {
     pub async fn follow_ws(&self, id: &str, after: i64, max: usize) -> Vec<Value> {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let url = format!("{}/api/v1/renders/{id}/events?after={after}", self.base.replace("http://", "ws://"));
+        let url = format!(
+            "{}/api/v1/renders/{id}/events?after={after}",
+            self.base.replace("http://", "ws://")
+        );
         let mut req = url.into_client_request().expect("ws request");
-        let token = self.bearer.as_ref().expect("follow_ws needs a token client");
-        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
+        let token = self
+            .bearer
+            .as_ref()
+            .expect("follow_ws needs a token client");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connect");
         let mut out = Vec::new();
         while out.len() < max {
-            let msg = tokio::time::timeout(Duration::from_secs(60), ws.next()).await.expect("ws event in time");
+            let msg = tokio::time::timeout(Duration::from_secs(60), ws.next())
+                .await
+                .expect("ws event in time");
             let Some(Ok(msg)) = msg else { break };
             if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
                 let ev: Value = serde_json::from_str(&t).expect("event json");
@@ -250,12 +313,22 @@ pub fn pdf_text(pdf: &[u8]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("doc.pdf");
     std::fs::write(&path, pdf).expect("write pdf");
-    let out = Command::new("pdftotext").arg("-layout").arg(&path).arg("-").output().expect("pdftotext (poppler-utils) must be installed");
-    assert!(out.status.success(), "pdftotext failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("pdftotext")
+        .arg("-layout")
+        .arg(&path)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils) must be installed");
+    assert!(
+        out.status.success(),
+        "pdftotext failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The bundled example invoice's sample data.
 pub fn invoice_data() -> Value {
-    serde_json::from_str(include_str!("../../src/app/examples/invoice/data.json")).expect("invoice data")
+    serde_json::from_str(include_str!("../../src/app/examples/invoice/data.json"))
+        .expect("invoice data")
 }

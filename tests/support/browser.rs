@@ -41,17 +41,33 @@ impl Browser {
                 },
             },
         });
-        let serde_json::Value::Object(caps) = caps else { unreachable!("a literal object") };
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!("a literal object")
+        };
         let url = format!("http://127.0.0.1:{port}");
         let mut last_err = None;
         // chromedriver takes a moment to listen.
         for _ in 0..100 {
-            match fantoccini::ClientBuilder::rustls().expect("tls").capabilities(caps.clone()).connect(&url).await {
-                Ok(client) => return Browser { client, _driver: driver, _profile: profile },
+            match fantoccini::ClientBuilder::rustls()
+                .expect("tls")
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => {
+                    return Browser {
+                        client,
+                        _driver: driver,
+                        _profile: profile,
+                    };
+                }
                 Err(e) => last_err = Some(e),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("cannot start Chromium via chromedriver (apt-get install chromium chromium-driver): {last_err:?}\n{}", driver.log());
+        panic!(
+            "cannot start Chromium via chromedriver (apt-get install chromium chromium-driver): {last_err:?}\n{}",
+            driver.log()
+        );
     }
 }

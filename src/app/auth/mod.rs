@@ -40,7 +40,10 @@ impl Principal {
         if self.user.role >= role {
             Ok(())
         } else {
-            Err(Forbidden { needed: role.as_str(), actual: self.user.role.as_str() })
+            Err(Forbidden {
+                needed: role.as_str(),
+                actual: self.user.role.as_str(),
+            })
         }
     }
 
@@ -58,7 +61,11 @@ pub enum RootUser {
     /// The configured root user exists with the configured password.
     Configured(String),
     /// No user existed and none was configured: one was created with a random password.
-    Generated { email: String, password: String, saved_to: PathBuf },
+    Generated {
+        email: String,
+        password: String,
+        saved_to: PathBuf,
+    },
     /// Not configured; users already exist.
     Unchanged,
 }
@@ -70,7 +77,10 @@ pub enum RootError {
     #[error(transparent)]
     Hash(#[from] password::HashError),
     #[error("cannot save the generated root password to {path}: {source}")]
-    Save { path: PathBuf, source: std::io::Error },
+    Save {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Makes the root user match the config, or creates a first admin when there is nobody.
@@ -80,7 +90,9 @@ pub async fn ensure_root(store: &dyn Store, config: &Config) -> Result<RootUser,
         let existing = store.user_by_email(&email).await?;
         let current = existing.as_ref().filter(|u| u.is_root && !u.disabled);
         let matches = match current {
-            Some(u) => password::verify_blocking(pw.expose().to_owned(), u.password_hash.clone()).await,
+            Some(u) => {
+                password::verify_blocking(pw.expose().to_owned(), u.password_hash.clone()).await
+            }
             None => false,
         };
         if !matches {
@@ -98,8 +110,17 @@ pub async fn ensure_root(store: &dyn Store, config: &Config) -> Result<RootUser,
     let hash = password::hash_blocking(pw.clone()).await?;
     store.upsert_root(DEFAULT_ROOT_EMAIL, &hash).await?;
     let path = config.data_dir.join("root-password.txt");
-    save_private(&path, &format!("{DEFAULT_ROOT_EMAIL}\n{pw}\n")).map_err(|source| RootError::Save { path: path.clone(), source })?;
-    Ok(RootUser::Generated { email: DEFAULT_ROOT_EMAIL.to_owned(), password: pw, saved_to: path })
+    save_private(&path, &format!("{DEFAULT_ROOT_EMAIL}\n{pw}\n")).map_err(|source| {
+        RootError::Save {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    Ok(RootUser::Generated {
+        email: DEFAULT_ROOT_EMAIL.to_owned(),
+        password: pw,
+        saved_to: path,
+    })
 }
 
 /// Writes a file only its owner can read.
@@ -109,7 +130,12 @@ fn save_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }
@@ -118,7 +144,8 @@ fn save_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 pub fn normalize_email(email: &str) -> Option<String> {
     let e = email.trim().to_lowercase();
     let (local, domain) = e.split_once('@')?;
-    (!local.is_empty() && !domain.is_empty() && !e.contains(char::is_whitespace) && e.len() <= 254).then_some(e)
+    (!local.is_empty() && !domain.is_empty() && !e.contains(char::is_whitespace) && e.len() <= 254)
+        .then_some(e)
 }
 
 /// Minimum password length for users created through the API.
@@ -130,7 +157,10 @@ mod tests {
 
     #[test]
     fn emails_are_normalized_or_refused() {
-        assert_eq!(normalize_email("  Ada@Example.COM ").as_deref(), Some("ada@example.com"));
+        assert_eq!(
+            normalize_email("  Ada@Example.COM ").as_deref(),
+            Some("ada@example.com")
+        );
         assert_eq!(normalize_email("nobody"), None);
         assert_eq!(normalize_email("a b@c.d"), None);
         assert_eq!(normalize_email("@c.d"), None);

@@ -17,7 +17,11 @@ pub struct LoginLimiter {
 
 impl LoginLimiter {
     pub fn new(max_failures: u32, window: Duration) -> Self {
-        LoginLimiter { max_failures: max_failures.max(1) as usize, window, failures: Mutex::new(HashMap::new()) }
+        LoginLimiter {
+            max_failures: max_failures.max(1) as usize,
+            window,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     /// `Err(seconds)` to wait when any key is over the limit.
@@ -26,7 +30,9 @@ impl LoginLimiter {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let mut wait = None::<Duration>;
         for key in keys {
-            let Some(times) = map.get_mut(key) else { continue };
+            let Some(times) = map.get_mut(key) else {
+                continue;
+            };
             prune(times, now, self.window);
             if times.len() >= self.max_failures
                 && let Some(oldest) = times.front()
@@ -57,7 +63,10 @@ impl LoginLimiter {
 
     /// A successful sign-in clears the account's failures (not the address's).
     pub fn clear(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 
@@ -80,8 +89,15 @@ mod tests {
             l.record_failure(&keys);
         }
         assert!(l.check(&keys).is_err());
-        assert!(l.check(&["ip:2".to_string(), "email:a".to_string()]).is_err(), "the account is limited too");
-        assert!(l.check(&["ip:2".to_string(), "email:b".to_string()]).is_ok());
+        assert!(
+            l.check(&["ip:2".to_string(), "email:a".to_string()])
+                .is_err(),
+            "the account is limited too"
+        );
+        assert!(
+            l.check(&["ip:2".to_string(), "email:b".to_string()])
+                .is_ok()
+        );
         std::thread::sleep(Duration::from_millis(220));
         assert!(l.check(&keys).is_ok());
     }

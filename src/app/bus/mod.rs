@@ -19,7 +19,10 @@ pub struct Bus {
 
 impl Default for Bus {
     fn default() -> Self {
-        Bus { events: broadcast::channel(CAPACITY).0, wake: Arc::new(Notify::new()) }
+        Bus {
+            events: broadcast::channel(CAPACITY).0,
+            wake: Arc::new(Notify::new()),
+        }
     }
 }
 

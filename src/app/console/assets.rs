@@ -18,26 +18,48 @@ struct Asset {
 
 static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
     [
-        ("app.css", include_str!("assets/app.css"), "text/css; charset=utf-8"),
-        ("app.js", include_str!("assets/app.js"), "text/javascript; charset=utf-8"),
+        (
+            "app.css",
+            include_str!("assets/app.css"),
+            "text/css; charset=utf-8",
+        ),
+        (
+            "app.js",
+            include_str!("assets/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
     ]
     .into_iter()
     .map(|(name, body, content_type)| {
         let hash = hex::encode(&Sha256::digest(body.as_bytes())[..6]);
         let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
-        Asset { name, body, content_type, hashed: format!("{stem}.{hash}.{ext}") }
+        Asset {
+            name,
+            body,
+            content_type,
+            hashed: format!("{stem}.{hash}.{ext}"),
+        }
     })
     .collect()
 });
 
 /// The URL of an asset by its plain name.
 pub fn path(name: &str) -> String {
-    ASSETS.iter().find(|a| a.name == name).map_or_else(|| format!("/assets/{name}"), |a| format!("/assets/{}", a.hashed))
+    ASSETS.iter().find(|a| a.name == name).map_or_else(
+        || format!("/assets/{name}"),
+        |a| format!("/assets/{}", a.hashed),
+    )
 }
 
 pub async fn serve(Path(file): Path<String>) -> Response {
     if let Some(a) = ASSETS.iter().find(|a| a.hashed == file) {
-        return ([(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], a.body)
+        return (
+            [
+                (header::CONTENT_TYPE, a.content_type),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            a.body,
+        )
             .into_response();
     }
     let same_name = |a: &&Asset| {
@@ -45,7 +67,14 @@ pub async fn serve(Path(file): Path<String>) -> Response {
         file.starts_with(&format!("{stem}.")) && file.ends_with(&format!(".{ext}"))
     };
     match ASSETS.iter().find(same_name) {
-        Some(a) => ([(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, "no-cache")], a.body).into_response(),
+        Some(a) => (
+            [
+                (header::CONTENT_TYPE, a.content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            a.body,
+        )
+            .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -57,6 +86,11 @@ mod tests {
     #[test]
     fn asset_names_carry_their_hash() {
         let p = path("app.js");
-        assert!(p.starts_with("/assets/app.") && p.ends_with(".js") && p.len() == "/assets/app..js".len() + 12, "{p}");
+        assert!(
+            p.starts_with("/assets/app.")
+                && p.ends_with(".js")
+                && p.len() == "/assets/app..js".len() + 12,
+            "{p}"
+        );
     }
 }

@@ -84,7 +84,10 @@ impl IntoResponse for Page<'_> {
         };
         let mut resp = Html(markup.into_string()).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }

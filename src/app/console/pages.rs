@@ -25,8 +25,16 @@ fn fail(p: Problem) -> Response {
 }
 
 fn forbidden(user: &Principal, needed: Role) -> Response {
-    let content = html! { h1 { "Not allowed" } p { "This page needs the " (needed.as_str()) " role." } };
-    let page = Page { title: "Not allowed", name: "forbidden", user: Some(user), content, data: None, wide: false };
+    let content =
+        html! { h1 { "Not allowed" } p { "This page needs the " (needed.as_str()) " role." } };
+    let page = Page {
+        title: "Not allowed",
+        name: "forbidden",
+        user: Some(user),
+        content,
+        data: None,
+        wide: false,
+    };
     (StatusCode::FORBIDDEN, page).into_response()
 }
 
@@ -49,10 +57,21 @@ pub async fn login(user: Option<Principal>) -> Response {
             }
         }
     };
-    Page { title: "Sign in", name: "login", user: None, content, data: None, wide: false }.into_response()
+    Page {
+        title: "Sign in",
+        name: "login",
+        user: None,
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response()
 }
 
-pub async fn templates(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
+pub async fn templates(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+) -> PageResult {
     let list = state.store.templates().await.map_err(|e| fail(e.into()))?;
     let editor = user.user.role >= Role::Editor;
     let content = html! {
@@ -83,22 +102,47 @@ pub async fn templates(State(state): State<AppState>, ConsoleUser(user): Console
             }
         }
     };
-    Ok(Page { title: "Templates", name: "templates", user: Some(&user), content, data: None, wide: false }.into_response())
+    Ok(Page {
+        title: "Templates",
+        name: "templates",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
 }
 
-pub async fn editor(State(state): State<AppState>, ConsoleUser(user): ConsoleUser, Path(id): Path<String>) -> PageResult {
+pub async fn editor(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+    Path(id): Path<String>,
+) -> PageResult {
     if user.user.role < Role::Editor {
         return Err(forbidden(&user, Role::Editor));
     }
-    let t = state.store.template(&id).await.map_err(|e| fail(e.into()))?.ok_or_else(|| fail(Problem::not_found("template")))?;
+    let t = state
+        .store
+        .template(&id)
+        .await
+        .map_err(|e| fail(e.into()))?
+        .ok_or_else(|| fail(Problem::not_found("template")))?;
     let v = state
         .store
         .version(&t.id, t.latest_version)
         .await
         .map_err(|e| fail(e.into()))?
         .ok_or_else(|| fail(Problem::not_found("version")))?;
-    let files = state.store.files(&t.id, v.version).await.map_err(|e| fail(e.into()))?;
-    let sample = v.sample_data.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()).unwrap_or(json!({}));
+    let files = state
+        .store
+        .files(&t.id, v.version)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let sample = v
+        .sample_data
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .unwrap_or(json!({}));
     let params = serde_json::to_string_pretty(&v.parameters).unwrap_or_else(|_| "[]".into());
     let data = json!({
         "template": {"id": t.id, "name": t.name},
@@ -124,7 +168,15 @@ pub async fn editor(State(state): State<AppState>, ConsoleUser(user): ConsoleUse
             div #preview .preview {}
         }
     };
-    Ok(Page { title: &t.name, name: "editor", user: Some(&user), content, data: Some(data), wide: true }.into_response())
+    Ok(Page {
+        title: &t.name,
+        name: "editor",
+        user: Some(&user),
+        content,
+        data: Some(data),
+        wide: true,
+    }
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -132,12 +184,24 @@ pub struct RenderQuery {
     template: Option<String>,
 }
 
-pub async fn render(State(state): State<AppState>, ConsoleUser(user): ConsoleUser, Query(q): Query<RenderQuery>) -> PageResult {
+pub async fn render(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+    Query(q): Query<RenderQuery>,
+) -> PageResult {
     let list = state.store.templates().await.map_err(|e| fail(e.into()))?;
     let mut templates = Vec::with_capacity(list.len());
     for t in &list {
-        if let Some(v) = state.store.version(&t.id, t.latest_version).await.map_err(|e| fail(e.into()))? {
-            let sample = v.sample_data.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
+        if let Some(v) = state
+            .store
+            .version(&t.id, t.latest_version)
+            .await
+            .map_err(|e| fail(e.into()))?
+        {
+            let sample = v
+                .sample_data
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
             templates.push(json!({"name": t.name, "version": v.version, "parameters": v.parameters, "sample_data": sample}));
         }
     }
@@ -161,7 +225,15 @@ pub async fn render(State(state): State<AppState>, ConsoleUser(user): ConsoleUse
         }
     };
     let data = json!({"templates": templates});
-    Ok(Page { title: "Render", name: "render", user: Some(&user), content, data: Some(data), wide: false }.into_response())
+    Ok(Page {
+        title: "Render",
+        name: "render",
+        user: Some(&user),
+        content,
+        data: Some(data),
+        wide: false,
+    }
+    .into_response())
 }
 
 fn state_badge(s: JobState) -> Markup {
@@ -176,8 +248,16 @@ fn duration(job: &Job) -> String {
 }
 
 pub async fn jobs(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
-    let filter = JobFilter { created_by: (!user.sees_all_jobs()).then(|| user.user.id.clone()), limit: 100, ..Default::default() };
-    let list = state.store.jobs(&filter).await.map_err(|e| fail(e.into()))?;
+    let filter = JobFilter {
+        created_by: (!user.sees_all_jobs()).then(|| user.user.id.clone()),
+        limit: 100,
+        ..Default::default()
+    };
+    let list = state
+        .store
+        .jobs(&filter)
+        .await
+        .map_err(|e| fail(e.into()))?;
     let content = html! {
         h1 { "Jobs" }
         table.list {
@@ -198,11 +278,28 @@ pub async fn jobs(State(state): State<AppState>, ConsoleUser(user): ConsoleUser)
         }
         @if list.is_empty() { p.muted { "No jobs yet. " a href="/render" { "Render a report." } } }
     };
-    Ok(Page { title: "Jobs", name: "jobs", user: Some(&user), content, data: None, wide: false }.into_response())
+    Ok(Page {
+        title: "Jobs",
+        name: "jobs",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
 }
 
-pub async fn job(State(state): State<AppState>, ConsoleUser(user): ConsoleUser, Path(id): Path<String>) -> PageResult {
-    let j = state.store.job(&id).await.map_err(|e| fail(e.into()))?.filter(|j| user.sees_all_jobs() || j.created_by.as_deref() == Some(user.user.id.as_str()));
+pub async fn job(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+    Path(id): Path<String>,
+) -> PageResult {
+    let j = state
+        .store
+        .job(&id)
+        .await
+        .map_err(|e| fail(e.into()))?
+        .filter(|j| user.sees_all_jobs() || j.created_by.as_deref() == Some(user.user.id.as_str()));
     let j = j.ok_or_else(|| fail(Problem::not_found("job")))?;
     let view = JobView::from(&j);
     let is_final = j.state.is_final();
@@ -230,18 +327,34 @@ pub async fn job(State(state): State<AppState>, ConsoleUser(user): ConsoleUser, 
             pre.diag { (serde_json::to_string_pretty(&view).unwrap_or_default()) }
         }
     };
-    Ok(Page { title: "Job", name: "job", user: Some(&user), content, data: None, wide: false }.into_response())
+    Ok(Page {
+        title: "Job",
+        name: "job",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
 }
 
 pub async fn fonts(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
     let lib = state.fonts.clone();
-    let faces = tokio::task::spawn_blocking(move || lib.list()).await.map_err(|e| fail(Problem::internal(e)))?;
+    let faces = tokio::task::spawn_blocking(move || lib.list())
+        .await
+        .map_err(|e| fail(Problem::internal(e)))?;
     let mut families: BTreeMap<(String, &'static str), Vec<String>> = BTreeMap::new();
     let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in &faces {
-        families.entry((f.family.clone(), f.source)).or_default().push(format!("{} {}", f.style, f.weight));
+        families
+            .entry((f.family.clone(), f.source))
+            .or_default()
+            .push(format!("{} {}", f.style, f.weight));
         if let Some(file) = &f.file {
-            files.entry(file.clone()).or_default().push(f.family.clone());
+            files
+                .entry(file.clone())
+                .or_default()
+                .push(f.family.clone());
         }
     }
     let editor = user.user.role >= Role::Editor;
@@ -267,11 +380,23 @@ pub async fn fonts(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
             }
         }
     };
-    Ok(Page { title: "Fonts", name: "fonts", user: Some(&user), content, data: None, wide: false }.into_response())
+    Ok(Page {
+        title: "Fonts",
+        name: "fonts",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
 }
 
 pub async fn tokens(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
-    let list = state.store.tokens(&user.user.id).await.map_err(|e| fail(e.into()))?;
+    let list = state
+        .store
+        .tokens(&user.user.id)
+        .await
+        .map_err(|e| fail(e.into()))?;
     let content = html! {
         h1 { "Personal API tokens" }
         p.muted { "Send a token as " code { "Authorization: Bearer <token>" } ". It acts with your role." }
@@ -297,7 +422,15 @@ pub async fn tokens(State(state): State<AppState>, ConsoleUser(user): ConsoleUse
             div #token-created .notice hidden { p { "Copy the token now; it is not shown again:" } code.token {} }
         }
     };
-    Ok(Page { title: "API tokens", name: "tokens", user: Some(&user), content, data: None, wide: false }.into_response())
+    Ok(Page {
+        title: "API tokens",
+        name: "tokens",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
 }
 
 pub async fn users(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
@@ -336,5 +469,13 @@ pub async fn users(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
             div.actions { button type="submit" { "Create" } }
         }
     };
-    Ok(Page { title: "Users", name: "users", user: Some(&user), content, data: None, wide: false }.into_response())
+    Ok(Page {
+        title: "Users",
+        name: "users",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
 }

@@ -47,7 +47,10 @@ fn examples() -> Vec<(&'static str, &'static str, NewVersion)> {
                 entry: "main.typ".into(),
                 parameters: invoice_params,
                 sample_data: Some(INVOICE_DATA.to_owned()),
-                files: vec![file("main.typ", INVOICE_MAIN), file("logo.svg", INVOICE_LOGO)],
+                files: vec![
+                    file("main.typ", INVOICE_MAIN),
+                    file("logo.svg", INVOICE_LOGO),
+                ],
                 created_by: None,
             },
         ),
@@ -66,7 +69,10 @@ fn examples() -> Vec<(&'static str, &'static str, NewVersion)> {
 }
 
 fn file(path: &str, text: &str) -> TemplateFile {
-    TemplateFile { path: path.to_owned(), content: text.as_bytes().to_vec() }
+    TemplateFile {
+        path: path.to_owned(),
+        content: text.as_bytes().to_vec(),
+    }
 }
 
 /// Deterministic order rows for the listing example (also used by the benchmarks).
@@ -109,7 +115,9 @@ mod tests {
         for (name, _, v) in examples() {
             assert!(!v.parameters.is_empty(), "{name}: parameters did not parse");
             params::check_spec(&v.parameters).unwrap();
-            let (inputs, _) = params::resolve(&v.parameters, &serde_json::Map::new()).unwrap();
+            let inputs = params::resolve(&v.parameters, &serde_json::Map::new())
+                .unwrap()
+                .inputs;
             let version = crate::app::model::TemplateVersion {
                 template_id: name.into(),
                 version: 1,

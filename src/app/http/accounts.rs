@@ -39,24 +39,53 @@ struct UserPatch {
 
 fn check_password(pw: &str) -> ApiResult<()> {
     if pw.chars().count() < MIN_PASSWORD_LEN {
-        return Err(Problem::invalid("password", format!("must be at least {MIN_PASSWORD_LEN} characters")));
+        return Err(Problem::invalid(
+            "password",
+            format!("must be at least {MIN_PASSWORD_LEN} characters"),
+        ));
     }
     Ok(())
 }
 
-pub async fn list_users(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<UserView>>> {
+pub async fn list_users(
+    State(state): State<AppState>,
+    p: Principal,
+) -> ApiResult<Json<Vec<UserView>>> {
     p.require(Role::Admin)?;
-    Ok(Json(state.store.users().await?.iter().map(UserView::from).collect()))
+    Ok(Json(
+        state
+            .store
+            .users()
+            .await?
+            .iter()
+            .map(UserView::from)
+            .collect(),
+    ))
 }
 
-pub async fn create_user(State(state): State<AppState>, p: Principal, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+pub async fn create_user(
+    State(state): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     p.require(Role::Admin)?;
     let bytes = extract::body(body, SMALL_BODY, "user requests").await?;
     let req: NewUserRequest = extract::json(&headers, &bytes)?;
-    let email = normalize_email(&req.email).ok_or_else(|| Problem::invalid("email", "not an email address"))?;
+    let email = normalize_email(&req.email)
+        .ok_or_else(|| Problem::invalid("email", "not an email address"))?;
     check_password(&req.password)?;
-    let password_hash = password::hash_blocking(req.password).await.map_err(Problem::internal)?;
-    let user = state.store.create_user(&NewUser { email, password_hash, role: req.role }).await?;
+    let password_hash = password::hash_blocking(req.password)
+        .await
+        .map_err(Problem::internal)?;
+    let user = state
+        .store
+        .create_user(&NewUser {
+            email,
+            password_hash,
+            role: req.role,
+        })
+        .await?;
     tracing::info!(by = %p.user.email, email = %user.email, role = user.role.as_str(), "user created");
     Ok((StatusCode::CREATED, Json(UserView::from(&user))).into_response())
 }
@@ -71,31 +100,63 @@ pub async fn update_user(
     p.require(Role::Admin)?;
     let bytes = extract::body(body, SMALL_BODY, "user requests").await?;
     let patch: UserPatch = extract::json(&headers, &bytes)?;
-    let target = state.store.user(&id).await?.ok_or_else(|| Problem::not_found("user"))?;
-    if target.is_root && (patch.role.is_some_and(|r| r != Role::Admin) || patch.disabled == Some(true)) {
-        return Err(Problem::invalid("role", "the root user is managed by the configuration (root_user) and stays an admin"));
+    let target = state
+        .store
+        .user(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found("user"))?;
+    if target.is_root
+        && (patch.role.is_some_and(|r| r != Role::Admin) || patch.disabled == Some(true))
+    {
+        return Err(Problem::invalid(
+            "role",
+            "the root user is managed by the configuration (root_user) and stays an admin",
+        ));
     }
     let password_hash = match patch.password {
         Some(pw) => {
             check_password(&pw)?;
-            Some(password::hash_blocking(pw).await.map_err(Problem::internal)?)
+            Some(
+                password::hash_blocking(pw)
+                    .await
+                    .map_err(Problem::internal)?,
+            )
         }
         None => None,
     };
     let signs_out = password_hash.is_some() || patch.disabled == Some(true);
-    let changes = UserChanges { role: patch.role, password_hash, disabled: patch.disabled };
-    let user = state.store.update_user(&id, &changes).await?.ok_or_else(|| Problem::not_found("user"))?;
+    let changes = UserChanges {
+        role: patch.role,
+        password_hash,
+        disabled: patch.disabled,
+    };
+    let user = state
+        .store
+        .update_user(&id, &changes)
+        .await?
+        .ok_or_else(|| Problem::not_found("user"))?;
     if signs_out {
         state.store.delete_user_sessions(&id).await?;
     }
     Ok(Json(UserView::from(&user)))
 }
 
-pub async fn delete_user(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_user(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     p.require(Role::Admin)?;
-    let target = state.store.user(&id).await?.ok_or_else(|| Problem::not_found("user"))?;
+    let target = state
+        .store
+        .user(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found("user"))?;
     if target.is_root {
-        return Err(Problem::invalid("id", "the root user is managed by the configuration and cannot be deleted"));
+        return Err(Problem::invalid(
+            "id",
+            "the root user is managed by the configuration and cannot be deleted",
+        ));
     }
     state.store.delete_user(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -108,12 +169,28 @@ struct NewToken {
     expires_in_days: Option<u32>,
 }
 
-pub async fn list_tokens(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<TokenView>>> {
-    Ok(Json(state.store.tokens(&p.user.id).await?.iter().map(TokenView::from).collect()))
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    p: Principal,
+) -> ApiResult<Json<Vec<TokenView>>> {
+    Ok(Json(
+        state
+            .store
+            .tokens(&p.user.id)
+            .await?
+            .iter()
+            .map(TokenView::from)
+            .collect(),
+    ))
 }
 
 /// Creates a personal token; its secret is in this answer only.
-pub async fn create_token(State(state): State<AppState>, p: Principal, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+pub async fn create_token(
+    State(state): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let bytes = extract::body(body, SMALL_BODY, "token requests").await?;
     let req: NewToken = extract::json(&headers, &bytes)?;
     let name = req.name.trim();
@@ -131,7 +208,10 @@ pub async fn create_token(State(state): State<AppState>, p: Principal, headers: 
         last_used_at: None,
         expires_at: req.expires_in_days.map(|d| now + i64::from(d) * 86_400_000),
     };
-    state.store.create_token(&t, &token::digest(&secret)).await?;
+    state
+        .store
+        .create_token(&t, &token::digest(&secret))
+        .await?;
     let body = json!({
         "id": t.id,
         "name": t.name,
@@ -143,7 +223,11 @@ pub async fn create_token(State(state): State<AppState>, p: Principal, headers: 
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-pub async fn delete_token(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_token(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     if state.store.delete_token(&p.user.id, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::ws::{
+    CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -45,12 +47,18 @@ pub async fn events(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     visible_job(&state, &p, &id).await?;
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let after = q.after.or(last_event_id).unwrap_or(0);
     if let Ok(ws) = ws {
         return Ok(ws.on_upgrade(move |socket| websocket(socket, state, id, after)));
     }
-    let wants_sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let wants_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
     if wants_sse {
         let rx = follow(state, id, after);
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -63,7 +71,9 @@ pub async fn events(
                 .unwrap_or_default();
             Some((Ok::<_, Infallible>(sse), rx))
         });
-        return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
+        return Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response());
     }
     let events = state.store.events_after(&id, after).await?;
     Ok(Json(events.iter().map(EventView::from).collect::<Vec<_>>()).into_response())
@@ -106,7 +116,12 @@ async fn websocket(mut socket: WebSocket, state: AppState, id: String, after: i6
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
 }
 
 /// Streams the job's events after `after`, ending with the final one.
@@ -127,7 +142,9 @@ fn follow(state: AppState, job_id: String, after: i64) -> mpsc::Receiver<Arc<Job
                         }
                     }
                 }
-                Err(e) => tracing::debug!(job = %job_id, error = %e, "cannot read events; retrying"),
+                Err(e) => {
+                    tracing::debug!(job = %job_id, error = %e, "cannot read events; retrying")
+                }
             }
             match wait_for_hint(&mut hints, &tx, &job_id, &mut last).await {
                 Hint::Done => return,

@@ -13,7 +13,10 @@ use super::problem::{ApiResult, Problem};
 /// Reads the whole body, refusing more than `limit` bytes with 413.
 pub async fn body(body: Body, limit: usize, limit_name: &str) -> ApiResult<Bytes> {
     axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Problem::too_large("body", format!("the request body is larger than {limit} bytes ({limit_name})"))
+        Problem::too_large(
+            "body",
+            format!("the request body is larger than {limit} bytes ({limit_name})"),
+        )
     })
 }
 
@@ -23,7 +26,11 @@ pub fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> ApiResult
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
     if !is_json {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -59,14 +66,21 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer.ip())
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer.ip())
 }
 
 /// Whether the client reached us over HTTPS (directly is impossible: Quire serves plain HTTP, so
 /// only a trusted proxy's `X-Forwarded-Proto` can say so).
 pub fn is_https(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|n| n.contains(&peer.ip()))
-        && headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"))
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 #[cfg(test)]
@@ -88,13 +102,20 @@ mod tests {
 
     fn json_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         h
     }
 
     #[test]
     fn json_errors_name_the_field() {
-        let e = json::<Body>(&json_headers(), br#"{"name":"x","items":[{"qty":1},{"qty":"two"}]}"#).unwrap_err();
+        let e = json::<Body>(
+            &json_headers(),
+            br#"{"name":"x","items":[{"qty":1},{"qty":"two"}]}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.field.as_deref(), Some("items[1].qty"));
         let e = json::<Body>(&json_headers(), br#"{"name":"x""#).unwrap_err();
@@ -109,10 +130,16 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.0.0.7"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 10.0.0.7"),
+        );
         let proxy: SocketAddr = "10.0.0.2:5000".parse().unwrap();
         let stranger: SocketAddr = "198.51.100.1:5000".parse().unwrap();
-        assert_eq!(client_ip(proxy, &h, &trusted), "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_ip(stranger, &h, &trusted), stranger.ip());
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         assert!(is_https(proxy, &h, &trusted));

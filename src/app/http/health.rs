@@ -15,16 +15,21 @@ use crate::app::auth::Principal;
 use crate::app::state::AppState;
 
 pub async fn livez(State(state): State<AppState>) -> Response {
-    Json(json!({"status": "alive", "instance": state.instance, "version": crate::version()})).into_response()
+    Json(json!({"status": "alive", "instance": state.instance, "version": crate::version()}))
+        .into_response()
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let database = match tokio::time::timeout(Duration::from_secs(2), state.store.schema_version()).await {
-        Ok(Ok(v)) if v >= state.schema_version => Ok(v),
-        Ok(Ok(v)) => Err(format!("schema version {v}, waiting for {}", state.schema_version)),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 2s".to_owned()),
-    };
+    let database =
+        match tokio::time::timeout(Duration::from_secs(2), state.store.schema_version()).await {
+            Ok(Ok(v)) if v >= state.schema_version => Ok(v),
+            Ok(Ok(v)) => Err(format!(
+                "schema version {v}, waiting for {}",
+                state.schema_version
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 2s".to_owned()),
+        };
     let draining = state.shutdown.is_draining();
     let ready = database.is_ok() && !draining;
     let status = match (&database, draining) {
@@ -43,12 +48,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "render_workers": {"size": state.pool.size(), "busy": state.pool.busy()},
         "jobs_running": state.jobs.running(),
     });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
 /// Prometheus text format. Needs a signed-in user or token unless `metrics.public` is set.
-pub async fn metrics(State(state): State<AppState>, principal: Option<Principal>) -> ApiResult<Response> {
+pub async fn metrics(
+    State(state): State<AppState>,
+    principal: Option<Principal>,
+) -> ApiResult<Response> {
     if !state.config.metrics.public && principal.is_none() {
         return Err(super::problem::Problem::unauthorized(
             "metrics need an API token (or set metrics.public = true for a private scrape network)",
@@ -60,6 +72,19 @@ pub async fn metrics(State(state): State<AppState>, principal: Option<Principal>
     }
     m.workers.set(state.pool.size() as i64);
     m.workers_busy.set(state.pool.busy() as i64);
-    m.workers_replaced.set(state.pool.stats().killed.load(std::sync::atomic::Ordering::Relaxed) as i64);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.encode()).into_response())
+    m.workers_replaced.set(
+        state
+            .pool
+            .stats()
+            .killed
+            .load(std::sync::atomic::Ordering::Relaxed) as i64,
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response())
 }

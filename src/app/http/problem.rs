@@ -33,7 +33,15 @@ pub type ApiResult<T> = Result<T, Problem>;
 
 impl Problem {
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        Problem { status, kind, detail: detail.into(), field: None, extra: Map::new(), retry_after: None, not_processed: false }
+        Problem {
+            status,
+            kind,
+            detail: detail.into(),
+            field: None,
+            extra: Map::new(),
+            retry_after: None,
+            not_processed: false,
+        }
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -60,7 +68,11 @@ impl Problem {
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
-        Problem::new(StatusCode::NOT_FOUND, "not-found", format!("{} not found", what.into()))
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("{} not found", what.into()),
+        )
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
@@ -73,23 +85,37 @@ impl Problem {
 
     /// Refused before any work was done because this instance is draining.
     pub fn draining() -> Self {
-        let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "this instance is shutting down; retry on another")
-            .retry_after(1);
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this instance is shutting down; retry on another",
+        )
+        .retry_after(1);
         p.not_processed = true;
         p
     }
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut body = Map::new();
-        body.insert("type".into(), json!(format!("https://quire.dev/problems/{}", self.kind)));
-        body.insert("title".into(), json!(self.status.canonical_reason().unwrap_or("Error")));
+        body.insert(
+            "type".into(),
+            json!(format!("https://quire.dev/problems/{}", self.kind)),
+        );
+        body.insert(
+            "title".into(),
+            json!(self.status.canonical_reason().unwrap_or("Error")),
+        );
         body.insert("status".into(), json!(self.status.as_u16()));
         body.insert("detail".into(), json!(self.detail));
         if let Some(f) = self.field {
@@ -98,7 +124,10 @@ impl IntoResponse for Problem {
         body.extend(self.extra);
         let mut resp = (self.status, Value::Object(body).to_string()).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -106,7 +135,10 @@ impl IntoResponse for Problem {
             h.insert(NOT_PROCESSED, HeaderValue::from_static("1"));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"quire\""));
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"quire\""),
+            );
         }
         resp
     }
@@ -115,14 +147,25 @@ impl IntoResponse for Problem {
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => Problem::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists")),
-            StoreError::QueueFull(n) => {
-                Problem::new(StatusCode::TOO_MANY_REQUESTS, "queue-full", format!("the render queue is full ({n} jobs waiting)"))
-                    .retry_after(5)
-            }
+            StoreError::Conflict(what) => Problem::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
+            StoreError::QueueFull(n) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue-full",
+                format!("the render queue is full ({n} jobs waiting)"),
+            )
+            .retry_after(5),
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "database unavailable");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "database-unavailable", "the database is unavailable").retry_after(2)
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database-unavailable",
+                    "the database is unavailable",
+                )
+                .retry_after(2)
             }
             other => Problem::internal(other),
         }
@@ -173,19 +216,33 @@ impl From<RenderError> for Problem {
         let p = match &e {
             RenderError::Compile(diags) => {
                 let first = diags.first();
-                let mut p = Problem::invalid("template", e.to_string()).with("diagnostics", json!(diags));
+                let mut p =
+                    Problem::invalid("template", e.to_string()).with("diagnostics", json!(diags));
                 if let Some(d) = first {
-                    p = p.with("line", json!(d.line)).with("column", json!(d.column)).with("file", json!(d.file));
+                    p = p
+                        .with("line", json!(d.line))
+                        .with("column", json!(d.column))
+                        .with("file", json!(d.file));
                 }
                 p
             }
             RenderError::Invalid(_) | RenderError::Timeout(_) | RenderError::Memory(_) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "render-failed", e.to_string())
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "render-failed",
+                    e.to_string(),
+                )
             }
-            RenderError::Cancelled => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", e.to_string()),
+            RenderError::Cancelled => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", e.to_string())
+            }
             RenderError::Crashed(_) | RenderError::Unavailable(_) => {
                 tracing::error!(error = %e, "render failed");
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "render-failed", e.to_string())
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "render-failed",
+                    e.to_string(),
+                )
             }
         };
         p.with("error_kind", json!(kind))

@@ -17,7 +17,13 @@ use crate::lifecycle::Shutdown;
 
 /// Serves `app` until the stop phase, then lets open requests finish for up to `grace`.
 /// Upgraded connections (WebSockets) close themselves on stop.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: Shutdown, keep_alive: Duration, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: Shutdown,
+    keep_alive: Duration,
+    grace: Duration,
+) {
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {

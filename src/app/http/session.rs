@@ -27,7 +27,8 @@ struct Login {
 }
 
 /// Verified against when the email is unknown, so both failures take the same time.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| password::hash("not the password").unwrap_or_default());
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| password::hash("not the password").unwrap_or_default());
 
 pub async fn login(
     State(state): State<AppState>,
@@ -37,16 +38,27 @@ pub async fn login(
 ) -> ApiResult<Response> {
     let bytes = extract::body(body, 64 * 1024, "sign-in requests").await?;
     let req: Login = extract::json(&headers, &bytes)?;
-    let email = normalize_email(&req.email).ok_or_else(|| Problem::invalid("email", "not an email address"))?;
+    let email = normalize_email(&req.email)
+        .ok_or_else(|| Problem::invalid("email", "not an email address"))?;
     let trusted = &state.config.http.trusted_proxies;
     let ip = extract::client_ip(peer, &headers, trusted);
     let keys = [format!("ip:{ip}"), format!("email:{email}")];
     if let Err(wait) = state.limiter.check(&keys) {
-        return Err(Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "too many failed sign-ins; wait and try again")
-            .retry_after(wait));
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "too many failed sign-ins; wait and try again",
+        )
+        .retry_after(wait));
     }
-    let user = state.store.user_by_email(&email).await?.filter(|u| !u.disabled);
-    let hash = user.as_ref().map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
+    let user = state
+        .store
+        .user_by_email(&email)
+        .await?
+        .filter(|u| !u.disabled);
+    let hash = user
+        .as_ref()
+        .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
     let ok = password::verify_blocking(req.password, hash).await;
     let Some(user) = user.filter(|_| ok) else {
         state.limiter.record_failure(&keys);
@@ -66,7 +78,11 @@ pub async fn login(
     };
     state.store.create_session(&session).await?;
     tracing::info!(email = %email, ip = %ip, "signed in");
-    let secure = state.config.http.secure_cookies.unwrap_or_else(|| extract::is_https(peer, &headers, trusted));
+    let secure = state
+        .config
+        .http
+        .secure_cookies
+        .unwrap_or_else(|| extract::is_https(peer, &headers, trusted));
     let cookie = session_cookie(&secret, ttl.as_secs(), secure);
     let body = json!({
         "user": UserView::from(&user),
@@ -74,7 +90,10 @@ pub async fn login(
         "expires_at": ts(session.expires_at),
     });
     let mut resp = Json(body).into_response();
-    resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(Problem::internal)?);
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(Problem::internal)?,
+    );
     Ok(resp)
 }
 
@@ -83,8 +102,14 @@ pub async fn logout(State(state): State<AppState>, principal: Principal) -> ApiR
         state.store.delete_session(token_hash).await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    let expired = format!("{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0", super::auth::SESSION_COOKIE);
-    resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&expired).map_err(Problem::internal)?);
+    let expired = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+        super::auth::SESSION_COOKIE
+    );
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&expired).map_err(Problem::internal)?,
+    );
     Ok(resp)
 }
 

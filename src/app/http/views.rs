@@ -8,7 +8,9 @@ use crate::app::model::*;
 
 /// RFC 3339 time from epoch milliseconds.
 pub fn ts(ms: Millis) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -99,7 +101,10 @@ impl VersionView {
             version: v.version,
             entry: v.entry.clone(),
             parameters: v.parameters.clone(),
-            sample_data: v.sample_data.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+            sample_data: v
+                .sample_data
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok()),
             size: v.size,
             created_at: ts(v.created_at),
             created_by: v.created_by.clone(),
@@ -123,8 +128,15 @@ impl From<&TemplateFile> for FileView {
     fn from(f: &TemplateFile) -> Self {
         use base64::Engine;
         let text = std::str::from_utf8(&f.content).ok().map(str::to_owned);
-        let base64 = text.is_none().then(|| base64::engine::general_purpose::STANDARD.encode(&f.content));
-        FileView { path: f.path.clone(), size: f.content.len(), text, base64 }
+        let base64 = text
+            .is_none()
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&f.content));
+        FileView {
+            path: f.path.clone(),
+            size: f.content.len(),
+            text,
+            base64,
+        }
     }
 }
 
@@ -180,7 +192,9 @@ impl From<&Job> for JobView {
             state: j.state,
             stage: j.stage.clone(),
             progress: j.progress,
-            parameters: serde_json::from_str(&j.parameters).ok().filter(|v: &Value| v.as_object().is_some_and(|o| !o.is_empty())),
+            parameters: serde_json::from_str(&j.parameters)
+                .ok()
+                .filter(|v: &Value| v.as_object().is_some_and(|o| !o.is_empty())),
             error: j.error.clone(),
             pages: j.pages,
             bytes: j.output_size,
@@ -231,7 +245,8 @@ impl From<&JobEvent> for EventView {
             pages: e.pages,
             bytes: e.output_size,
             error: e.error.clone(),
-            pdf: (e.state == JobState::Succeeded).then(|| format!("/api/v1/renders/{}/pdf", e.job_id)),
+            pdf: (e.state == JobState::Succeeded)
+                .then(|| format!("/api/v1/renders/{}/pdf", e.job_id)),
         }
     }
 }

@@ -105,7 +105,11 @@ impl Jobs {
         let events = self
             .inner
             .store
-            .requeue_abandoned(Abandoned::All, self.inner.settings.max_attempts.into(), self.inner.settings.retention_ms())
+            .requeue_abandoned(
+                Abandoned::All,
+                self.inner.settings.max_attempts.into(),
+                self.inner.settings.retention_ms(),
+            )
             .await?;
         Ok(self.inner.announce_requeued(events))
     }
@@ -133,7 +137,12 @@ impl Jobs {
     /// Cancels a job: marks it cancelled and, when it is running here, kills its render.
     /// `None` when there is no such job.
     pub async fn cancel(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
-        let Some((job, event)) = self.inner.store.cancel(job_id, self.inner.settings.retention_ms()).await? else {
+        let Some((job, event)) = self
+            .inner
+            .store
+            .cancel(job_id, self.inner.settings.retention_ms())
+            .await?
+        else {
             return Ok(None);
         };
         if let Some(ev) = event {
@@ -203,7 +212,15 @@ impl Inner {
             Ok(n) => tracing::info!(jobs = n, "purged expired jobs"),
             Err(e) => tracing::warn!(error = %e, "could not purge expired jobs"),
         }
-        match self.store.requeue_abandoned(Abandoned::Expired, self.settings.max_attempts.into(), self.settings.retention_ms()).await {
+        match self
+            .store
+            .requeue_abandoned(
+                Abandoned::Expired,
+                self.settings.max_attempts.into(),
+                self.settings.retention_ms(),
+            )
+            .await
+        {
             Ok(events) => {
                 let n = self.announce_requeued(events);
                 if n > 0 {

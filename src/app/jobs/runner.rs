@@ -28,7 +28,13 @@ pub(super) async fn claim_loop(inner: Arc<Inner>, shutdown: Shutdown) {
                 inner.bus.publish(event);
                 let abort = CancellationToken::new();
                 let why = Arc::new(OnceLock::new());
-                inner.lock_running().insert(job.id.clone(), Running { abort: abort.clone(), why: why.clone() });
+                inner.lock_running().insert(
+                    job.id.clone(),
+                    Running {
+                        abort: abort.clone(),
+                        why: why.clone(),
+                    },
+                );
                 let span = tracing::info_span!("job", id = %job.id, template = %job.template_name);
                 tokio::spawn(run(inner.clone(), slot, job, token, abort, why).instrument(span));
             }
@@ -53,18 +59,46 @@ pub(super) async fn claim_loop(inner: Arc<Inner>, shutdown: Shutdown) {
 }
 
 /// Runs a claimed job to its end, whatever happens, and forgets it.
-async fn run(inner: Arc<Inner>, slot: Slot, job: Job, token: String, abort: CancellationToken, why: Arc<OnceLock<StopReason>>) {
-    let renew = tokio::spawn(renew_claim(inner.clone(), job.id.clone(), token.clone(), abort.clone(), why.clone()));
+async fn run(
+    inner: Arc<Inner>,
+    slot: Slot,
+    job: Job,
+    token: String,
+    abort: CancellationToken,
+    why: Arc<OnceLock<StopReason>>,
+) {
+    let renew = tokio::spawn(renew_claim(
+        inner.clone(),
+        job.id.clone(),
+        token.clone(),
+        abort.clone(),
+        why.clone(),
+    ));
     let started = Instant::now();
     let result = render(&inner, &slot, &job, &token, &abort).await;
     drop(slot);
     renew.abort();
     let outcome = match result {
         Ok(rendered) => {
-            report(&inner, &job, &token, "storing", 90, None, Some(rendered.pages as i64)).await;
+            report(
+                &inner,
+                &job,
+                &token,
+                "storing",
+                90,
+                None,
+                Some(rendered.pages as i64),
+            )
+            .await;
             match rendered.artifact {
-                Artifact::Pdf(pdf) => Some(Outcome::Succeeded { pdf, pages: rendered.pages as i64 }),
-                Artifact::Svg(_) => Some(Outcome::Failed(job_error("invalid", "a job produced no PDF"))),
+                Artifact::Pdf(pdf) => Some(Outcome::Succeeded {
+                    pdf,
+                    pages: rendered.pages as i64,
+                }),
+                Artifact::Svg(_) => Some(Outcome::Failed(job_error(
+                    "invalid",
+                    "a job produced no PDF",
+                ))),
             }
         }
         Err(RenderError::Cancelled) => None,
@@ -84,13 +118,19 @@ async fn run(inner: Arc<Inner>, slot: Slot, job: Job, token: String, abort: Canc
             inner.metrics.render_finished("job", label, elapsed);
             finish(&inner, &job, &token, outcome).await;
         }
-        (None, Some(StopReason::Shutdown)) => match inner.store.release(&job.id, &token, "instance shutting down").await {
+        (None, Some(StopReason::Shutdown)) => match inner
+            .store
+            .release(&job.id, &token, "instance shutting down")
+            .await
+        {
             Ok(Some(ev)) => {
                 tracing::info!(job = %job.id, "handed back to the queue");
                 inner.bus.publish(ev);
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(job = %job.id, error = %e, "could not hand the job back; its claim will lapse"),
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "could not hand the job back; its claim will lapse")
+            }
         },
         (None, _) => inner.metrics.render_finished("job", "cancelled", elapsed),
     }
@@ -98,7 +138,13 @@ async fn run(inner: Arc<Inner>, slot: Slot, job: Job, token: String, abort: Canc
     inner.finished.notify_waiters();
 }
 
-async fn render(inner: &Inner, slot: &Slot, job: &Job, token: &str, abort: &CancellationToken) -> Result<Rendered, RenderError> {
+async fn render(
+    inner: &Inner,
+    slot: &Slot,
+    job: &Job,
+    token: &str,
+    abort: &CancellationToken,
+) -> Result<Rendered, RenderError> {
     report(inner, job, token, "fetching data", 10, None, None).await;
     let render_job = prepare(inner, job).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Stage>();
@@ -106,7 +152,12 @@ async fn render(inner: &Inner, slot: &Slot, job: &Job, token: &str, abort: &Canc
         while let Some(stage) = rx.recv().await {
             let (name, pct, msg, pages) = match stage {
                 Stage::Compiling => ("compiling", 20, None, None),
-                Stage::Writing { pages } => ("writing PDF", 70, Some(format!("{pages} pages laid out")), Some(pages as i64)),
+                Stage::Writing { pages } => (
+                    "writing PDF",
+                    70,
+                    Some(format!("{pages} pages laid out")),
+                    Some(pages as i64),
+                ),
             };
             report(inner, job, token, name, pct, msg, pages).await;
         }
@@ -133,17 +184,48 @@ async fn prepare(inner: &Inner, job: &Job) -> Result<crate::app::render::RenderJ
         .version(&job.template_id, job.template_version)
         .await
         .map_err(unavailable)?
-        .ok_or_else(|| RenderError::Invalid(format!("template {} version {} no longer exists", job.template_name, job.template_version)))?;
-    let files = inner.cache.get(inner.store.as_ref(), &job.template_id, job.template_version).await.map_err(unavailable)?;
-    let given: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&job.parameters).unwrap_or_default();
-    let (inputs, _) = params::resolve(&version.parameters, &given).map_err(|e| RenderError::Invalid(e.to_string()))?;
-    Ok(templates::job(&version, &files, job.data.clone().into_bytes(), inputs, Format::Pdf))
+        .ok_or_else(|| {
+            RenderError::Invalid(format!(
+                "template {} version {} no longer exists",
+                job.template_name, job.template_version
+            ))
+        })?;
+    let files = inner
+        .cache
+        .get(inner.store.as_ref(), &job.template_id, job.template_version)
+        .await
+        .map_err(unavailable)?;
+    let given: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&job.parameters).unwrap_or_default();
+    let inputs = params::resolve(&version.parameters, &given)
+        .map_err(|e| RenderError::Invalid(e.to_string()))?
+        .inputs;
+    Ok(templates::job(
+        &version,
+        &files,
+        job.data.clone().into_bytes(),
+        inputs,
+        Format::Pdf,
+    ))
 }
 
 /// Records and announces progress; a lost claim means someone else owns the job now.
 #[allow(clippy::too_many_arguments)]
-async fn report(inner: &Inner, job: &Job, token: &str, stage: &str, progress: i64, message: Option<String>, pages: Option<i64>) {
-    let p = Progress { stage: stage.to_owned(), progress, message, pages };
+async fn report(
+    inner: &Inner,
+    job: &Job,
+    token: &str,
+    stage: &str,
+    progress: i64,
+    message: Option<String>,
+    pages: Option<i64>,
+) {
+    let p = Progress {
+        stage: stage.to_owned(),
+        progress,
+        message,
+        pages,
+    };
     match inner.store.progress(&job.id, token, &p).await {
         Ok(Some(ev)) => inner.bus.publish(ev),
         Ok(None) => {}
@@ -156,7 +238,11 @@ async fn report(inner: &Inner, job: &Job, token: &str, stage: &str, progress: i6
 async fn finish(inner: &Inner, job: &Job, token: &str, outcome: Outcome) {
     let retention = inner.settings.retention_ms();
     for attempt in 1..=5u32 {
-        match inner.store.finish(&job.id, token, &outcome, retention).await {
+        match inner
+            .store
+            .finish(&job.id, token, &outcome, retention)
+            .await
+        {
             Ok(Some(ev)) => {
                 inner.bus.publish(ev);
                 return;
@@ -171,7 +257,13 @@ async fn finish(inner: &Inner, job: &Job, token: &str, outcome: Outcome) {
 }
 
 /// Keeps the claim alive; if it is lost (the janitor took the job back), stop rendering.
-async fn renew_claim(inner: Arc<Inner>, job_id: String, token: String, abort: CancellationToken, why: Arc<OnceLock<StopReason>>) {
+async fn renew_claim(
+    inner: Arc<Inner>,
+    job_id: String,
+    token: String,
+    abort: CancellationToken,
+    why: Arc<OnceLock<StopReason>>,
+) {
     let lease = inner.settings.claim_lease;
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(15_000);
     let mut tick = tokio::time::interval(lease / 3);
@@ -191,10 +283,24 @@ async fn renew_claim(inner: Arc<Inner>, job_id: String, token: String, abort: Ca
 }
 
 fn job_error(kind: &str, message: &str) -> JobError {
-    JobError { kind: kind.to_owned(), message: message.to_owned(), diagnostics: Vec::new() }
+    JobError {
+        kind: kind.to_owned(),
+        message: message.to_owned(),
+        diagnostics: Vec::new(),
+    }
 }
 
 /// Metric labels must be static; unknown kinds collapse into `error`.
 fn kind_label(kind: &str) -> &'static str {
-    ["compile", "invalid", "timeout", "memory", "crashed", "unavailable"].into_iter().find(|k| *k == kind).unwrap_or("error")
+    [
+        "compile",
+        "invalid",
+        "timeout",
+        "memory",
+        "crashed",
+        "unavailable",
+    ]
+    .into_iter()
+    .find(|k| *k == kind)
+    .unwrap_or("error")
 }

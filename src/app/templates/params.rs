@@ -17,21 +17,37 @@ pub struct ParamError {
     pub message: String,
 }
 
+/// Parameters checked against their declaration.
+#[derive(Debug)]
+pub struct Resolved {
+    /// What the template sees as `sys.inputs`.
+    pub inputs: BTreeMap<String, Input>,
+    /// The normalized values, as stored with a job.
+    pub stored: Map<String, Value>,
+}
+
 /// Checks `given` against `spec`: declared parameters get their default when absent, must have
 /// the declared type and, for choices, one of the allowed values. Undeclared parameters pass as
 /// strings, numbers or booleans. Returns the inputs for Typst and the normalized values to store.
-pub fn resolve(spec: &[ParamSpec], given: &Map<String, Value>) -> Result<(BTreeMap<String, Input>, Map<String, Value>), ParamError> {
+pub fn resolve(spec: &[ParamSpec], given: &Map<String, Value>) -> Result<Resolved, ParamError> {
     let mut inputs = BTreeMap::new();
     let mut stored = Map::new();
     for p in spec {
-        let value = match given.get(&p.name).filter(|v| !v.is_null()).or(p.default.as_ref()) {
+        let value = match given
+            .get(&p.name)
+            .filter(|v| !v.is_null())
+            .or(p.default.as_ref())
+        {
             Some(v) => v,
             None if p.required => return Err(err(&p.name, "is required")),
             None => continue,
         };
         if !p.choices.is_empty() && !p.choices.contains(value) {
             let allowed: Vec<String> = p.choices.iter().map(Value::to_string).collect();
-            return Err(err(&p.name, &format!("must be one of {}", allowed.join(", "))));
+            return Err(err(
+                &p.name,
+                &format!("must be one of {}", allowed.join(", ")),
+            ));
         }
         inputs.insert(p.name.clone(), typed(p, value)?);
         stored.insert(p.name.clone(), value.clone());
@@ -43,14 +59,23 @@ pub fn resolve(spec: &[ParamSpec], given: &Map<String, Value>) -> Result<(BTreeM
         let input = match value {
             Value::String(s) => Input::Str(s.clone()),
             Value::Bool(b) => Input::Bool(*b),
-            Value::Number(n) => n.as_i64().map(Input::Int).or_else(|| n.as_f64().map(Input::Float)).unwrap_or(Input::None),
+            Value::Number(n) => n
+                .as_i64()
+                .map(Input::Int)
+                .or_else(|| n.as_f64().map(Input::Float))
+                .unwrap_or(Input::None),
             Value::Null => Input::None,
-            _ => return Err(err(name, "must be a string, number or boolean (put structured values in data)")),
+            _ => {
+                return Err(err(
+                    name,
+                    "must be a string, number or boolean (put structured values in data)",
+                ));
+            }
         };
         inputs.insert(name.clone(), input);
         stored.insert(name.clone(), value.clone());
     }
-    Ok((inputs, stored))
+    Ok(Resolved { inputs, stored })
 }
 
 fn typed(p: &ParamSpec, v: &Value) -> Result<Input, ParamError> {
@@ -77,16 +102,30 @@ fn typed(p: &ParamSpec, v: &Value) -> Result<Input, ParamError> {
 }
 
 fn err(name: &str, message: &str) -> ParamError {
-    ParamError { field: format!("parameters.{name}"), message: message.to_owned() }
+    ParamError {
+        field: format!("parameters.{name}"),
+        message: message.to_owned(),
+    }
 }
 
 /// Checks a declared parameter list itself (names unique and usable, defaults of the right type).
 pub fn check_spec(spec: &[ParamSpec]) -> Result<(), ParamError> {
     for (i, p) in spec.iter().enumerate() {
         let field = format!("parameters[{i}]");
-        let bad = |message: String| ParamError { field: field.clone(), message };
-        if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(bad(format!("name \"{}\" must be letters, digits, _ or -", p.name)));
+        let bad = |message: String| ParamError {
+            field: field.clone(),
+            message,
+        };
+        if p.name.is_empty()
+            || !p
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad(format!(
+                "name \"{}\" must be letters, digits, _ or -",
+                p.name
+            )));
         }
         if spec[..i].iter().any(|q| q.name == p.name) {
             return Err(bad(format!("\"{}\" is declared twice", p.name)));
@@ -119,7 +158,11 @@ mod tests {
 
     #[test]
     fn defaults_types_and_extras() {
-        let (inputs, stored) = resolve(&spec(), &given(json!({"copies": "2", "due": "2026-12-01", "extra": 1.5}))).unwrap();
+        let Resolved { inputs, stored } = resolve(
+            &spec(),
+            &given(json!({"copies": "2", "due": "2026-12-01", "extra": 1.5})),
+        )
+        .unwrap();
         assert_eq!(inputs["title"], Input::Str("Invoice".into()));
         assert_eq!(inputs["copies"], Input::Int(2));
         assert_eq!(inputs["due"], Input::Date(jiff::civil::date(2026, 12, 1)));
@@ -147,7 +190,9 @@ mod tests {
         assert!(check_spec(&s).is_ok());
         s[0].default = Some(json!(3));
         assert_eq!(check_spec(&s).unwrap_err().field, "parameters[0]");
-        let dup: Vec<ParamSpec> = serde_json::from_value(json!([{"name":"a","type":"bool"},{"name":"a","type":"bool"}])).unwrap();
+        let dup: Vec<ParamSpec> =
+            serde_json::from_value(json!([{"name":"a","type":"bool"},{"name":"a","type":"bool"}]))
+                .unwrap();
         assert!(check_spec(&dup).unwrap_err().message.contains("twice"));
     }
 }

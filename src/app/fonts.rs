@@ -6,9 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use super::bus::{Bus, Hint};
 use super::render::RenderPool;
+use super::store::Store;
 use super::render::fonts::{self, FontOrigin, FontSet};
 use crate::lifecycle::Shutdown;
+
+/// The cache-version row and bus hint of the font directory.
+const CACHE_KIND: &str = "fonts";
+/// How often the cache version is compared.
+const VERSION_POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FontError {
@@ -154,23 +161,46 @@ impl FontLibrary {
         true
     }
 
-    /// Rescans every `every` until stop.
-    pub fn spawn_rescan(&self, every: Duration, shutdown: Shutdown) {
+    /// Keeps the workers' fonts current until stop: rescans on a timer (for files dropped in by
+    /// hand), on a hint from the instance that took an upload, after a NATS reconnect, and when
+    /// the `fonts` cache version in the database moved (for hints that were lost).
+    pub fn spawn_watch(&self, store: Arc<dyn Store>, bus: Bus, every: Duration, shutdown: Shutdown) {
         let lib = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
+            let mut hints = bus.hints();
+            let mut seen = store.cache_version(CACHE_KIND).await.unwrap_or(0);
+            let mut rescan_tick = tokio::time::interval(every);
+            let mut version_tick = tokio::time::interval(VERSION_POLL);
+            rescan_tick.tick().await;
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let lib = lib.clone();
-                        let _ = tokio::task::spawn_blocking(move || lib.rescan()).await;
-                    }
+                let rescan = tokio::select! {
+                    _ = rescan_tick.tick() => true,
+                    _ = version_tick.tick() => match store.cache_version(CACHE_KIND).await {
+                        Ok(v) if v != seen => {
+                            seen = v;
+                            true
+                        }
+                        _ => false,
+                    },
+                    hint = hints.recv() => matches!(hint, Ok(Hint::CacheChanged(ref k)) if k == CACHE_KIND)
+                        || matches!(hint, Ok(Hint::Reconnected)),
                     _ = shutdown.stopped() => return,
+                };
+                if rescan {
+                    let lib = lib.clone();
+                    let _ = tokio::task::spawn_blocking(move || lib.rescan()).await;
                 }
             }
         });
     }
+}
+
+/// Tells the other instances that the font directory changed.
+pub async fn announce_change(store: &dyn Store, bus: &Bus) {
+    if let Err(e) = store.bump_cache(CACHE_KIND).await {
+        tracing::warn!(error = %e, "could not record the font change; other instances notice at their next rescan");
+    }
+    bus.cache_changed(CACHE_KIND);
 }
 
 fn valid_name(name: &str) -> bool {

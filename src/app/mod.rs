@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod console;
 pub mod examples;
 pub mod fonts;
@@ -29,6 +30,8 @@ const SELF_EXE: &str = "/proc/self/exe";
 const CLAIM_LEASE: Duration = Duration::from_secs(15);
 /// Template versions kept in memory.
 const FILE_CACHE_BYTES: usize = 64 << 20;
+/// How often the janitor role's holder sweeps.
+const JANITOR_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -38,6 +41,8 @@ pub enum AppError {
     Root(#[from] auth::RootError),
     #[error("cannot start render workers: {0}")]
     Workers(render::RenderError),
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -45,30 +50,32 @@ pub enum AppError {
     },
 }
 
-/// `quire migrate`.
+/// `quire migrate`: applies migrations (through `database.migrate_url` when set, a direct
+/// connection rather than a pooler) and exits.
 pub async fn migrate(config: &Config) -> Result<(), AppError> {
-    let store = store::open(config).await?;
+    let mut direct = config.clone();
+    if let Some(url) = &config.database.migrate_url {
+        direct.database.url = Some(url.clone());
+        direct.database.pgbouncer = false;
+    }
+    let store = store::open(&direct, "quire migrate").await?;
     store.migrate().await?;
-    tracing::info!(
-        version = store.schema_version().await?,
-        "database is up to date"
-    );
+    tracing::info!(version = store.schema_version().await?, "database is up to date");
     store.close().await;
     Ok(())
 }
 
 /// `quire app`: serves until shutdown.
-pub async fn run(
-    config: Arc<Config>,
-    instance: String,
-    lifecycle: Lifecycle,
-) -> Result<(), AppError> {
+pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) -> Result<(), AppError> {
     let started = Instant::now();
+    let started_ms = model::now_ms();
     let shutdown = lifecycle.shutdown().clone();
-    tracing::info!(version = crate::version(), "starting quire app");
+    tracing::info!(version = crate::version(), ha = config.ha.enabled, "starting quire app");
 
-    let store = store::open(&config).await?;
-    store.migrate().await?;
+    let store = store::open(&config, &format!("quire {instance}")).await?;
+    if !migrate_when_reachable(&config, store.as_ref(), &shutdown).await? {
+        return Ok(());
+    }
     let schema_version = store.schema_version().await?;
     announce_root(auth::ensure_root(store.as_ref(), &config).await?);
     if examples::seed(store.as_ref()).await? {
@@ -84,14 +91,14 @@ pub async fn run(
         sync_queue_limit: config.render.sync_queue_limit as usize,
     });
     pool.warm().await.map_err(AppError::Workers)?;
-    let fonts = fonts::FontLibrary::new(
-        config.fonts_dir(),
-        config.fonts.max_upload_size.as_usize(),
-        pool.clone(),
-    );
-    fonts.spawn_rescan(config.fonts.rescan_interval.get(), shutdown.clone());
 
-    let bus = bus::Bus::default();
+    let bus = bus::Bus::new(&instance);
+    if let Some(servers) = config.nats.servers() {
+        bus.connect_nats(servers, &config.nats.subject_prefix).await?;
+    }
+    let fonts = fonts::FontLibrary::new(config.fonts_dir(), config.fonts.max_upload_size.as_usize(), pool.clone());
+    fonts.spawn_watch(store.clone(), bus.clone(), config.fonts.rescan_interval.get(), shutdown.clone());
+
     let metrics = Arc::new(metrics::Metrics::new(&instance));
     let cache = Arc::new(templates::FileCache::new(FILE_CACHE_BYTES));
     let jobs = jobs::Jobs::new(
@@ -106,43 +113,39 @@ pub async fn run(
             retention: config.render.retention.get(),
             max_attempts: config.render.max_attempts,
             poll: Duration::from_secs(1),
-            janitor_every: Duration::from_secs(30),
+            stale_after: config.ha.stale_after.get(),
         },
     );
-    let requeued = jobs.recover_abandoned().await?;
-    if requeued > 0 {
-        tracing::warn!(
-            jobs = requeued,
-            "put back jobs the previous run left unfinished"
-        );
+    if !config.ha.enabled {
+        // A single instance is alone: whatever was running belonged to its previous run.
+        let requeued = jobs.recover_abandoned().await?;
+        if requeued > 0 {
+            tracing::warn!(jobs = requeued, "put back jobs the previous run left unfinished");
+        }
     }
 
+    let availability = cluster::Availability::default();
+    let roles = cluster::Roles::default();
     let state = state::AppState::new(state::Shared {
         config: config.clone(),
         instance: instance.clone(),
         started,
         store: store.clone(),
         pool: pool.clone(),
-        bus,
+        bus: bus.clone(),
         jobs: jobs.clone(),
         cache,
         fonts,
         metrics,
-        limiter: auth::ratelimit::LoginLimiter::new(
-            config.auth.login_max_failures,
-            config.auth.login_window.get(),
-        ),
+        limiter: auth::ratelimit::LoginLimiter::new(config.auth.login_max_failures, config.auth.login_window.get()),
         shutdown: shutdown.clone(),
         schema_version,
+        availability: availability.clone(),
+        roles: roles.clone(),
     });
 
     let listen = config.http.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| AppError::Bind {
-            addr: listen,
-            source,
-        })?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Bind { addr: listen, source })?;
     let addr = listener.local_addr().unwrap_or(listen);
     let server = tokio::spawn(http::serve(
         listener,
@@ -151,36 +154,100 @@ pub async fn run(
         config.http.keep_alive_timeout.get(),
         config.http.shutdown_timeout.get(),
     ));
-    let runner = jobs.spawn_runner(shutdown.clone());
-    jobs.spawn_janitor(shutdown.clone());
-    lifecycle.spawn_watchdog(|| true);
-    let url = format!(
-        "http://{}",
-        crate::healthcheck::local_url(addr).trim_start_matches("http://")
+
+    let ha = &config.ha;
+    let info = cluster::registry::describe(&config, &instance, advertised(addr), started_ms, schema_version);
+    store.register_instance(&info).await?;
+    let heartbeat = cluster::registry::spawn_heartbeat(
+        store.clone(),
+        info,
+        availability.clone(),
+        bus.clone(),
+        ha.heartbeat_every.get(),
+        shutdown.clone(),
     );
+    let settings = cluster::LeaseSettings {
+        lease: ha.lease.get(),
+        renew_every: ha.renew_every.get(),
+        safety_margin: ha.safety_margin.get(),
+        stale_after: ha.stale_after.get(),
+    };
+    let leader = cluster::leases::spawn(
+        store.clone(),
+        instance.clone(),
+        roles.clone(),
+        bus.clone(),
+        availability.clone(),
+        settings,
+        shutdown.clone(),
+    );
+    cluster::janitor::spawn(
+        jobs.clone(),
+        store.clone(),
+        roles,
+        JANITOR_EVERY,
+        ha.forget_after.get(),
+        shutdown.clone(),
+    );
+    let runner = jobs.spawn_runner(availability.clone(), shutdown.clone());
+    lifecycle.spawn_watchdog(|| true);
+    let url = crate::healthcheck::local_url(addr);
     tracing::info!(addr = %addr, url = %url, workers = pool.size(), ms = started.elapsed().as_millis() as u64, "listening");
     lifecycle.service_ready("app", &format!("serving on {addr}"));
 
     shutdown.draining().await;
+    availability.shut();
     let _ = runner.await;
+    // Roles go first so another instance takes over while this one finishes its renders.
+    let _ = leader.await;
     let running = jobs.running();
     if running > 0 {
         tracing::info!(jobs = running, bound = %config.render.drain_timeout, "waiting for running renders");
     }
-    let handed_back = jobs
-        .drain(&shutdown, config.render.drain_timeout.get())
-        .await;
+    let handed_back = jobs.drain(&shutdown, config.render.drain_timeout.get()).await;
     if handed_back > 0 {
-        tracing::warn!(
-            jobs = handed_back,
-            "renders did not finish in time and went back to the queue"
-        );
+        tracing::warn!(jobs = handed_back, "renders did not finish in time and went back to the queue");
     }
     shutdown.stop();
     let _ = server.await;
+    let _ = heartbeat.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Applies migrations, waiting for the database while it is unreachable (containers often start
+/// before their database). False when shutdown came first.
+async fn migrate_when_reachable(config: &Config, store: &dyn store::Store, shutdown: &crate::lifecycle::Shutdown) -> Result<bool, AppError> {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        let result = match &config.database.migrate_url {
+            Some(_) => migrate(config).await,
+            None => store.migrate().await.map_err(AppError::from),
+        };
+        match result {
+            Ok(()) => return Ok(true),
+            Err(AppError::Store(store::StoreError::Unavailable(e))) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "database unreachable; waiting for it");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.draining() => return Ok(false),
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The address other instances and the HA page show: the listen address, with a wildcard
+/// replaced by the host name.
+fn advertised(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("{}:{}", rustix::system::uname().nodename().to_string_lossy(), addr.port())
+    } else {
+        addr.to_string()
+    }
 }
 
 fn announce_root(root: auth::RootUser) {

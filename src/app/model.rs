@@ -239,7 +239,7 @@ pub struct NewJob {
 }
 
 /// One progress event of a job; `seq` increases by one per event of that job.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobEvent {
     pub job_id: String,
     pub seq: i64,
@@ -283,4 +283,61 @@ pub struct JobFilter {
     /// Jobs created before this time (for paging).
     pub before: Option<Millis>,
     pub limit: i64,
+}
+
+/// What an instance says about itself when it registers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub build: String,
+    /// Where it serves, e.g. `10.0.0.11:8080`.
+    pub address: String,
+    pub started_at: Millis,
+    /// Fingerprints of settings every instance must share (never the secrets themselves).
+    pub key_fingerprint: String,
+    pub license_fingerprint: String,
+    pub schema_version: i64,
+}
+
+/// An instance as registered, with its latest heartbeat.
+#[derive(Debug, Clone)]
+pub struct InstanceRow {
+    pub info: InstanceInfo,
+    pub heartbeat_at: Millis,
+    pub draining: bool,
+    pub drain_requested: bool,
+    /// `connected`, `disconnected` or `off`.
+    pub nats: String,
+    pub stopped_at: Option<Millis>,
+}
+
+/// The current state of a leader role.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub role: String,
+    pub holder: Option<String>,
+    pub term: i64,
+    pub expires_at: Millis,
+    pub acquired_at: Option<Millis>,
+}
+
+/// A lease granted or renewed: valid until `expires_at` on the database clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub term: i64,
+    pub expires_at: Millis,
+}
+
+/// One holder's tenure of a role.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handover {
+    pub role: String,
+    pub term: i64,
+    pub holder: String,
+    pub held_from: Millis,
+    pub held_until: Option<Millis>,
+    /// `released` or `expired` once it ended.
+    pub ended: Option<String>,
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::auth::ratelimit::LoginLimiter;
 use super::bus::Bus;
+use super::cluster::{Availability, Roles};
 use super::fonts::FontLibrary;
 use super::jobs::Jobs;
 use super::metrics::Metrics;
@@ -33,6 +34,10 @@ pub struct Shared {
     pub shutdown: Shutdown,
     /// The schema version this binary expects; /readyz waits for it.
     pub schema_version: i64,
+    /// Whether this instance takes new work (admin drain, shutdown).
+    pub availability: Availability,
+    /// The leader roles this instance holds.
+    pub roles: Roles,
 }
 
 impl AppState {

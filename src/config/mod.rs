@@ -180,6 +180,9 @@ pub struct DatabaseConfig {
     /// Connections this instance keeps at most.
     pub max_connections: Option<u32>,
     pub connect_timeout: Option<Span>,
+    /// The URL points at a transaction-mode pooler (PgBouncer): no server-side prepared
+    /// statement cache.
+    pub pgbouncer: bool,
 }
 
 impl DatabaseConfig {
@@ -245,20 +248,62 @@ impl<'de> Deserialize<'de> for DatabaseUrl {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HaConfig {
     pub enabled: bool,
+    /// How long a leader role is held without renewal (database clock).
+    pub lease: Span,
+    /// How often held roles are renewed and free ones tried.
+    pub renew_every: Span,
+    /// A holder stops acting this long before its lease expires, by its own clock.
+    pub safety_margin: Span,
+    /// How often each instance records a heartbeat.
+    pub heartbeat_every: Span,
+    /// An instance without a heartbeat for this long is stale: its jobs go back to the queue.
+    pub stale_after: Span,
+    /// A stale instance is forgotten (removed from the registry) after this long.
+    pub forget_after: Span,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            enabled: false,
+            lease: Span::secs(15),
+            renew_every: Span::secs(5),
+            safety_margin: Span::secs(2),
+            heartbeat_every: Span::secs(5),
+            stale_after: Span::secs(20),
+            forget_after: Span::secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NatsConfig {
-    /// Accepted for compatibility (`Nats__Enabled`); NATS is used when `url` is set.
+    /// Accepted for compatibility (`Nats__Enabled`); NATS is used when `url` is set, unless this
+    /// is false.
     pub enabled: Option<bool>,
     /// One URL or a list (every node of a cluster).
     #[serde(deserialize_with = "one_or_many")]
     pub url: Vec<String>,
+    /// Subject prefix, so several deployments can share one NATS.
+    pub subject_prefix: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig { enabled: None, url: Vec::new(), subject_prefix: "quire".into() }
+    }
+}
+
+impl NatsConfig {
+    /// The NATS servers to use, if any.
+    pub fn servers(&self) -> Option<&[String]> {
+        (self.enabled != Some(false) && !self.url.is_empty()).then_some(self.url.as_slice())
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -608,6 +653,19 @@ fn validate(loaded: &Loaded) -> Vec<Problem> {
     }
     if let Some(0) = c.database.max_connections {
         bad("database.max_connections", "must be at least 1".into());
+    }
+    let ha = &c.ha;
+    if ha.safety_margin >= ha.lease || ha.renew_every.get() * 2 > ha.lease.get() - ha.safety_margin.get() {
+        bad(
+            "ha.lease",
+            format!(
+                "lease {} must exceed safety_margin {} plus two renew_every intervals ({})",
+                ha.lease, ha.safety_margin, ha.renew_every
+            ),
+        );
+    }
+    if ha.stale_after <= ha.heartbeat_every {
+        bad("ha.stale_after", format!("must be longer than ha.heartbeat_every ({})", ha.heartbeat_every));
     }
     if c.ha.enabled {
         if !matches!(c.database.url, Some(DatabaseUrl::Postgres(_))) {

@@ -38,6 +38,7 @@ pub async fn upload(
     let faces = tokio::task::spawn_blocking(move || fonts.install(&file, &bytes))
         .await
         .map_err(Problem::internal)??;
+    crate::app::fonts::announce_change(state.store.as_ref(), &state.bus).await;
     tracing::info!(font = %name, faces, by = %p.user.email, "font installed");
     Ok((
         StatusCode::CREATED,
@@ -53,6 +54,7 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     p.require(Role::Editor)?;
     if state.fonts.remove(&name)? {
+        crate::app::fonts::announce_change(state.store.as_ref(), &state.bus).await;
         tracing::info!(font = %name, by = %p.user.email, "font removed");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -20,17 +20,13 @@ pub async fn livez(State(state): State<AppState>) -> Response {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let database =
-        match tokio::time::timeout(Duration::from_secs(2), state.store.schema_version()).await {
-            Ok(Ok(v)) if v >= state.schema_version => Ok(v),
-            Ok(Ok(v)) => Err(format!(
-                "schema version {v}, waiting for {}",
-                state.schema_version
-            )),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("no answer within 2s".to_owned()),
-        };
-    let draining = state.shutdown.is_draining();
+    let database = match tokio::time::timeout(Duration::from_secs(2), state.store.schema_version()).await {
+        Ok(Ok(v)) if v >= state.schema_version => Ok(v),
+        Ok(Ok(v)) => Err(format!("schema version {v}, waiting for {}", state.schema_version)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 2s".to_owned()),
+    };
+    let draining = state.shutdown.is_draining() || !state.availability.is_open();
     let ready = database.is_ok() && !draining;
     let status = match (&database, draining) {
         (_, true) => "draining",
@@ -44,15 +40,14 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "database": match &database { Ok(_) => "ok".to_owned(), Err(e) => e.clone() },
         "backend": state.store.backend(),
         "draining": draining,
+        // NATS only speeds things up; its state never makes an instance unready.
+        "nats": state.bus.nats_state(),
+        "roles": state.roles.names(),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "render_workers": {"size": state.pool.size(), "busy": state.pool.busy()},
         "jobs_running": state.jobs.running(),
     });
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
 }
 

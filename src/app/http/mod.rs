@@ -4,6 +4,7 @@
 
 mod accounts;
 pub mod auth;
+pub mod cluster;
 mod events;
 pub mod extract;
 mod fonts;
@@ -73,6 +74,10 @@ pub fn router(state: AppState) -> Router {
         .route("/preview", post(renders::preview))
         .route("/fonts", get(fonts::list))
         .route("/fonts/{name}", put(fonts::upload).delete(fonts::remove))
+        .route("/cluster", get(cluster::overview))
+        .route("/cluster/instances", get(cluster::overview))
+        .route("/cluster/instances/{id}/drain", post(cluster::drain))
+        .route("/cluster/instances/{id}/resume", post(cluster::resume))
         .fallback(|| async { Problem::not_found("API route") });
     Router::new()
         .route("/livez", get(health::livez))

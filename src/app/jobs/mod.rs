@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::Bus;
+use super::cluster::Availability;
 use super::metrics::Metrics;
 use super::model::Job;
 use super::render::RenderPool;
@@ -30,7 +31,8 @@ pub struct JobSettings {
     pub max_attempts: u32,
     /// Runners re-check the queue this often even without a wake-up.
     pub poll: Duration,
-    pub janitor_every: Duration,
+    /// An instance silent this long is gone; its running jobs go back to the queue.
+    pub stale_after: Duration,
 }
 
 impl JobSettings {
@@ -114,24 +116,15 @@ impl Jobs {
         Ok(self.inner.announce_requeued(events))
     }
 
-    /// Claims and runs jobs until draining starts.
-    pub fn spawn_runner(&self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(runner::claim_loop(self.inner.clone(), shutdown))
+    /// Claims and runs jobs while the instance takes work, until draining starts.
+    pub fn spawn_runner(&self, availability: Availability, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(runner::claim_loop(self.inner.clone(), availability, shutdown))
     }
 
-    /// Purges expired jobs and takes back lapsed claims, until stop.
-    pub fn spawn_janitor(&self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-        let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(inner.settings.janitor_every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => inner.sweep().await,
-                    _ = shutdown.stopped() => return,
-                }
-            }
-        })
+    /// Purges expired jobs and takes back jobs whose claim lapsed or whose instance went silent
+    /// (the janitor role's work).
+    pub async fn sweep(&self) {
+        self.inner.sweep().await
     }
 
     /// Cancels a job: marks it cancelled and, when it is running here, kills its render.
@@ -215,7 +208,7 @@ impl Inner {
         match self
             .store
             .requeue_abandoned(
-                Abandoned::Expired,
+                Abandoned::Expired { stale_ms: i64::try_from(self.settings.stale_after.as_millis()).unwrap_or(i64::MAX) },
                 self.settings.max_attempts.into(),
                 self.settings.retention_ms(),
             )

@@ -10,17 +10,31 @@ use super::{Inner, Running, StopReason};
 use crate::app::model::{Job, JobError, Outcome, Progress};
 use crate::app::render::{Artifact, Format, RenderError, Rendered, Slot, Stage};
 use crate::app::templates::{self, params};
+use crate::app::cluster::Availability;
 use crate::lifecycle::Shutdown;
 
-pub(super) async fn claim_loop(inner: Arc<Inner>, shutdown: Shutdown) {
+pub(super) async fn claim_loop(inner: Arc<Inner>, availability: Availability, shutdown: Shutdown) {
     let lease_ms = i64::try_from(inner.settings.claim_lease.as_millis()).unwrap_or(15_000);
     loop {
-        let slot = tokio::select! {
-            slot = inner.pool.acquire() => slot,
-            _ = shutdown.draining() => return,
-        };
         if shutdown.is_draining() {
             return;
+        }
+        if !availability.is_open() {
+            // Drained by an admin: claim nothing until resumed.
+            tokio::select! {
+                _ = availability.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.draining() => return,
+            }
+            continue;
+        }
+        let slot = tokio::select! {
+            slot = inner.pool.acquire() => slot,
+            _ = availability.changed() => continue,
+            _ = shutdown.draining() => return,
+        };
+        if shutdown.is_draining() || !availability.is_open() {
+            continue;
         }
         let token = uuid::Uuid::new_v4().to_string();
         match inner.store.claim(&inner.instance, &token, lease_ms).await {
@@ -41,7 +55,7 @@ pub(super) async fn claim_loop(inner: Arc<Inner>, shutdown: Shutdown) {
             Ok(None) => {
                 drop(slot);
                 tokio::select! {
-                    _ = inner.bus.woken() => {}
+                    _ = inner.bus.workers_woken() => {}
                     _ = tokio::time::sleep(inner.settings.poll) => {}
                     _ = shutdown.draining() => return,
                 }

@@ -31,11 +31,15 @@ pub enum MigrationError {
     },
 }
 
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/sqlite/0001_init.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") },
+    Migration { version: 2, name: "cluster", sql: include_str!("migrations/sqlite/0002_cluster.sql") },
+];
+
+pub const POSTGRES: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("migrations/postgres/0001_init.sql") },
+    Migration { version: 2, name: "cluster", sql: include_str!("migrations/postgres/0002_cluster.sql") },
+];
 
 /// Which migrations still need to run, given what the database recorded.
 pub fn pending<'a>(
@@ -76,7 +80,9 @@ mod tests {
     }
 
     #[test]
-    fn versions_increase() {
+    fn both_backends_have_the_same_versions_in_order() {
         assert!(SQLITE.windows(2).all(|w| w[0].version < w[1].version));
+        let names = |ms: &[Migration]| ms.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        assert_eq!(names(SQLITE), names(POSTGRES));
     }
 }

@@ -10,6 +10,7 @@
 mod migrate;
 #[macro_use]
 mod sql;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use super::model::*;
 use crate::config::{Config, DatabaseUrl};
 
 pub use migrate::MigrationError;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -57,8 +59,9 @@ impl From<sqlx::Error> for StoreError {
 pub enum Abandoned {
     /// Every running job: at the start of a single instance, none can be running anywhere.
     All,
-    /// Jobs whose claim lease ran out (their instance stopped renewing).
-    Expired,
+    /// Jobs whose claim lease ran out (their instance stopped renewing), or whose instance has
+    /// sent no heartbeat for `stale_ms`.
+    Expired { stale_ms: i64 },
 }
 
 #[async_trait]
@@ -168,20 +171,46 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired(&self) -> Result<u64>;
     async fn events_after(&self, job_id: &str, after_seq: i64) -> Result<Vec<JobEvent>>;
 
+    // --- the cluster: instances, leader leases, cache versions
+    /// The database clock, in epoch milliseconds.
+    async fn db_now(&self) -> Result<Millis>;
+    /// Records (or refreshes) this process in the instance registry.
+    async fn register_instance(&self, info: &InstanceInfo) -> Result<()>;
+    /// Records a heartbeat; answers whether an admin asked this instance to drain, or `None`
+    /// when the row is gone (forgotten) and the instance must register again.
+    async fn heartbeat(&self, id: &str, draining: bool, nats: &str) -> Result<Option<bool>>;
+    async fn instance_stopped(&self, id: &str) -> Result<()>;
+    /// Every registered instance and the database clock the ages are measured against.
+    async fn instances(&self) -> Result<(Millis, Vec<InstanceRow>)>;
+    /// Deletes instances silent for `older_than_ms`.
+    async fn forget_instances(&self, older_than_ms: i64) -> Result<u64>;
+    /// Asks an instance to drain (or to resume); false when there is no such instance.
+    async fn request_drain(&self, id: &str, drain: bool) -> Result<bool>;
+    /// Takes `role` if it is free or expired: one statement, a new term.
+    async fn acquire_lease(&self, role: &str, holder: &str, lease_ms: i64) -> Result<Option<Grant>>;
+    /// Extends a lease still held under `term`: one statement.
+    async fn renew_lease(&self, role: &str, holder: &str, term: i64, lease_ms: i64) -> Result<Option<Grant>>;
+    /// Gives a role up at once so another instance can take it.
+    async fn release_lease(&self, role: &str, holder: &str, term: i64) -> Result<bool>;
+    async fn leases(&self) -> Result<Vec<Lease>>;
+    /// The most recent changes of holder, newest first.
+    async fn lease_history(&self, limit: i64) -> Result<Vec<Handover>>;
+    async fn cache_version(&self, kind: &str) -> Result<i64>;
+    async fn bump_cache(&self, kind: &str) -> Result<i64>;
+
     // --- small persistent flags
     async fn flag(&self, key: &str) -> Result<Option<String>>;
     async fn set_flag(&self, key: &str, value: &str) -> Result<()>;
 }
 
 /// Opens the configured database (creating a SQLite file and its directory when needed).
-pub async fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>> {
+/// `application_name` shows up in PostgreSQL's `pg_stat_activity`.
+pub async fn open(config: &Config, application_name: &str) -> Result<std::sync::Arc<dyn Store>> {
     match config.database_url() {
         DatabaseUrl::Sqlite(url) => Ok(std::sync::Arc::new(
             SqliteStore::open(&url, &config.database).await?,
         )),
-        DatabaseUrl::Postgres(_) => Err(StoreError::Unsupported(
-            "the PostgreSQL backend is not part of this build yet; use a sqlite:// URL".into(),
-        )),
+        DatabaseUrl::Postgres(url) => Ok(std::sync::Arc::new(PgStore::open(&url, &config.database, application_name).await?)),
     }
 }
 

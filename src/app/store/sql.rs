@@ -49,6 +49,13 @@ macro_rules! version_cols {
     };
 }
 
+macro_rules! instance_cols {
+    () => {
+        "id, name, version, build, address, started_at, heartbeat_at, key_fingerprint, \
+         license_fingerprint, schema_version, draining, drain_requested, nats, stopped_at"
+    };
+}
+
 /// Appends the next event of a job; run after the statement that changed the job row (which
 /// holds the row lock, so two writers cannot pick the same sequence number).
 macro_rules! insert_event {
@@ -257,6 +264,31 @@ macro_rules! sql_store {
                 pages: r.try_get("pages")?,
                 output_size: r.try_get("output_size")?,
             })
+        }
+
+        fn instance_row(r: &DbRow) -> Result<InstanceRow> {
+            Ok(InstanceRow {
+                info: InstanceInfo {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    version: r.try_get("version")?,
+                    build: r.try_get("build")?,
+                    address: r.try_get("address")?,
+                    started_at: r.try_get("started_at")?,
+                    key_fingerprint: r.try_get("key_fingerprint")?,
+                    license_fingerprint: r.try_get("license_fingerprint")?,
+                    schema_version: r.try_get("schema_version")?,
+                },
+                heartbeat_at: r.try_get("heartbeat_at")?,
+                draining: r.try_get::<i64, _>("draining")? != 0,
+                drain_requested: r.try_get::<i64, _>("drain_requested")? != 0,
+                nats: r.try_get("nats")?,
+                stopped_at: r.try_get("stopped_at")?,
+            })
+        }
+
+        fn grant_row(r: &DbRow) -> Result<Grant> {
+            Ok(Grant { term: r.try_get("term")?, expires_at: r.try_get("expires_at")? })
         }
 
         fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
@@ -806,11 +838,12 @@ macro_rules! sql_store {
                             .fetch_all(&mut *tx)
                             .await?
                     }
-                    Abandoned::Expired => {
+                    Abandoned::Expired { stale_ms } => {
                         sqlx::query(concat!(
-                            "SELECT id, attempts, claimed_by FROM render_jobs WHERE state = 'running' AND claim_expires_at < ",
-                            $now, " ", $skip
+                            "SELECT id, attempts, claimed_by FROM render_jobs WHERE state = 'running' AND (claim_expires_at < ",
+                            $now, " OR claimed_by IN (SELECT id FROM instances WHERE heartbeat_at < ", $now, " - $1)) ", $skip
                         ))
+                        .bind(stale_ms)
                         .fetch_all(&mut *tx)
                         .await?
                     }
@@ -909,6 +942,171 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(event_row).collect()
+            }
+
+            async fn db_now(&self) -> Result<Millis> {
+                let row = sqlx::query(concat!("SELECT ", $now)).fetch_one(&self.pool).await?;
+                Ok(row.try_get(0)?)
+            }
+
+            async fn register_instance(&self, i: &InstanceInfo) -> Result<()> {
+                sqlx::query(concat!(
+                    "INSERT INTO instances (id, name, version, build, address, started_at, heartbeat_at, key_fingerprint, ",
+                    "license_fingerprint, schema_version) VALUES ($1, $2, $3, $4, $5, $6, ", $now, ", $7, $8, $9) ",
+                    "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, address = excluded.address, ",
+                    "schema_version = excluded.schema_version, stopped_at = NULL"
+                ))
+                .bind(&i.id)
+                .bind(&i.name)
+                .bind(&i.version)
+                .bind(&i.build)
+                .bind(&i.address)
+                .bind(i.started_at)
+                .bind(&i.key_fingerprint)
+                .bind(&i.license_fingerprint)
+                .bind(i.schema_version)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn heartbeat(&self, id: &str, draining: bool, nats: &str) -> Result<Option<bool>> {
+                let row = sqlx::query(concat!(
+                    "UPDATE instances SET heartbeat_at = ", $now, ", draining = $2, nats = $3 WHERE id = $1 RETURNING drain_requested"
+                ))
+                .bind(id)
+                .bind(i64::from(draining))
+                .bind(nats)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.map(|d| d != 0))
+            }
+
+            async fn instance_stopped(&self, id: &str) -> Result<()> {
+                sqlx::query(concat!("UPDATE instances SET stopped_at = ", $now, " WHERE id = $1"))
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn instances(&self) -> Result<(Millis, Vec<InstanceRow>)> {
+                let now = self.db_now().await?;
+                let rows = sqlx::query(concat!("SELECT ", instance_cols!(), " FROM instances ORDER BY started_at, id"))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok((now, rows.iter().map(instance_row).collect::<Result<_>>()?))
+            }
+
+            async fn forget_instances(&self, older_than_ms: i64) -> Result<u64> {
+                let r = sqlx::query(concat!("DELETE FROM instances WHERE heartbeat_at < ", $now, " - $1"))
+                    .bind(older_than_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn request_drain(&self, id: &str, drain: bool) -> Result<bool> {
+                let r = sqlx::query("UPDATE instances SET drain_requested = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(i64::from(drain))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn acquire_lease(&self, role: &str, holder: &str, lease_ms: i64) -> Result<Option<Grant>> {
+                let row = sqlx::query(concat!(
+                    "UPDATE leases SET holder = $2, term = term + 1, expires_at = ", $now, " + $3, acquired_at = ", $now, " ",
+                    "WHERE role = $1 AND (holder IS NULL OR expires_at <= ", $now, ") RETURNING term, expires_at"
+                ))
+                .bind(role)
+                .bind(holder)
+                .bind(lease_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(grant_row).transpose()
+            }
+
+            async fn renew_lease(&self, role: &str, holder: &str, term: i64, lease_ms: i64) -> Result<Option<Grant>> {
+                let row = sqlx::query(concat!(
+                    "UPDATE leases SET expires_at = ", $now, " + $4 WHERE role = $1 AND holder = $2 AND term = $3 ",
+                    "AND expires_at > ", $now, " RETURNING term, expires_at"
+                ))
+                .bind(role)
+                .bind(holder)
+                .bind(term)
+                .bind(lease_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(grant_row).transpose()
+            }
+
+            async fn release_lease(&self, role: &str, holder: &str, term: i64) -> Result<bool> {
+                let r = sqlx::query(concat!(
+                    "UPDATE leases SET holder = NULL, expires_at = ", $now, " WHERE role = $1 AND holder = $2 AND term = $3 ",
+                    "AND expires_at > ", $now
+                ))
+                .bind(role)
+                .bind(holder)
+                .bind(term)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn leases(&self) -> Result<Vec<Lease>> {
+                let rows = sqlx::query("SELECT role, holder, term, expires_at, acquired_at FROM leases ORDER BY role")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(Lease {
+                            role: r.try_get("role")?,
+                            holder: r.try_get("holder")?,
+                            term: r.try_get("term")?,
+                            expires_at: r.try_get("expires_at")?,
+                            acquired_at: r.try_get("acquired_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn lease_history(&self, limit: i64) -> Result<Vec<Handover>> {
+                let rows = sqlx::query(
+                    "SELECT role, term, holder, held_from, held_until, ended FROM lease_history ORDER BY held_from DESC, role LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(Handover {
+                            role: r.try_get("role")?,
+                            term: r.try_get("term")?,
+                            holder: r.try_get("holder")?,
+                            held_from: r.try_get("held_from")?,
+                            held_until: r.try_get("held_until")?,
+                            ended: r.try_get("ended")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn cache_version(&self, kind: &str) -> Result<i64> {
+                let row = sqlx::query("SELECT version FROM cache_versions WHERE kind = $1").bind(kind).fetch_optional(&self.pool).await?;
+                Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
+            }
+
+            async fn bump_cache(&self, kind: &str) -> Result<i64> {
+                let row = sqlx::query(
+                    "INSERT INTO cache_versions (kind, version) VALUES ($1, 1) ON CONFLICT (kind) DO UPDATE \
+                     SET version = cache_versions.version + 1 RETURNING version",
+                )
+                .bind(kind)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.try_get(0)?)
             }
 
             async fn flag(&self, key: &str) -> Result<Option<String>> {

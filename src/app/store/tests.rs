@@ -296,14 +296,14 @@ pub async fn abandoned_jobs_return_then_give_up(s: &dyn Store) {
     new_job(s, "b").await;
     s.claim("live", "tb", 60_000).await.unwrap().unwrap();
     assert!(
-        s.requeue_abandoned(Abandoned::Expired, 3, 1000)
+        s.requeue_abandoned(Abandoned::Expired { stale_ms: 20_000 }, 3, 1000)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(s.renew_claim("b", "tb", -1).await.unwrap());
     assert_eq!(
-        s.requeue_abandoned(Abandoned::Expired, 3, 1000)
+        s.requeue_abandoned(Abandoned::Expired { stale_ms: 20_000 }, 3, 1000)
             .await
             .unwrap()
             .len(),

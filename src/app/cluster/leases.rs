@@ -1,0 +1,169 @@
+//! Leader roles (`scheduler`, `mailer`, `janitor`) by lease rows, not session locks: a holder,
+//! a term that grows with every change of holder, and an expiry on the database clock. Taking and
+//! renewing are single statements, so this works through a transaction-mode pooler.
+//!
+//! A holder stops acting `safety_margin` before its lease can have expired — measured on its own
+//! monotonic clock from the moment it *sent* the statement that granted or renewed the lease —
+//! so two instances never act in the same role at once even when one of them is cut off from
+//! the database. A draining or stopping instance releases its roles at once and wakes the others
+//! over the bus, so a graceful handover takes well under a second.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::availability::Availability;
+use super::registry;
+use crate::app::bus::Bus;
+use crate::app::store::Store;
+use crate::lifecycle::Shutdown;
+
+/// Every leader role.
+pub const ROLES: &[&str] = &["janitor", "mailer", "scheduler"];
+
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSettings {
+    pub lease: Duration,
+    pub renew_every: Duration,
+    pub safety_margin: Duration,
+    /// Instances silent this long do not count when deciding who runs the newest version.
+    pub stale_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    term: i64,
+    /// Acting in the role is allowed until this instant.
+    valid_until: Instant,
+}
+
+/// The roles this instance holds right now.
+#[derive(Clone, Default)]
+pub struct Roles {
+    held: Arc<Mutex<HashMap<&'static str, Held>>>,
+}
+
+impl Roles {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Held>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The term under which this instance may act in `role` now, if it may.
+    pub fn term(&self, role: &str) -> Option<i64> {
+        self.lock().get(role).filter(|h| h.valid_until > Instant::now()).map(|h| h.term)
+    }
+
+    /// Roles this instance may act in now.
+    pub fn names(&self) -> Vec<&'static str> {
+        let now = Instant::now();
+        let mut v: Vec<&'static str> = self.lock().iter().filter(|(_, h)| h.valid_until > now).map(|(r, _)| *r).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Runs the leader loop until shutdown, then releases every role.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    instance: String,
+    roles: Roles,
+    bus: Bus,
+    availability: Availability,
+    settings: LeaseSettings,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let leader = Leader { store, instance, roles, bus, settings };
+        let mut tick = tokio::time::interval(settings.renew_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = leader.bus.leases_woken() => {}
+                _ = availability.changed() => {}
+                _ = shutdown.draining() => break,
+            }
+            if availability.is_open() && leader.eligible().await {
+                leader.renew_or_take().await;
+            } else {
+                leader.release_all().await;
+            }
+        }
+        leader.release_all().await;
+    })
+}
+
+struct Leader {
+    store: Arc<dyn Store>,
+    instance: String,
+    roles: Roles,
+    bus: Bus,
+    settings: LeaseSettings,
+}
+
+impl Leader {
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.settings.lease.as_millis()).unwrap_or(15_000)
+    }
+
+    fn valid_until(&self, sent: Instant) -> Instant {
+        sent + self.settings.lease.saturating_sub(self.settings.safety_margin)
+    }
+
+    /// Only instances at the newest version among the active ones lead, so during a rolling
+    /// upgrade the new code takes over the roles as soon as it runs.
+    async fn eligible(&self) -> bool {
+        let Ok((now, rows)) = self.store.instances().await else { return true };
+        let stale_ms = i64::try_from(self.settings.stale_after.as_millis()).unwrap_or(i64::MAX);
+        let mine = env!("CARGO_PKG_VERSION");
+        !rows.iter().any(|r| {
+            r.stopped_at.is_none() && now - r.heartbeat_at <= stale_ms && !r.draining && registry::newer(&r.info.version, mine)
+        })
+    }
+
+    async fn renew_or_take(&self) {
+        for role in ROLES {
+            let current = self.roles.lock().get(role).copied();
+            let sent = Instant::now();
+            match current {
+                Some(held) => match self.store.renew_lease(role, &self.instance, held.term, self.lease_ms()).await {
+                    Ok(Some(grant)) => {
+                        self.roles.lock().insert(role, Held { term: grant.term, valid_until: self.valid_until(sent) });
+                    }
+                    Ok(None) => {
+                        self.roles.lock().remove(role);
+                        tracing::warn!(role, term = held.term, "lost a leader role (its lease expired)");
+                    }
+                    // Keep acting only until the lease may have run out by our own clock.
+                    Err(e) => tracing::warn!(role, error = %e, "could not renew a leader role"),
+                },
+                None => match self.store.acquire_lease(role, &self.instance, self.lease_ms()).await {
+                    Ok(Some(grant)) => {
+                        self.roles.lock().insert(role, Held { term: grant.term, valid_until: self.valid_until(sent) });
+                        tracing::info!(role, term = grant.term, "took a leader role");
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(role, error = %e, "could not try a leader role"),
+                },
+            }
+        }
+    }
+
+    async fn release_all(&self) {
+        let held: Vec<(&'static str, Held)> = self.roles.lock().drain().collect();
+        let mut released = false;
+        for (role, h) in held {
+            match self.store.release_lease(role, &self.instance, h.term).await {
+                Ok(true) => {
+                    released = true;
+                    tracing::info!(role, term = h.term, "released a leader role");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(role, error = %e, "could not release a leader role; it will expire"),
+            }
+        }
+        if released {
+            self.bus.wake_leases();
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The cluster as admins see it: every instance, the leader roles and their recent handovers,
+//! warnings; and draining or resuming an instance.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use super::problem::{ApiResult, Problem};
+use crate::app::auth::Principal;
+use crate::app::cluster::registry::{self, Overview, Thresholds};
+use crate::app::model::Role;
+use crate::app::state::AppState;
+
+pub async fn overview(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Overview>> {
+    p.require(Role::Admin)?;
+    Ok(Json(load(&state).await?))
+}
+
+pub async fn load(state: &AppState) -> ApiResult<Overview> {
+    let t = Thresholds { stale_after: state.config.ha.stale_after.get() };
+    Ok(registry::overview(state.store.as_ref(), &state.instance, t, state.config.ha.enabled).await?)
+}
+
+pub async fn drain(state: State<AppState>, p: Principal, id: Path<String>) -> ApiResult<StatusCode> {
+    set_drain(state, p, id, true).await
+}
+
+pub async fn resume(state: State<AppState>, p: Principal, id: Path<String>) -> ApiResult<StatusCode> {
+    set_drain(state, p, id, false).await
+}
+
+async fn set_drain(State(state): State<AppState>, p: Principal, Path(id): Path<String>, drain: bool) -> ApiResult<StatusCode> {
+    p.require(Role::Admin)?;
+    if !state.store.request_drain(&id, drain).await? {
+        return Err(Problem::not_found(format!("instance {id}")));
+    }
+    state.bus.request_drain(&id, drain);
+    tracing::info!(instance = %id, drain, by = %p.user.email, "drain requested");
+    Ok(StatusCode::ACCEPTED)
+}

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use super::bus::{Bus, Hint};
 use super::render::RenderPool;
-use super::store::Store;
 use super::render::fonts::{self, FontOrigin, FontSet};
+use super::store::Store;
 use crate::lifecycle::Shutdown;
 
 /// The cache-version row and bus hint of the font directory.
@@ -164,7 +164,13 @@ impl FontLibrary {
     /// Keeps the workers' fonts current until stop: rescans on a timer (for files dropped in by
     /// hand), on a hint from the instance that took an upload, after a NATS reconnect, and when
     /// the `fonts` cache version in the database moved (for hints that were lost).
-    pub fn spawn_watch(&self, store: Arc<dyn Store>, bus: Bus, every: Duration, shutdown: Shutdown) {
+    pub fn spawn_watch(
+        &self,
+        store: Arc<dyn Store>,
+        bus: Bus,
+        every: Duration,
+        shutdown: Shutdown,
+    ) {
         let lib = self.clone();
         tokio::spawn(async move {
             let mut hints = bus.hints();

@@ -60,17 +60,28 @@ pub async fn migrate(config: &Config) -> Result<(), AppError> {
     }
     let store = store::open(&direct, "quire migrate").await?;
     store.migrate().await?;
-    tracing::info!(version = store.schema_version().await?, "database is up to date");
+    tracing::info!(
+        version = store.schema_version().await?,
+        "database is up to date"
+    );
     store.close().await;
     Ok(())
 }
 
 /// `quire app`: serves until shutdown.
-pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) -> Result<(), AppError> {
+pub async fn run(
+    config: Arc<Config>,
+    instance: String,
+    lifecycle: Lifecycle,
+) -> Result<(), AppError> {
     let started = Instant::now();
     let started_ms = model::now_ms();
     let shutdown = lifecycle.shutdown().clone();
-    tracing::info!(version = crate::version(), ha = config.ha.enabled, "starting quire app");
+    tracing::info!(
+        version = crate::version(),
+        ha = config.ha.enabled,
+        "starting quire app"
+    );
 
     let store = store::open(&config, &format!("quire {instance}")).await?;
     if !migrate_when_reachable(&config, store.as_ref(), &shutdown).await? {
@@ -94,10 +105,20 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
 
     let bus = bus::Bus::new(&instance);
     if let Some(servers) = config.nats.servers() {
-        bus.connect_nats(servers, &config.nats.subject_prefix).await?;
+        bus.connect_nats(servers, &config.nats.subject_prefix)
+            .await?;
     }
-    let fonts = fonts::FontLibrary::new(config.fonts_dir(), config.fonts.max_upload_size.as_usize(), pool.clone());
-    fonts.spawn_watch(store.clone(), bus.clone(), config.fonts.rescan_interval.get(), shutdown.clone());
+    let fonts = fonts::FontLibrary::new(
+        config.fonts_dir(),
+        config.fonts.max_upload_size.as_usize(),
+        pool.clone(),
+    );
+    fonts.spawn_watch(
+        store.clone(),
+        bus.clone(),
+        config.fonts.rescan_interval.get(),
+        shutdown.clone(),
+    );
 
     let metrics = Arc::new(metrics::Metrics::new(&instance));
     let cache = Arc::new(templates::FileCache::new(FILE_CACHE_BYTES));
@@ -120,7 +141,10 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
         // A single instance is alone: whatever was running belonged to its previous run.
         let requeued = jobs.recover_abandoned().await?;
         if requeued > 0 {
-            tracing::warn!(jobs = requeued, "put back jobs the previous run left unfinished");
+            tracing::warn!(
+                jobs = requeued,
+                "put back jobs the previous run left unfinished"
+            );
         }
     }
 
@@ -137,7 +161,10 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
         cache,
         fonts,
         metrics,
-        limiter: auth::ratelimit::LoginLimiter::new(config.auth.login_max_failures, config.auth.login_window.get()),
+        limiter: auth::ratelimit::LoginLimiter::new(
+            config.auth.login_max_failures,
+            config.auth.login_window.get(),
+        ),
         shutdown: shutdown.clone(),
         schema_version,
         availability: availability.clone(),
@@ -145,7 +172,12 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
     });
 
     let listen = config.http.listen;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Bind { addr: listen, source })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: listen,
+            source,
+        })?;
     let addr = listener.local_addr().unwrap_or(listen);
     let server = tokio::spawn(http::serve(
         listener,
@@ -156,7 +188,13 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
     ));
 
     let ha = &config.ha;
-    let info = cluster::registry::describe(&config, &instance, advertised(addr), started_ms, schema_version);
+    let info = cluster::registry::describe(
+        &config,
+        &instance,
+        advertised(addr),
+        started_ms,
+        schema_version,
+    );
     store.register_instance(&info).await?;
     let heartbeat = cluster::registry::spawn_heartbeat(
         store.clone(),
@@ -204,9 +242,14 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
     if running > 0 {
         tracing::info!(jobs = running, bound = %config.render.drain_timeout, "waiting for running renders");
     }
-    let handed_back = jobs.drain(&shutdown, config.render.drain_timeout.get()).await;
+    let handed_back = jobs
+        .drain(&shutdown, config.render.drain_timeout.get())
+        .await;
     if handed_back > 0 {
-        tracing::warn!(jobs = handed_back, "renders did not finish in time and went back to the queue");
+        tracing::warn!(
+            jobs = handed_back,
+            "renders did not finish in time and went back to the queue"
+        );
     }
     shutdown.stop();
     let _ = server.await;
@@ -218,7 +261,11 @@ pub async fn run(config: Arc<Config>, instance: String, lifecycle: Lifecycle) ->
 
 /// Applies migrations, waiting for the database while it is unreachable (containers often start
 /// before their database). False when shutdown came first.
-async fn migrate_when_reachable(config: &Config, store: &dyn store::Store, shutdown: &crate::lifecycle::Shutdown) -> Result<bool, AppError> {
+async fn migrate_when_reachable(
+    config: &Config,
+    store: &dyn store::Store,
+    shutdown: &crate::lifecycle::Shutdown,
+) -> Result<bool, AppError> {
     let mut wait = Duration::from_millis(250);
     loop {
         let result = match &config.database.migrate_url {
@@ -244,7 +291,11 @@ async fn migrate_when_reachable(config: &Config, store: &dyn store::Store, shutd
 /// replaced by the host name.
 fn advertised(addr: std::net::SocketAddr) -> String {
     if addr.ip().is_unspecified() {
-        format!("{}:{}", rustix::system::uname().nodename().to_string_lossy(), addr.port())
+        format!(
+            "{}:{}",
+            rustix::system::uname().nodename().to_string_lossy(),
+            addr.port()
+        )
     } else {
         addr.to_string()
     }

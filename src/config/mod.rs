@@ -295,7 +295,11 @@ pub struct NatsConfig {
 
 impl Default for NatsConfig {
     fn default() -> Self {
-        NatsConfig { enabled: None, url: Vec::new(), subject_prefix: "quire".into() }
+        NatsConfig {
+            enabled: None,
+            url: Vec::new(),
+            subject_prefix: "quire".into(),
+        }
     }
 }
 
@@ -655,7 +659,9 @@ fn validate(loaded: &Loaded) -> Vec<Problem> {
         bad("database.max_connections", "must be at least 1".into());
     }
     let ha = &c.ha;
-    if ha.safety_margin >= ha.lease || ha.renew_every.get() * 2 > ha.lease.get() - ha.safety_margin.get() {
+    if ha.safety_margin >= ha.lease
+        || ha.renew_every.get() * 2 > ha.lease.get() - ha.safety_margin.get()
+    {
         bad(
             "ha.lease",
             format!(
@@ -665,7 +671,13 @@ fn validate(loaded: &Loaded) -> Vec<Problem> {
         );
     }
     if ha.stale_after <= ha.heartbeat_every {
-        bad("ha.stale_after", format!("must be longer than ha.heartbeat_every ({})", ha.heartbeat_every));
+        bad(
+            "ha.stale_after",
+            format!(
+                "must be longer than ha.heartbeat_every ({})",
+                ha.heartbeat_every
+            ),
+        );
     }
     if c.ha.enabled {
         if !matches!(c.database.url, Some(DatabaseUrl::Postgres(_))) {

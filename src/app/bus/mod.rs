@@ -114,7 +114,10 @@ impl Bus {
 
     /// Asks instance `id` to drain or resume (it also reads the request from the database).
     pub fn request_drain(&self, id: &str, drain: bool) {
-        let hint = Hint::Drain { id: id.to_owned(), drain };
+        let hint = Hint::Drain {
+            id: id.to_owned(),
+            drain,
+        };
         self.send(nats::Message::Hint(hint.clone()));
         self.deliver_hint(hint);
     }

@@ -3,8 +3,8 @@
 //! The connection retries forever in the background; while it is down the instance keeps
 //! serving from the database.
 
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -22,7 +22,10 @@ const LOG_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("cannot set up the NATS connection to {servers}: {source}")]
-    Connect { servers: String, source: async_nats::ConnectError },
+    Connect {
+        servers: String,
+        source: async_nats::ConnectError,
+    },
     #[error("cannot subscribe on NATS: {0}")]
     Subscribe(async_nats::SubscribeError),
 }
@@ -58,10 +61,16 @@ impl Link {
             .event_callback(events(bus.clone(), connected.clone(), cell.clone()));
         let client = async_nats::connect_with_options(servers.to_vec(), options)
             .await
-            .map_err(|source| BusError::Connect { servers: servers.join(","), source })?;
+            .map_err(|source| BusError::Connect {
+                servers: servers.join(","),
+                source,
+            })?;
         let _ = cell.set(client.clone());
         let subject = format!("{prefix}.bus");
-        let subscription = client.subscribe(subject.clone()).await.map_err(BusError::Subscribe)?;
+        let subscription = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(BusError::Subscribe)?;
         tokio::spawn(receive(bus.clone(), subscription));
         let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(send(client, subject, bus.inner.origin.clone(), rx));
@@ -69,7 +78,11 @@ impl Link {
     }
 
     pub fn state(&self) -> &'static str {
-        if self.connected.load(Ordering::Relaxed) { "connected" } else { "disconnected" }
+        if self.connected.load(Ordering::Relaxed) {
+            "connected"
+        } else {
+            "disconnected"
+        }
     }
 
     pub fn send(&self, msg: Message) {
@@ -84,7 +97,10 @@ fn events(
     bus: Bus,
     connected: Arc<AtomicBool>,
     client: Arc<OnceLock<async_nats::Client>>,
-) -> impl Fn(async_nats::Event) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>> + Send + Sync + 'static {
+) -> impl Fn(async_nats::Event) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>
++ Send
++ Sync
++ 'static {
     let last_log = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     move |event| {
@@ -103,7 +119,9 @@ fn events(
                 }
                 async_nats::Event::Disconnected => {
                     if connected.swap(false, Ordering::Relaxed) {
-                        tracing::warn!("lost the NATS connection; working from the database until it is back");
+                        tracing::warn!(
+                            "lost the NATS connection; working from the database until it is back"
+                        );
                     }
                 }
                 async_nats::Event::LameDuckMode => {
@@ -128,10 +146,20 @@ fn events(
     }
 }
 
-async fn send(client: async_nats::Client, subject: String, origin: String, mut rx: mpsc::Receiver<Message>) {
+async fn send(
+    client: async_nats::Client,
+    subject: String,
+    origin: String,
+    mut rx: mpsc::Receiver<Message>,
+) {
     while let Some(message) = rx.recv().await {
-        let envelope = Envelope { origin: origin.clone(), message };
-        let Ok(payload) = serde_json::to_vec(&envelope) else { continue };
+        let envelope = Envelope {
+            origin: origin.clone(),
+            message,
+        };
+        let Ok(payload) = serde_json::to_vec(&envelope) else {
+            continue;
+        };
         // Buffers in the client while disconnected; never awaits a flush.
         let _ = client.publish(subject.clone(), payload.into()).await;
     }

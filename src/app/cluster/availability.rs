@@ -19,7 +19,9 @@ pub struct Availability {
 
 impl Default for Availability {
     fn default() -> Self {
-        Availability { tx: Arc::new(watch::channel(State::default()).0) }
+        Availability {
+            tx: Arc::new(watch::channel(State::default()).0),
+        }
     }
 }
 

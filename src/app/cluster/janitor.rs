@@ -33,7 +33,10 @@ pub fn spawn(
             jobs.sweep().await;
             match store.forget_instances(forget_ms).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(instances = n, "forgot instances that have been silent for long"),
+                Ok(n) => tracing::info!(
+                    instances = n,
+                    "forgot instances that have been silent for long"
+                ),
                 Err(e) => tracing::warn!(error = %e, "could not forget old instances"),
             }
         }

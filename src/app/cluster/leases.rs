@@ -50,13 +50,21 @@ impl Roles {
 
     /// The term under which this instance may act in `role` now, if it may.
     pub fn term(&self, role: &str) -> Option<i64> {
-        self.lock().get(role).filter(|h| h.valid_until > Instant::now()).map(|h| h.term)
+        self.lock()
+            .get(role)
+            .filter(|h| h.valid_until > Instant::now())
+            .map(|h| h.term)
     }
 
     /// Roles this instance may act in now.
     pub fn names(&self) -> Vec<&'static str> {
         let now = Instant::now();
-        let mut v: Vec<&'static str> = self.lock().iter().filter(|(_, h)| h.valid_until > now).map(|(r, _)| *r).collect();
+        let mut v: Vec<&'static str> = self
+            .lock()
+            .iter()
+            .filter(|(_, h)| h.valid_until > now)
+            .map(|(r, _)| *r)
+            .collect();
         v.sort_unstable();
         v
     }
@@ -73,7 +81,13 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let leader = Leader { store, instance, roles, bus, settings };
+        let leader = Leader {
+            store,
+            instance,
+            roles,
+            bus,
+            settings,
+        };
         let mut tick = tokio::time::interval(settings.renew_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -107,17 +121,25 @@ impl Leader {
     }
 
     fn valid_until(&self, sent: Instant) -> Instant {
-        sent + self.settings.lease.saturating_sub(self.settings.safety_margin)
+        sent + self
+            .settings
+            .lease
+            .saturating_sub(self.settings.safety_margin)
     }
 
     /// Only instances at the newest version among the active ones lead, so during a rolling
     /// upgrade the new code takes over the roles as soon as it runs.
     async fn eligible(&self) -> bool {
-        let Ok((now, rows)) = self.store.instances().await else { return true };
+        let Ok((now, rows)) = self.store.instances().await else {
+            return true;
+        };
         let stale_ms = i64::try_from(self.settings.stale_after.as_millis()).unwrap_or(i64::MAX);
         let mine = env!("CARGO_PKG_VERSION");
         !rows.iter().any(|r| {
-            r.stopped_at.is_none() && now - r.heartbeat_at <= stale_ms && !r.draining && registry::newer(&r.info.version, mine)
+            r.stopped_at.is_none()
+                && now - r.heartbeat_at <= stale_ms
+                && !r.draining
+                && registry::newer(&r.info.version, mine)
         })
     }
 
@@ -126,20 +148,44 @@ impl Leader {
             let current = self.roles.lock().get(role).copied();
             let sent = Instant::now();
             match current {
-                Some(held) => match self.store.renew_lease(role, &self.instance, held.term, self.lease_ms()).await {
+                Some(held) => match self
+                    .store
+                    .renew_lease(role, &self.instance, held.term, self.lease_ms())
+                    .await
+                {
                     Ok(Some(grant)) => {
-                        self.roles.lock().insert(role, Held { term: grant.term, valid_until: self.valid_until(sent) });
+                        self.roles.lock().insert(
+                            role,
+                            Held {
+                                term: grant.term,
+                                valid_until: self.valid_until(sent),
+                            },
+                        );
                     }
                     Ok(None) => {
                         self.roles.lock().remove(role);
-                        tracing::warn!(role, term = held.term, "lost a leader role (its lease expired)");
+                        tracing::warn!(
+                            role,
+                            term = held.term,
+                            "lost a leader role (its lease expired)"
+                        );
                     }
                     // Keep acting only until the lease may have run out by our own clock.
                     Err(e) => tracing::warn!(role, error = %e, "could not renew a leader role"),
                 },
-                None => match self.store.acquire_lease(role, &self.instance, self.lease_ms()).await {
+                None => match self
+                    .store
+                    .acquire_lease(role, &self.instance, self.lease_ms())
+                    .await
+                {
                     Ok(Some(grant)) => {
-                        self.roles.lock().insert(role, Held { term: grant.term, valid_until: self.valid_until(sent) });
+                        self.roles.lock().insert(
+                            role,
+                            Held {
+                                term: grant.term,
+                                valid_until: self.valid_until(sent),
+                            },
+                        );
                         tracing::info!(role, term = grant.term, "took a leader role");
                     }
                     Ok(None) => {}
@@ -159,7 +205,9 @@ impl Leader {
                     tracing::info!(role, term = h.term, "released a leader role");
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(role, error = %e, "could not release a leader role; it will expire"),
+                Err(e) => {
+                    tracing::warn!(role, error = %e, "could not release a leader role; it will expire")
+                }
             }
         }
         if released {

@@ -18,16 +18,27 @@ use crate::lifecycle::Shutdown;
 /// A fingerprint of a secret: enough to tell two apart, useless to recover it.
 pub fn fingerprint(secret: Option<&Secret>) -> String {
     match secret {
-        Some(s) => hex::encode(&Sha256::digest(format!("quire-fingerprint:{}", s.expose()).as_bytes())[..6]),
+        Some(s) => hex::encode(
+            &Sha256::digest(format!("quire-fingerprint:{}", s.expose()).as_bytes())[..6],
+        ),
         None => "none".to_owned(),
     }
 }
 
 /// What this process registers.
-pub fn describe(config: &Config, id: &str, address: String, started_at: Millis, schema_version: i64) -> InstanceInfo {
+pub fn describe(
+    config: &Config,
+    id: &str,
+    address: String,
+    started_at: Millis,
+    schema_version: i64,
+) -> InstanceInfo {
     InstanceInfo {
         id: id.to_owned(),
-        name: config.instance_name.clone().unwrap_or_else(|| id.rsplit_once('-').map_or(id, |(n, _)| n).to_owned()),
+        name: config
+            .instance_name
+            .clone()
+            .unwrap_or_else(|| id.rsplit_once('-').map_or(id, |(n, _)| n).to_owned()),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         build: option_env!("QUIRE_GIT_REV").unwrap_or("dev").to_owned(),
         address,
@@ -69,7 +80,13 @@ pub fn spawn_heartbeat(
     })
 }
 
-async fn beat(store: &dyn Store, info: &InstanceInfo, availability: &Availability, bus: &Bus, shutdown: &Shutdown) {
+async fn beat(
+    store: &dyn Store,
+    info: &InstanceInfo,
+    availability: &Availability,
+    bus: &Bus,
+    shutdown: &Shutdown,
+) {
     let draining = !availability.is_open() || shutdown.is_draining();
     match store.heartbeat(&info.id, draining, bus.nats_state()).await {
         Ok(Some(requested)) => apply_drain(availability, requested),
@@ -86,7 +103,9 @@ async fn beat(store: &dyn Store, info: &InstanceInfo, availability: &Availabilit
 fn apply_drain(availability: &Availability, drain: bool) {
     if availability.set_admin_drain(drain) {
         if drain {
-            tracing::warn!("drained by an admin: no new work, leader roles released, readiness off");
+            tracing::warn!(
+                "drained by an admin: no new work, leader roles released, readiness off"
+            );
         } else {
             tracing::info!("resumed by an admin: taking work again");
         }
@@ -152,12 +171,20 @@ pub struct HandoverView {
 }
 
 /// Everything the HA Instances page shows.
-pub async fn overview(store: &dyn Store, me: &str, t: Thresholds, ha: bool) -> Result<Overview, StoreError> {
+pub async fn overview(
+    store: &dyn Store,
+    me: &str,
+    t: Thresholds,
+    ha: bool,
+) -> Result<Overview, StoreError> {
     let (now, rows) = store.instances().await?;
     let leases = store.leases().await?;
     let history = store.lease_history(30).await?;
     let stale_ms = i64::try_from(t.stale_after.as_millis()).unwrap_or(i64::MAX);
-    let instances: Vec<InstanceView> = rows.iter().map(|r| view(r, &leases, now, stale_ms, me)).collect();
+    let instances: Vec<InstanceView> = rows
+        .iter()
+        .map(|r| view(r, &leases, now, stale_ms, me))
+        .collect();
     let warnings = warnings(&instances, ha);
     Ok(Overview {
         now,
@@ -179,7 +206,14 @@ pub async fn overview(store: &dyn Store, me: &str, t: Thresholds, ha: bool) -> R
 }
 
 fn handover_view(h: Handover) -> HandoverView {
-    HandoverView { role: h.role, term: h.term, holder: h.holder, from: h.held_from, until: h.held_until, ended: h.ended }
+    HandoverView {
+        role: h.role,
+        term: h.term,
+        holder: h.holder,
+        from: h.held_from,
+        until: h.held_until,
+        ended: h.ended,
+    }
 }
 
 fn view(r: &InstanceRow, leases: &[Lease], now: Millis, stale_ms: i64, me: &str) -> InstanceView {
@@ -231,29 +265,53 @@ pub fn warnings(instances: &[InstanceView], ha: bool) -> Vec<String> {
     };
     let versions = distinct(|i| i.version.as_str());
     if versions.len() > 1 {
-        out.push(format!("version skew: instances run {}", versions.join(", ")));
+        out.push(format!(
+            "version skew: instances run {}",
+            versions.join(", ")
+        ));
     }
     if distinct(|i| i.key_fingerprint.as_str()).len() > 1 {
-        out.push("settings mismatch: instances have different encryption keys (encryption.key)".to_owned());
+        out.push(
+            "settings mismatch: instances have different encryption keys (encryption.key)"
+                .to_owned(),
+        );
     }
     if distinct(|i| i.license_fingerprint.as_str()).len() > 1 {
-        out.push("settings mismatch: instances have different licence keys (license.key)".to_owned());
+        out.push(
+            "settings mismatch: instances have different licence keys (license.key)".to_owned(),
+        );
     }
     let mut schemas: Vec<i64> = active.iter().map(|i| i.schema_version).collect();
     schemas.sort_unstable();
     schemas.dedup();
     if schemas.len() > 1 {
-        out.push(format!("schema versions differ: {schemas:?} (a rolling upgrade in progress?)"));
+        out.push(format!(
+            "schema versions differ: {schemas:?} (a rolling upgrade in progress?)"
+        ));
     }
     if ha {
-        let degraded: Vec<&str> = active.iter().filter(|i| i.nats != "connected").map(|i| i.id.as_str()).collect();
+        let degraded: Vec<&str> = active
+            .iter()
+            .filter(|i| i.nats != "connected")
+            .map(|i| i.id.as_str())
+            .collect();
         if !degraded.is_empty() {
-            out.push(format!("NATS degraded on {}: progress and wake-ups fall back to the database", degraded.join(", ")));
+            out.push(format!(
+                "NATS degraded on {}: progress and wake-ups fall back to the database",
+                degraded.join(", ")
+            ));
         }
     }
-    let stale: Vec<&str> = instances.iter().filter(|i| i.state == "stale").map(|i| i.id.as_str()).collect();
+    let stale: Vec<&str> = instances
+        .iter()
+        .filter(|i| i.state == "stale")
+        .map(|i| i.id.as_str())
+        .collect();
     if !stale.is_empty() {
-        out.push(format!("stale instances (no heartbeat): {}", stale.join(", ")));
+        out.push(format!(
+            "stale instances (no heartbeat): {}",
+            stale.join(", ")
+        ));
     }
     out
 }
@@ -261,7 +319,15 @@ pub fn warnings(instances: &[InstanceView], ha: bool) -> Vec<String> {
 /// `x.y.z` versions compare numerically, part by part.
 pub fn newer(a: &str, b: &str) -> bool {
     let parts = |v: &str| -> Vec<u64> {
-        v.split(['.', '-', '+']).map(|p| p.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)).collect()
+        v.split(['.', '-', '+'])
+            .map(|p| {
+                p.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .unwrap_or(0)
+            })
+            .collect()
     };
     parts(a) > parts(b)
 }
@@ -302,10 +368,23 @@ mod tests {
         ];
         let w = warnings(&all, true);
         assert!(w.iter().any(|w| w.starts_with("version skew")), "{w:?}");
-        assert!(w.iter().any(|w| w.contains("different encryption keys")), "{w:?}");
-        assert!(w.iter().any(|w| w.starts_with("NATS degraded on b")), "{w:?}");
-        assert!(w.iter().any(|w| w.contains("stale instances (no heartbeat): c")), "{w:?}");
-        let fine = vec![inst("a", "0.1.0", "k1", "active", "connected"), inst("b", "0.1.0", "k1", "active", "connected")];
+        assert!(
+            w.iter().any(|w| w.contains("different encryption keys")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter().any(|w| w.starts_with("NATS degraded on b")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.contains("stale instances (no heartbeat): c")),
+            "{w:?}"
+        );
+        let fine = vec![
+            inst("a", "0.1.0", "k1", "active", "connected"),
+            inst("b", "0.1.0", "k1", "active", "connected"),
+        ];
         assert!(warnings(&fine, true).is_empty());
     }
 

@@ -17,19 +17,40 @@ pub async fn overview(State(state): State<AppState>, p: Principal) -> ApiResult<
 }
 
 pub async fn load(state: &AppState) -> ApiResult<Overview> {
-    let t = Thresholds { stale_after: state.config.ha.stale_after.get() };
-    Ok(registry::overview(state.store.as_ref(), &state.instance, t, state.config.ha.enabled).await?)
+    let t = Thresholds {
+        stale_after: state.config.ha.stale_after.get(),
+    };
+    Ok(registry::overview(
+        state.store.as_ref(),
+        &state.instance,
+        t,
+        state.config.ha.enabled,
+    )
+    .await?)
 }
 
-pub async fn drain(state: State<AppState>, p: Principal, id: Path<String>) -> ApiResult<StatusCode> {
+pub async fn drain(
+    state: State<AppState>,
+    p: Principal,
+    id: Path<String>,
+) -> ApiResult<StatusCode> {
     set_drain(state, p, id, true).await
 }
 
-pub async fn resume(state: State<AppState>, p: Principal, id: Path<String>) -> ApiResult<StatusCode> {
+pub async fn resume(
+    state: State<AppState>,
+    p: Principal,
+    id: Path<String>,
+) -> ApiResult<StatusCode> {
     set_drain(state, p, id, false).await
 }
 
-async fn set_drain(State(state): State<AppState>, p: Principal, Path(id): Path<String>, drain: bool) -> ApiResult<StatusCode> {
+async fn set_drain(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    drain: bool,
+) -> ApiResult<StatusCode> {
     p.require(Role::Admin)?;
     if !state.store.request_drain(&id, drain).await? {
         return Err(Problem::not_found(format!("instance {id}")));

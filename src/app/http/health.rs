@@ -20,12 +20,16 @@ pub async fn livez(State(state): State<AppState>) -> Response {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let database = match tokio::time::timeout(Duration::from_secs(2), state.store.schema_version()).await {
-        Ok(Ok(v)) if v >= state.schema_version => Ok(v),
-        Ok(Ok(v)) => Err(format!("schema version {v}, waiting for {}", state.schema_version)),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 2s".to_owned()),
-    };
+    let database =
+        match tokio::time::timeout(Duration::from_secs(2), state.store.schema_version()).await {
+            Ok(Ok(v)) if v >= state.schema_version => Ok(v),
+            Ok(Ok(v)) => Err(format!(
+                "schema version {v}, waiting for {}",
+                state.schema_version
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 2s".to_owned()),
+        };
     let draining = state.shutdown.is_draining() || !state.availability.is_open();
     let ready = database.is_ok() && !draining;
     let status = match (&database, draining) {
@@ -47,7 +51,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "render_workers": {"size": state.pool.size(), "busy": state.pool.busy()},
         "jobs_running": state.jobs.running(),
     });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 

@@ -117,8 +117,16 @@ impl Jobs {
     }
 
     /// Claims and runs jobs while the instance takes work, until draining starts.
-    pub fn spawn_runner(&self, availability: Availability, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(runner::claim_loop(self.inner.clone(), availability, shutdown))
+    pub fn spawn_runner(
+        &self,
+        availability: Availability,
+        shutdown: Shutdown,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(runner::claim_loop(
+            self.inner.clone(),
+            availability,
+            shutdown,
+        ))
     }
 
     /// Purges expired jobs and takes back jobs whose claim lapsed or whose instance went silent
@@ -208,7 +216,10 @@ impl Inner {
         match self
             .store
             .requeue_abandoned(
-                Abandoned::Expired { stale_ms: i64::try_from(self.settings.stale_after.as_millis()).unwrap_or(i64::MAX) },
+                Abandoned::Expired {
+                    stale_ms: i64::try_from(self.settings.stale_after.as_millis())
+                        .unwrap_or(i64::MAX),
+                },
                 self.settings.max_attempts.into(),
                 self.settings.retention_ms(),
             )

@@ -7,10 +7,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Inner, Running, StopReason};
+use crate::app::cluster::Availability;
 use crate::app::model::{Job, JobError, Outcome, Progress};
 use crate::app::render::{Artifact, Format, RenderError, Rendered, Slot, Stage};
 use crate::app::templates::{self, params};
-use crate::app::cluster::Availability;
 use crate::lifecycle::Shutdown;
 
 pub(super) async fn claim_loop(inner: Arc<Inner>, availability: Availability, shutdown: Shutdown) {

@@ -32,13 +32,29 @@ pub enum MigrationError {
 }
 
 pub const SQLITE: &[Migration] = &[
-    Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") },
-    Migration { version: 2, name: "cluster", sql: include_str!("migrations/sqlite/0002_cluster.sql") },
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "cluster",
+        sql: include_str!("migrations/sqlite/0002_cluster.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
-    Migration { version: 1, name: "init", sql: include_str!("migrations/postgres/0001_init.sql") },
-    Migration { version: 2, name: "cluster", sql: include_str!("migrations/postgres/0002_cluster.sql") },
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "cluster",
+        sql: include_str!("migrations/postgres/0002_cluster.sql"),
+    },
 ];
 
 /// Which migrations still need to run, given what the database recorded.

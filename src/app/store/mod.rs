@@ -187,9 +187,16 @@ pub trait Store: Send + Sync + 'static {
     /// Asks an instance to drain (or to resume); false when there is no such instance.
     async fn request_drain(&self, id: &str, drain: bool) -> Result<bool>;
     /// Takes `role` if it is free or expired: one statement, a new term.
-    async fn acquire_lease(&self, role: &str, holder: &str, lease_ms: i64) -> Result<Option<Grant>>;
+    async fn acquire_lease(&self, role: &str, holder: &str, lease_ms: i64)
+    -> Result<Option<Grant>>;
     /// Extends a lease still held under `term`: one statement.
-    async fn renew_lease(&self, role: &str, holder: &str, term: i64, lease_ms: i64) -> Result<Option<Grant>>;
+    async fn renew_lease(
+        &self,
+        role: &str,
+        holder: &str,
+        term: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Grant>>;
     /// Gives a role up at once so another instance can take it.
     async fn release_lease(&self, role: &str, holder: &str, term: i64) -> Result<bool>;
     async fn leases(&self) -> Result<Vec<Lease>>;
@@ -210,9 +217,16 @@ pub async fn open(config: &Config, application_name: &str) -> Result<std::sync::
         DatabaseUrl::Sqlite(url) => Ok(std::sync::Arc::new(
             SqliteStore::open(&url, &config.database).await?,
         )),
-        DatabaseUrl::Postgres(url) => Ok(std::sync::Arc::new(PgStore::open(&url, &config.database, application_name).await?)),
+        DatabaseUrl::Postgres(url) => Ok(std::sync::Arc::new(
+            PgStore::open(&url, &config.database, application_name).await?,
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+/// The integration harness's throwaway PostgreSQL, shared with the store tests.
+#[cfg(test)]
+#[path = "../../../tests/support/postgres.rs"]
+mod pg_server;

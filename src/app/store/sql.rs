@@ -291,6 +291,10 @@ macro_rules! sql_store {
             Ok(Grant { term: r.try_get("term")?, expires_at: r.try_get("expires_at")? })
         }
 
+        fn already_exists(e: &sqlx::Error) -> bool {
+            matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() || d.code().as_deref() == Some("42P07"))
+        }
+
         fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
             match &e {
                 sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what()),
@@ -305,12 +309,23 @@ macro_rules! sql_store {
             }
 
             async fn migrate(&self) -> Result<()> {
-                sqlx::raw_sql(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
-                     checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-                )
-                .execute(&self.pool)
-                .await?;
+                // Instances starting together race to create the table; PostgreSQL's IF NOT EXISTS
+                // is not atomic, so the loser sees "already exists" and simply goes on.
+                for attempt in 0..3 {
+                    let created = sqlx::raw_sql(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+                         checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                    )
+                    .execute(&self.pool)
+                    .await;
+                    match created {
+                        Ok(_) => break,
+                        Err(e) if attempt < 2 && already_exists(&e) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 let mut tx = self.write_tx().await?;
                 if !$lock.is_empty() {
                     sqlx::raw_sql($lock).execute(&mut *tx).await?;

@@ -422,16 +422,191 @@ pub async fn flags_round_trip(s: &dyn Store) {
     );
 }
 
-/// Instantiates every case for a backend; `$open` is an async fn returning `(guard, store)`.
-macro_rules! store_suite {
-    ($open:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $case() {
-                let (_guard, store) = $open().await;
-                super::$case(&store).await;
-            }
-        )*
+pub async fn leases_move_between_holders_with_history(s: &dyn Store) {
+    let a = s
+        .acquire_lease("janitor", "inst-a", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.term, 1);
+    assert!(
+        s.acquire_lease("janitor", "inst-b", 60_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "held roles are not taken"
+    );
+    let renewed = s
+        .renew_lease("janitor", "inst-a", a.term, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.term, 1);
+    assert!(
+        s.renew_lease("janitor", "inst-b", a.term, 60_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "only the holder renews"
+    );
+    assert!(s.release_lease("janitor", "inst-a", a.term).await.unwrap());
+    let b = s
+        .acquire_lease("janitor", "inst-b", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.term, 2, "every change of holder is a new term");
+    // A lease that runs out is taken over; the old holder can no longer renew it.
+    assert!(
+        s.renew_lease("janitor", "inst-b", b.term, -1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let c = s
+        .acquire_lease("janitor", "inst-c", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.term, 3);
+    assert!(
+        s.renew_lease("janitor", "inst-b", b.term, 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!s.release_lease("janitor", "inst-b", b.term).await.unwrap());
+
+    let mut history = s.lease_history(10).await.unwrap();
+    history.retain(|h| h.role == "janitor");
+    history.sort_by_key(|h| h.term);
+    let summary: Vec<(i64, &str, Option<&str>)> = history
+        .iter()
+        .map(|h| (h.term, h.holder.as_str(), h.ended.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, "inst-a", Some("released")),
+            (2, "inst-b", Some("expired")),
+            (3, "inst-c", None)
+        ]
+    );
+    for w in history.windows(2) {
+        assert!(
+            w[0].held_until.unwrap() <= w[1].held_from,
+            "tenures never overlap: {w:?}"
+        );
+    }
+    let leases = s.leases().await.unwrap();
+    let janitor = leases.iter().find(|l| l.role == "janitor").unwrap();
+    assert_eq!(
+        (janitor.holder.as_deref(), janitor.term),
+        (Some("inst-c"), 3)
+    );
+    assert_eq!(leases.len(), 3);
+}
+
+pub async fn registry_heartbeats_and_drain_requests(s: &dyn Store) {
+    let info = InstanceInfo {
+        id: "web-1-abc".into(),
+        name: "web-1".into(),
+        version: "0.1.0".into(),
+        build: "dev".into(),
+        address: "10.0.0.1:8080".into(),
+        started_at: now_ms(),
+        key_fingerprint: "k".into(),
+        license_fingerprint: "none".into(),
+        schema_version: 2,
+    };
+    s.register_instance(&info).await.unwrap();
+    assert_eq!(
+        s.heartbeat("web-1-abc", false, "connected").await.unwrap(),
+        Some(false)
+    );
+    assert!(s.request_drain("web-1-abc", true).await.unwrap());
+    assert!(!s.request_drain("nobody", true).await.unwrap());
+    assert_eq!(
+        s.heartbeat("web-1-abc", true, "connected").await.unwrap(),
+        Some(true)
+    );
+    let (now, rows) = s.instances().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].info, info);
+    assert!(rows[0].draining && rows[0].drain_requested);
+    assert!((now - rows[0].heartbeat_at).abs() < 5_000);
+    s.instance_stopped("web-1-abc").await.unwrap();
+    assert!(s.instances().await.unwrap().1[0].stopped_at.is_some());
+    assert_eq!(s.forget_instances(60_000).await.unwrap(), 0);
+    assert_eq!(s.forget_instances(-1_000).await.unwrap(), 1);
+    assert_eq!(
+        s.heartbeat("web-1-abc", false, "off").await.unwrap(),
+        None,
+        "a forgotten instance must register again"
+    );
+}
+
+pub async fn stale_instances_lose_their_jobs(s: &dyn Store) {
+    new_job(s, "s").await;
+    let info = InstanceInfo {
+        id: "gone".into(),
+        name: "gone".into(),
+        version: "0.1.0".into(),
+        build: "dev".into(),
+        address: "x".into(),
+        started_at: 0,
+        key_fingerprint: "k".into(),
+        license_fingerprint: "none".into(),
+        schema_version: 2,
+    };
+    s.register_instance(&info).await.unwrap();
+    s.claim("gone", "t", 600_000).await.unwrap().unwrap();
+    assert!(
+        s.requeue_abandoned(Abandoned::Expired { stale_ms: 60_000 }, 3, 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Silent "for" -1 s counts as stale now: the job comes back although its claim is young.
+    let evs = s
+        .requeue_abandoned(Abandoned::Expired { stale_ms: -1_000 }, 3, 1000)
+        .await
+        .unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].state, JobState::Queued);
+}
+
+pub async fn cache_versions_count_changes(s: &dyn Store) {
+    assert_eq!(s.cache_version("fonts").await.unwrap(), 0);
+    assert_eq!(s.bump_cache("fonts").await.unwrap(), 1);
+    assert_eq!(s.bump_cache("fonts").await.unwrap(), 2);
+    assert_eq!(s.cache_version("fonts").await.unwrap(), 2);
+    let a = s.db_now().await.unwrap();
+    assert!(
+        (a - now_ms()).abs() < 5_000,
+        "the database clock is the wall clock here"
+    );
+}
+
+/// Every case, for `$m!` to instantiate.
+macro_rules! every_case {
+    ($m:ident) => {
+        $m! {
+            users_and_root,
+            sessions_and_tokens,
+            template_versions_are_immutable,
+            job_lifecycle_with_events,
+            failed_and_cancelled_jobs,
+            abandoned_jobs_return_then_give_up,
+            release_keeps_attempts,
+            queue_limit_and_listing,
+            purge_removes_expired_jobs,
+            flags_round_trip,
+            leases_move_between_holders_with_history,
+            registry_heartbeats_and_drain_requests,
+            stale_instances_lose_their_jobs,
+            cache_versions_count_changes
+        }
     };
 }
 
@@ -449,8 +624,78 @@ mod sqlite {
         (dir, store)
     }
 
-    store_suite!(open;
-        users_and_root, sessions_and_tokens, template_versions_are_immutable, job_lifecycle_with_events,
-        failed_and_cancelled_jobs, abandoned_jobs_return_then_give_up, release_keeps_attempts,
-        queue_limit_and_listing, purge_removes_expired_jobs, flags_round_trip);
+    /// One test per case.
+    macro_rules! sqlite_tests {
+        ($($case:ident),*) => {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let (_guard, store) = open().await;
+                    super::$case(&store).await;
+                }
+            )*
+        };
+    }
+
+    every_case!(sqlite_tests);
+}
+
+/// The same cases on a real PostgreSQL: one server for all of them, a fresh database each.
+mod postgres {
+    use super::*;
+
+    use super::super::pg_server as server;
+
+    async fn open(pg: &server::Postgres) -> PgStore {
+        let url = pg.fresh_database().await;
+        let store = PgStore::open(
+            &url,
+            &crate::config::DatabaseConfig::default(),
+            "quire store tests",
+        )
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    macro_rules! run_all {
+        ($($case:ident),*) => {
+            #[tokio::test]
+            async fn every_case_on_postgres() {
+                let pg = tokio::task::spawn_blocking(server::Postgres::start).await.unwrap();
+                $(
+                    let store = open(&pg).await;
+                    eprintln!("postgres: {}", stringify!($case));
+                    super::$case(&store).await;
+                    store.close().await;
+                )*
+            }
+        };
+    }
+
+    every_case!(run_all);
+
+    #[tokio::test]
+    async fn instances_migrating_at_once_agree() {
+        let pg = tokio::task::spawn_blocking(server::Postgres::start)
+            .await
+            .unwrap();
+        let url = pg.fresh_database().await;
+        let stores: Vec<PgStore> = futures_util::future::join_all((0..3).map(|_| async {
+            PgStore::open(&url, &crate::config::DatabaseConfig::default(), "t")
+                .await
+                .unwrap()
+        }))
+        .await;
+        let results = futures_util::future::join_all(stores.iter().map(|s| s.migrate())).await;
+        for r in &results {
+            assert!(r.is_ok(), "{r:?}");
+        }
+        assert_eq!(
+            stores[0].schema_version().await.unwrap(),
+            migrate::POSTGRES.last().unwrap().version
+        );
+    }
 }

@@ -22,7 +22,8 @@ pub fn new_id(instance_name: Option<&str>, env: &[(String, String)]) -> String {
     format!("{}-{suffix:06x}", clean.trim_matches('-'))
 }
 
-fn hostname() -> String {
+/// This machine's host name, or `quire` when it has none.
+pub fn hostname() -> String {
     let name = rustix::system::uname().nodename().to_string_lossy().into_owned();
     if name.is_empty() { "quire".to_owned() } else { name }
 }

@@ -384,3 +384,35 @@ async fn confirm_reload(monitor: Monitor, before: String) {
         "nats-server did not apply the new configuration (its log says why); changes to ports, names or TLS need a restart of quire nats"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(edit: impl FnOnce(&mut Config)) -> Node {
+        let mut config = Config::default();
+        edit(&mut config);
+        Node::from_config(&config).unwrap()
+    }
+
+    #[test]
+    fn reload_changes_the_config_text_but_not_what_quire_itself_uses() {
+        let current = node(|_| {});
+        assert!(
+            current.state_dir().is_absolute(),
+            "nats-server must not resolve it"
+        );
+
+        let bigger = node(|c| c.nats_server.max_payload = crate::config::ByteSize::mib(2));
+        assert_eq!(current.restart_needed_for(&bigger), None);
+        assert_ne!(current.conf(), bigger.conf());
+
+        let moved = node(|c| c.nats_server.monitor_port = 9222);
+        assert_eq!(
+            current.restart_needed_for(&moved),
+            Some("monitor_host / monitor_port")
+        );
+        let elsewhere = node(|c| c.data_dir = "/srv/quire".into());
+        assert_eq!(current.restart_needed_for(&elsewhere), Some("state_dir"));
+    }
+}

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::support::nats::{NatsCluster, NatsConfig, NodePorts, QuireNats, connect, process_gone};
+use crate::support::nats::{
+    NatsCluster, NatsConfig, NatsServer, NodePorts, QuireNats, connect, process_gone,
+};
 use crate::support::{quire_bin, wait_for};
 
 const SUBJECT: &str = "quire.test.seq";
@@ -269,4 +271,107 @@ async fn cluster_keeps_messages_flowing_through_a_node_stop_and_a_nats_server_cr
     cluster.nodes[stopped].wait_healthy().await;
     cluster.wait_routed(&[0, 1, 2]).await;
     publisher.wait_flowing(&mut sub, "the node's return").await;
+}
+
+#[tokio::test]
+async fn status_asks_any_nats_server_by_url() {
+    let mut server = NatsServer::start().await;
+    let url = server.monitor_url();
+    let ask = || {
+        Command::new(quire_bin())
+            .args(["nats", "status", "--timeout", "2s", "--url", &url])
+            .output()
+            .expect("run quire nats status")
+    };
+    let out = ask();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(": healthy\n") && text.contains("0 connected"),
+        "{text}"
+    );
+
+    server.kill9();
+    let out = ask();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// The datagrams `quire nats` sends to the service manager.
+struct NotifySocket {
+    socket: tokio::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(dir: &std::path::Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        NotifySocket {
+            socket: tokio::net::UnixDatagram::bind(&path).unwrap(),
+            path,
+        }
+    }
+
+    /// The messages received within `window`.
+    async fn during(&self, window: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    }
+
+    async fn wait_for(&self, message: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.iter().any(|m| m == message) {
+            assert!(
+                Instant::now() < deadline,
+                "no {message} within 10s; got {seen:?}"
+            );
+            seen.extend(self.during(Duration::from_millis(100)).await);
+        }
+        seen
+    }
+}
+
+fn watchdog_pings(messages: &[String]) -> usize {
+    messages.iter().filter(|m| *m == "WATCHDOG=1").count()
+}
+
+#[tokio::test]
+async fn ready_after_healthz_and_watchdog_fed_only_while_healthy() {
+    let config = NatsConfig::new("");
+    let notify = NotifySocket::bind(config.dir());
+    let socket = notify.path.to_str().unwrap().to_owned();
+    let env = [
+        ("NOTIFY_SOCKET", socket.as_str()),
+        ("WATCHDOG_USEC", "600000"),
+    ];
+    let node = QuireNats::spawn_with_env("watched", NodePorts::free(), &config, &env);
+
+    let before_ready = notify.wait_for("READY=1").await;
+    assert_eq!(before_ready.last().map(String::as_str), Some("READY=1"));
+    assert!(
+        before_ready
+            .iter()
+            .any(|m| m == "STATUS=nats-server healthy"),
+        "{before_ready:?}"
+    );
+    assert!(node.is_healthy().await);
+    assert!(watchdog_pings(&notify.during(Duration::from_secs(1)).await) >= 2);
+
+    // A stopped (hung) nats-server no longer answers /healthz: the watchdog goes hungry, so
+    // systemd would restart the whole unit.
+    node.signal_child(rustix::process::Signal::STOP).await;
+    notify.wait_for("STATUS=nats-server unhealthy").await;
+    assert_eq!(
+        watchdog_pings(&notify.during(Duration::from_secs(1)).await),
+        0
+    );
+
+    node.signal_child(rustix::process::Signal::CONT).await;
+    notify.wait_for("STATUS=nats-server healthy").await;
+    assert!(watchdog_pings(&notify.during(Duration::from_secs(1)).await) >= 1);
 }

@@ -170,17 +170,33 @@ pub struct QuireNats {
     pub name: String,
     pub ports: NodePorts,
     config: Arc<NatsConfig>,
+    env: Vec<(String, String)>,
     proc: Proc,
 }
 
 impl QuireNats {
     /// Starts `quire nats` with the shared `config` and this node's name and ports.
     pub fn spawn(name: &str, ports: NodePorts, config: &Arc<NatsConfig>) -> QuireNats {
-        let proc = Self::spawn_proc(name, ports, config);
+        Self::spawn_with_env(name, ports, config, &[])
+    }
+
+    /// `spawn` with extra environment variables (`NOTIFY_SOCKET`, more settings).
+    pub fn spawn_with_env(
+        name: &str,
+        ports: NodePorts,
+        config: &Arc<NatsConfig>,
+        env: &[(&str, &str)],
+    ) -> QuireNats {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = Self::spawn_proc(name, ports, config, &env);
         QuireNats {
             name: name.to_owned(),
             ports,
             config: config.clone(),
+            env,
             proc,
         }
     }
@@ -192,7 +208,12 @@ impl QuireNats {
         node
     }
 
-    fn spawn_proc(name: &str, ports: NodePorts, config: &NatsConfig) -> Proc {
+    fn spawn_proc(
+        name: &str,
+        ports: NodePorts,
+        config: &NatsConfig,
+        env: &[(String, String)],
+    ) -> Proc {
         let mut cmd = Command::new(quire_bin());
         cmd.arg("--config").arg(config.path()).arg("nats");
         cmd.env("NO_COLOR", "1")
@@ -200,7 +221,8 @@ impl QuireNats {
             .env("QUIRE_NATS_SERVER__SERVER_NAME", name)
             .env("QUIRE_NATS_SERVER__PORT", ports.client.to_string())
             .env("QUIRE_NATS_SERVER__MONITOR_PORT", ports.monitor.to_string())
-            .env("QUIRE_NATS_SERVER__CLUSTER_PORT", ports.cluster.to_string());
+            .env("QUIRE_NATS_SERVER__CLUSTER_PORT", ports.cluster.to_string())
+            .envs(env.iter().map(|(k, v)| (k, v)));
         Proc::spawn(name, cmd, config.dir())
     }
 
@@ -279,13 +301,17 @@ impl QuireNats {
         .await
     }
 
-    /// Kills the supervised nats-server with SIGKILL (by its pid) and returns that pid.
-    pub async fn kill_child9(&self) -> u32 {
+    /// Sends `signal` to the supervised nats-server (by its pid) and returns that pid.
+    pub async fn signal_child(&self, signal: rustix::process::Signal) -> u32 {
         let pid = self.wait_child_pid().await;
-        let pid_t = rustix::process::Pid::from_raw(pid as i32).expect("pid");
-        rustix::process::kill_process(pid_t, rustix::process::Signal::KILL)
-            .expect("kill nats-server");
+        let target = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+        rustix::process::kill_process(target, signal).expect("signal nats-server");
         pid
+    }
+
+    /// Kills the supervised nats-server with SIGKILL and returns its pid.
+    pub async fn kill_child9(&self) -> u32 {
+        self.signal_child(rustix::process::Signal::KILL).await
     }
 
     /// Waits until the supervisor has started a nats-server other than `old` and returns its pid.
@@ -333,7 +359,7 @@ impl QuireNats {
 
     /// Starts the node again after `stop` or `kill9`, with the same name, ports and config.
     pub fn respawn(&mut self) {
-        self.proc = Self::spawn_proc(&self.name, self.ports, &self.config);
+        self.proc = Self::spawn_proc(&self.name, self.ports, &self.config, &self.env);
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use crate::support::nats::{
-    NatsCluster, NatsConfig, NatsServer, NodePorts, QuireNats, connect, process_gone,
+    NatsCluster, NatsConfig, NatsServer, NodePorts, QuireNats, connect, process_gone, process_group,
 };
 use crate::support::{quire_bin, wait_for};
 
@@ -66,18 +66,9 @@ async fn one_node_answers_clients_and_status_then_stops_with_its_child() {
     );
     assert!(text.contains("    client     cid "), "{text}");
 
-    let own_group = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap();
-    let pgrp = own_group
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .to_owned();
     assert_eq!(
-        pgrp,
-        child.to_string(),
+        process_group(child),
+        Some(child),
         "nats-server runs in its own process group"
     );
 

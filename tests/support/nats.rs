@@ -24,15 +24,22 @@ pub fn nats_server_bin() -> PathBuf {
     })
 }
 
+/// The fields of `/proc/PID/stat` after the command name (state, ppid, pgrp, …); the name is in
+/// parentheses and may hold spaces, so it is skipped.
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// True once `pid` has exited: no such process, or a zombie waiting for its reaper.
 pub fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the command name, which is in parentheses and may hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
+    proc_stat(pid).is_none_or(|f| f.first().is_some_and(|state| state == "Z" || state == "X"))
+}
+
+/// The process group of `pid`, while it runs.
+pub fn process_group(pid: u32) -> Option<u32> {
+    proc_stat(pid)?.get(2)?.parse().ok()
 }
 
 async fn get_json(url: &str) -> Option<serde_json::Value> {

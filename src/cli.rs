@@ -131,18 +131,24 @@ fn load(file: Option<&std::path::Path>) -> Result<Loaded, ConfigError> {
 
 /// The environment as UTF-8 pairs; variables that are not UTF-8 cannot be settings.
 pub fn process_env() -> Vec<(String, String)> {
-    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }
 
 fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Config { action: ConfigAction::Check } => {
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
             println!("{}", config::report(&loaded));
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck { url, timeout } => {
             let url = url.unwrap_or_else(|| healthcheck::local_url(loaded.config.http.listen));
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             Ok(match rt.block_on(healthcheck::probe(&url, timeout.get())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -152,14 +158,22 @@ fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Render(args) => {
-            app::render::render_files(&loaded.config, &args.template, args.data.as_deref(), &args.inputs, &args.output)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            app::render::render_files(
+                &loaded.config,
+                &args.template,
+                args.data.as_deref(),
+                &args.inputs,
+                &args.output,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
             let config = Arc::new(loaded.config);
             start_telemetry(&config, &loaded.warnings)?;
-            runtime()?.block_on(app::migrate(&config)).context("migration failed")?;
+            runtime()?
+                .block_on(app::migrate(&config))
+                .context("migration failed")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::App => {
@@ -167,21 +181,37 @@ fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
             let instance = start_telemetry(&config, &loaded.warnings)?;
             runtime()?.block_on(async {
                 let lifecycle = Lifecycle::new(Notifier::from_env(&process_env()));
-                lifecycle.watch_signals().context("cannot install signal handlers")?;
+                lifecycle
+                    .watch_signals()
+                    .context("cannot install signal handlers")?;
                 lifecycle.expect(&["app"]);
-                app::run(config, instance, lifecycle).await.context("quire app failed")
+                app::run(config, instance, lifecycle)
+                    .await
+                    .context("quire app failed")
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Nats { action: None } => run_nats(loaded),
-        Command::Nats { action: Some(NatsAction::Status { url, timeout }) } => {
-            let url = url.unwrap_or_else(|| healthcheck::local_url(loaded.config.nats_server.monitor_addr()));
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Command::Nats {
+            action: Some(NatsAction::Status { url, timeout }),
+        } => {
+            let url = url.unwrap_or_else(|| {
+                healthcheck::local_url(loaded.config.nats_server.monitor_addr())
+            });
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let status = rt.block_on(nats::status(&nats::Monitor::new(&url, timeout.get())));
             print!("{}", status.text);
-            Ok(if status.healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if status.healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Version | Command::RenderWorker(_) => unreachable!("handled before loading config"),
+        Command::Version | Command::RenderWorker(_) => {
+            unreachable!("handled before loading config")
+        }
     }
 }
 
@@ -200,7 +230,9 @@ fn run_nats(loaded: Loaded) -> anyhow::Result<ExitCode> {
     start_telemetry(&config, &loaded.warnings)?;
     let result = runtime()?.block_on(async {
         let lifecycle = Lifecycle::new(Notifier::from_env(&process_env()));
-        lifecycle.watch_signals().map_err(nats::NatsError::Signals)?;
+        lifecycle
+            .watch_signals()
+            .map_err(nats::NatsError::Signals)?;
         lifecycle.expect(&["nats"]);
         nats::run(config, lifecycle, reload).await
     });
@@ -225,5 +257,7 @@ fn start_telemetry(config: &Config, warnings: &[String]) -> anyhow::Result<Strin
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

@@ -35,15 +35,24 @@ pub async fn probe(base: &str, timeout: Duration) -> Result<(), ProbeError> {
     let uri: hyper::Uri = url.parse().map_err(|_| ProbeError::Url(url.clone()))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
     let attempt = async {
-        let resp = client.get(uri).await.map_err(|e| ProbeError::Request(e.to_string()))?;
+        let resp = client
+            .get(uri)
+            .await
+            .map_err(|e| ProbeError::Request(e.to_string()))?;
         let status = resp.status().as_u16();
         let body = http_body_util::BodyExt::collect(resp.into_body())
             .await
             .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
             .unwrap_or_default();
-        if status == 200 { Ok(()) } else { Err(ProbeError::NotReady { status, body }) }
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(ProbeError::NotReady { status, body })
+        }
     };
-    tokio::time::timeout(timeout, attempt).await.map_err(|_| ProbeError::Timeout(timeout))?
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ProbeError::Timeout(timeout))?
 }
 
 #[cfg(test)]
@@ -52,8 +61,14 @@ mod tests {
 
     #[test]
     fn wildcard_listen_probes_loopback() {
-        assert_eq!(local_url("0.0.0.0:8080".parse().unwrap()), "http://127.0.0.1:8080");
+        assert_eq!(
+            local_url("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
         assert_eq!(local_url("[::]:9000".parse().unwrap()), "http://[::1]:9000");
-        assert_eq!(local_url("10.0.0.5:80".parse().unwrap()), "http://10.0.0.5:80");
+        assert_eq!(
+            local_url("10.0.0.5:80".parse().unwrap()),
+            "http://10.0.0.5:80"
+        );
     }
 }

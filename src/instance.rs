@@ -16,7 +16,13 @@ pub fn new_id(instance_name: Option<&str>, env: &[(String, String)]) -> String {
         .unwrap_or_else(hostname);
     let clean: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let suffix: u32 = rand::rng().random_range(0..0x100_0000);
     format!("{}-{suffix:06x}", clean.trim_matches('-'))
@@ -24,8 +30,15 @@ pub fn new_id(instance_name: Option<&str>, env: &[(String, String)]) -> String {
 
 /// This machine's host name, or `quire` when it has none.
 pub fn hostname() -> String {
-    let name = rustix::system::uname().nodename().to_string_lossy().into_owned();
-    if name.is_empty() { "quire".to_owned() } else { name }
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "quire".to_owned()
+    } else {
+        name
+    }
 }
 
 #[cfg(test)]
@@ -38,7 +51,10 @@ mod tests {
         let b = new_id(Some("Web 1"), &[]);
         assert!(a.starts_with("web-1-"), "{a}");
         assert_ne!(a, b);
-        let env = vec![("WEBSITE_INSTANCE_ID".to_owned(), "4f1b3c0a9e8d7c6b5a49".to_owned())];
+        let env = vec![(
+            "WEBSITE_INSTANCE_ID".to_owned(),
+            "4f1b3c0a9e8d7c6b5a49".to_owned(),
+        )];
         assert!(new_id(None, &env).starts_with("4f1b3c0a9e8d-"));
     }
 }

@@ -13,7 +13,11 @@ pub mod telemetry;
 /// build embedded one.
 pub fn version() -> &'static str {
     static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!("{} ({})", env!("CARGO_PKG_VERSION"), option_env!("QUIRE_GIT_REV").unwrap_or("dev"))
+        format!(
+            "{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("QUIRE_GIT_REV").unwrap_or("dev")
+        )
     });
     &VERSION
 }

@@ -25,16 +25,25 @@ pub fn init(log: &LogConfig, instance: &str) -> Result<(), TelemetryError> {
     let filter =
         EnvFilter::try_new(&log.level).map_err(|_| TelemetryError::Filter(log.level.clone()))?;
     let instance: Arc<str> = Arc::from(instance);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match log.format {
         LogFormat::Text => builder.event_format(TextLine { instance }).try_init(),
-        LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(JsonLine { instance }).try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLine { instance })
+            .try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadyInstalled)
 }
 
 fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 /// `2026-11-23T09:00:00.123Z  INFO instance=web-1-a3f2 quire::app: message key=value`
@@ -47,9 +56,21 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let meta = event.metadata();
-        write!(w, "{} {:>5} instance={} {}: ", now(), meta.level(), self.instance, meta.target())?;
+        write!(
+            w,
+            "{} {:>5} instance={} {}: ",
+            now(),
+            meta.level(),
+            self.instance,
+            meta.target()
+        )?;
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 write!(w, "{}", span.name())?;
@@ -77,7 +98,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let meta = event.metadata();
         let mut obj = serde_json::Map::new();
         obj.insert("ts".into(), now().into());
@@ -87,7 +113,9 @@ where
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let ext = span.extensions();
-                let Some(fields) = ext.get::<FormattedFields<N>>() else { continue };
+                let Some(fields) = ext.get::<FormattedFields<N>>() else {
+                    continue;
+                };
                 if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(fields) {
                     obj.extend(map);
                 }
@@ -104,7 +132,8 @@ struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
 
 impl tracing::field::Visit for JsonVisitor<'_> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().into(), format!("{value:?}").into());
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
     }
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
         self.0.insert(field.name().into(), value.into());
@@ -121,7 +150,11 @@ impl tracing::field::Visit for JsonVisitor<'_> {
     fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
         self.0.insert(field.name().into(), value.into());
     }
-    fn record_error(&mut self, field: &tracing::field::Field, value: &(dyn std::error::Error + 'static)) {
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
         self.0.insert(field.name().into(), value.to_string().into());
     }
 }

@@ -61,7 +61,10 @@ fn walk(value: &Value, path: &mut Vec<String>, loaded: &Loaded, lines: &mut Vec<
 fn redact(value: &Value) -> String {
     match value {
         Value::String(_, s) if s.contains("://") => format!("{:?}", redact_url(s)),
-        Value::Array(_, items) => format!("[{}]", items.iter().map(redact).collect::<Vec<_>>().join(", ")),
+        Value::Array(_, items) => format!(
+            "[{}]",
+            items.iter().map(redact).collect::<Vec<_>>().join(", ")
+        ),
         _ => "\"***\"".to_owned(),
     }
 }
@@ -86,7 +89,10 @@ mod tests {
     #[test]
     fn report_redacts_secrets_and_names_origins() {
         let env: Vec<(String, String)> = [
-            ("QUIRE_DATABASE__URL", "postgres://quire:topsecret@db:5432/quire"),
+            (
+                "QUIRE_DATABASE__URL",
+                "postgres://quire:topsecret@db:5432/quire",
+            ),
             ("RootUser__Email", "root@example.com"),
             ("RootUser__Password", "correct horse battery"),
         ]
@@ -97,10 +103,18 @@ mod tests {
         assert!(!out.contains("topsecret"), "{out}");
         assert!(!out.contains("correct horse"), "{out}");
         assert!(
-            out.contains("database.url = \"postgres://quire:***@db:5432/quire\"  # env QUIRE_DATABASE__URL"),
+            out.contains(
+                "database.url = \"postgres://quire:***@db:5432/quire\"  # env QUIRE_DATABASE__URL"
+            ),
             "{out}"
         );
-        assert!(out.contains("root_user.password = \"***\"  # env RootUser__Password (alias)"), "{out}");
-        assert!(out.contains("http.listen = \"127.0.0.1:8080\"  # default"), "{out}");
+        assert!(
+            out.contains("root_user.password = \"***\"  # env RootUser__Password (alias)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("http.listen = \"127.0.0.1:8080\"  # default"),
+            "{out}"
+        );
     }
 }

@@ -5,13 +5,19 @@
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Characters kept as they are in the user-info and path parts of the URL.
-const URL_PART: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const URL_PART: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConnStringError {
     #[error("\"{0}\" is not a Key=Value pair")]
     NotAPair(String),
-    #[error("unknown connection string keyword \"{0}\" (known: Host, Port, Database, Username, Password, SSL Mode, Timeout, Pooling)")]
+    #[error(
+        "unknown connection string keyword \"{0}\" (known: Host, Port, Database, Username, Password, SSL Mode, Timeout, Pooling)"
+    )]
     UnknownKey(String),
     #[error("the connection string names no Host")]
     NoHost,
@@ -45,8 +51,14 @@ pub fn to_postgres_url(s: &str) -> Result<String, ConnStringError> {
             "applicationname" => params.push(("application_name", value)),
             // Pool settings belong to Quire's own `database.max_connections`; accept and ignore
             // them so an operator's existing string still works.
-            "pooling" | "minimumpoolsize" | "maximumpoolsize" | "maxpoolsize" | "minpoolsize"
-            | "trustservercertificate" | "commandtimeout" | "keepalive" => {}
+            "pooling"
+            | "minimumpoolsize"
+            | "maximumpoolsize"
+            | "maxpoolsize"
+            | "minpoolsize"
+            | "trustservercertificate"
+            | "commandtimeout"
+            | "keepalive" => {}
             _ => return Err(ConnStringError::UnknownKey(key)),
         }
     }
@@ -121,11 +133,18 @@ fn split_unquoted(s: &str) -> Vec<String> {
 fn unquote(v: &str) -> String {
     let quoted = v.len() >= 2
         && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')));
-    if quoted { v[1..v.len() - 1].to_owned() } else { v.to_owned() }
+    if quoted {
+        v[1..v.len() - 1].to_owned()
+    } else {
+        v.to_owned()
+    }
 }
 
 fn normalize(key: &str) -> String {
-    key.chars().filter(|c| !c.is_whitespace() && *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
+    key.chars()
+        .filter(|c| !c.is_whitespace() && *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn ssl_mode(v: &str) -> Result<String, ConnStringError> {
@@ -149,7 +168,10 @@ mod tests {
     fn reference_doc_string_becomes_url() {
         let s = "Host=db.postgres.database.azure.com;Port=5432;Database=cxreports;Username=quire;Password=p@ss;w0rd;SSL Mode=Require";
         // The `;` inside an unquoted password ends the pair: Npgsql needs quotes for that too.
-        assert_eq!(to_postgres_url(s), Err(ConnStringError::NotAPair("w0rd".into())));
+        assert_eq!(
+            to_postgres_url(s),
+            Err(ConnStringError::NotAPair("w0rd".into()))
+        );
         let s = "Host=db.postgres.database.azure.com;Port=5432;Database=cxreports;Username=quire;Password='p@ss;w0rd';SSL Mode=Require";
         assert_eq!(
             to_postgres_url(s).unwrap(),
@@ -159,7 +181,8 @@ mod tests {
 
     #[test]
     fn synonyms_and_case_are_accepted() {
-        let s = "server=db;user id=postgres;pwd=password;database=q;sslmode=verify-full;Pooling=true";
+        let s =
+            "server=db;user id=postgres;pwd=password;database=q;sslmode=verify-full;Pooling=true";
         assert_eq!(
             to_postgres_url(s).unwrap(),
             "postgres://postgres:password@db/q?sslmode=verify-full"

@@ -80,13 +80,19 @@ impl Config {
     /// The database URL, defaulting to a SQLite file in `data_dir`.
     pub fn database_url(&self) -> DatabaseUrl {
         self.database.url.clone().unwrap_or_else(|| {
-            DatabaseUrl::Sqlite(format!("sqlite://{}", self.data_dir.join("quire.db").display()))
+            DatabaseUrl::Sqlite(format!(
+                "sqlite://{}",
+                self.data_dir.join("quire.db").display()
+            ))
         })
     }
 
     /// The directory scanned for operator fonts, defaulting to `data_dir/fonts`.
     pub fn fonts_dir(&self) -> PathBuf {
-        self.fonts.dir.clone().unwrap_or_else(|| self.data_dir.join("fonts"))
+        self.fonts
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("fonts"))
     }
 }
 
@@ -121,7 +127,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -289,7 +298,11 @@ pub struct FontsConfig {
 
 impl Default for FontsConfig {
     fn default() -> Self {
-        FontsConfig { dir: None, rescan_interval: Span::secs(60), max_upload_size: ByteSize::mib(50) }
+        FontsConfig {
+            dir: None,
+            rescan_interval: Span::secs(60),
+            max_upload_size: ByteSize::mib(50),
+        }
     }
 }
 
@@ -343,7 +356,8 @@ impl Default for RenderConfig {
 
 impl RenderConfig {
     pub fn workers(&self) -> usize {
-        self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 }
 
@@ -358,7 +372,11 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { session_ttl: Span::secs(12 * 3600), login_max_failures: 10, login_window: Span::secs(300) }
+        AuthConfig {
+            session_ttl: Span::secs(12 * 3600),
+            login_max_failures: 10,
+            login_window: Span::secs(300),
+        }
     }
 }
 
@@ -386,7 +404,10 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {path} (given by {given_by}) does not exist")]
-    MissingFile { path: PathBuf, given_by: &'static str },
+    MissingFile {
+        path: PathBuf,
+        given_by: &'static str,
+    },
     #[error("{0}")]
     EnvFile(#[from] source::EnvFileError),
     #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
@@ -428,14 +449,31 @@ pub fn load(config_file: Option<&Path>, env: &[(String, String)]) -> Result<Load
         figment = figment.merge(setting);
     }
 
-    let config: Config = figment.extract_lossy().map_err(|e| ConfigError::Invalid(problems(e)))?;
-    let loaded = Loaded { warnings: unknown_keys(&figment), config, figment, file };
+    let config: Config = figment
+        .extract_lossy()
+        .map_err(|e| ConfigError::Invalid(problems(e)))?;
+    let loaded = Loaded {
+        warnings: unknown_keys(&figment),
+        config,
+        figment,
+        file,
+    };
     let problems = validate(&loaded);
-    if problems.is_empty() { Ok(loaded) } else { Err(ConfigError::Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
 }
 
-fn config_path(flag: Option<&Path>, env: &[(String, String)]) -> Result<Option<PathBuf>, ConfigError> {
-    let from_env = env.iter().find(|(k, _)| k == "QUIRE_CONFIG").map(|(_, v)| PathBuf::from(v));
+fn config_path(
+    flag: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<Option<PathBuf>, ConfigError> {
+    let from_env = env
+        .iter()
+        .find(|(k, _)| k == "QUIRE_CONFIG")
+        .map(|(_, v)| PathBuf::from(v));
     let (path, given_by) = match (flag, from_env) {
         (Some(p), _) => (p.to_path_buf(), "--config"),
         (None, Some(p)) => (p, "QUIRE_CONFIG"),
@@ -444,7 +482,11 @@ fn config_path(flag: Option<&Path>, env: &[(String, String)]) -> Result<Option<P
             return Ok(system.exists().then_some(system));
         }
     };
-    if path.exists() { Ok(Some(path)) } else { Err(ConfigError::MissingFile { path, given_by }) }
+    if path.exists() {
+        Ok(Some(path))
+    } else {
+        Err(ConfigError::MissingFile { path, given_by })
+    }
 }
 
 /// App Service and similar platforms say which port to serve on with `WEBSITES_PORT` / `PORT`.
@@ -454,7 +496,10 @@ fn platform_port(figment: &Figment, env: &[(String, String)]) -> Option<Setting>
     let (var, port) = ["WEBSITES_PORT", "PORT"]
         .iter()
         .find_map(|name| env.iter().find(|(k, _)| k == name))?;
-    let origin = figment.find_metadata("http.listen").map(|m| m.name.to_string()).unwrap_or_default();
+    let origin = figment
+        .find_metadata("http.listen")
+        .map(|m| m.name.to_string())
+        .unwrap_or_default();
     if origin.starts_with("env QUIRE_") {
         return None;
     }
@@ -463,7 +508,11 @@ fn platform_port(figment: &Figment, env: &[(String, String)]) -> Option<Setting>
         Some(addr) if origin != "default" && !origin.is_empty() => addr.ip().to_string(),
         _ => "0.0.0.0".to_owned(),
     };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
     Some(Setting {
         origin: format!("env {var}"),
         key: "http.listen".into(),
@@ -476,7 +525,11 @@ fn problems(err: figment::Error) -> Vec<Problem> {
         .map(|e| {
             let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
             Problem {
-                key: if path.is_empty() { "(file)".to_owned() } else { path.join(".") },
+                key: if path.is_empty() {
+                    "(file)".to_owned()
+                } else {
+                    path.join(".")
+                },
                 origin: describe(e.metadata.as_ref(), &path),
                 message: e.kind.to_string(),
             }
@@ -489,15 +542,25 @@ fn validate(loaded: &Loaded) -> Vec<Problem> {
     let c = &loaded.config;
     let mut out = Vec::new();
     let mut bad = |key: &str, message: String| {
-        out.push(Problem { key: key.to_owned(), origin: loaded.origin(key), message });
+        out.push(Problem {
+            key: key.to_owned(),
+            origin: loaded.origin(key),
+            message,
+        });
     };
 
     if let Some(email) = &c.root_user.email {
         if !email.contains('@') || email.trim() != email {
-            bad("root_user.email", format!("\"{email}\" is not an email address"));
+            bad(
+                "root_user.email",
+                format!("\"{email}\" is not an email address"),
+            );
         }
         if c.root_user.password.is_none() {
-            bad("root_user.email", "root_user.password must be set when root_user.email is".into());
+            bad(
+                "root_user.email",
+                "root_user.password must be set when root_user.email is".into(),
+            );
         }
     }
     if let Some(pw) = &c.root_user.password
@@ -508,18 +571,33 @@ fn validate(loaded: &Loaded) -> Vec<Problem> {
     if let Some(key) = &c.encryption.key
         && key.expose().chars().count() != 32
     {
-        bad("encryption.key", format!("must be exactly 32 characters, found {}", key.expose().chars().count()));
+        bad(
+            "encryption.key",
+            format!(
+                "must be exactly 32 characters, found {}",
+                key.expose().chars().count()
+            ),
+        );
     }
     if let Some(v) = &c.encryption.vector
         && v.expose().chars().count() != 16
     {
-        bad("encryption.vector", format!("must be exactly 16 characters, found {}", v.expose().chars().count()));
+        bad(
+            "encryption.vector",
+            format!(
+                "must be exactly 16 characters, found {}",
+                v.expose().chars().count()
+            ),
+        );
     }
     if let Some(0) | Some(257..) = c.render.workers {
         bad("render.workers", "must be between 1 and 256".into());
     }
     if c.render.memory_limit < ByteSize::mib(64) {
-        bad("render.memory_limit", format!("{} is too small: at least 64MiB", c.render.memory_limit));
+        bad(
+            "render.memory_limit",
+            format!("{} is too small: at least 64MiB", c.render.memory_limit),
+        );
     }
     if c.render.queue_limit == 0 {
         bad("render.queue_limit", "must be at least 1".into());
@@ -541,15 +619,23 @@ fn validate(loaded: &Loaded) -> Vec<Problem> {
             );
         }
         if c.nats.url.is_empty() {
-            bad("ha.enabled", "HA mode needs NATS: set nats.url (QUIRE_NATS__URL or Nats__Url)".into());
+            bad(
+                "ha.enabled",
+                "HA mode needs NATS: set nats.url (QUIRE_NATS__URL or Nats__Url)".into(),
+            );
         }
     }
     if let Some(level) = Some(&c.log.level)
         && tracing_subscriber::EnvFilter::try_new(level).is_err()
     {
-        bad("log.level", format!("\"{level}\" is not a log filter: use e.g. info, debug, or info,sqlx=warn"));
+        bad(
+            "log.level",
+            format!("\"{level}\" is not a log filter: use e.g. info, debug, or info,sqlx=warn"),
+        );
     }
-    out.extend(crate::nats::validate(&c.nats_server, &|key| loaded.origin(key)));
+    out.extend(crate::nats::validate(&c.nats_server, &|key| {
+        loaded.origin(key)
+    }));
     out
 }
 
@@ -558,7 +644,9 @@ fn unknown_keys(figment: &Figment) -> Vec<String> {
     let Ok(defaults) = Figment::from(Defaults).find_value("") else {
         return Vec::new();
     };
-    let Ok(merged) = figment.find_value("") else { return Vec::new() };
+    let Ok(merged) = figment.find_value("") else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     collect_unknown(&merged, &defaults, &mut Vec::new(), figment, &mut out);
     out
@@ -571,7 +659,9 @@ fn collect_unknown(
     figment: &Figment,
     out: &mut Vec<String>,
 ) {
-    let (Value::Dict(_, dict), Value::Dict(_, known_dict)) = (value, known) else { return };
+    let (Value::Dict(_, dict), Value::Dict(_, known_dict)) = (value, known) else {
+        return;
+    };
     for (k, v) in dict {
         path.push(k.clone());
         match known_dict.get(k) {
@@ -605,7 +695,9 @@ impl figment::Provider for Defaults {
         figment::Metadata::named("default")
     }
 
-    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
         Serialized::defaults(Config::default()).data()
     }
 }
@@ -615,7 +707,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
@@ -636,7 +731,10 @@ mod tests {
     #[test]
     fn env_beats_alias_beats_file() {
         let dir = tempfile::tempdir().unwrap();
-        let f = write(&dir, "[root_user]\nemail = \"file@x.io\"\npassword = \"filepassword\"\n[ha]\nenabled = false\n");
+        let f = write(
+            &dir,
+            "[root_user]\nemail = \"file@x.io\"\npassword = \"filepassword\"\n[ha]\nenabled = false\n",
+        );
         let l = load(Some(&f), &env(&[("RootUser__Email", "alias@x.io")])).unwrap();
         assert_eq!(l.config.root_user.email.as_deref(), Some("alias@x.io"));
         assert_eq!(l.origin("root_user.email"), "env RootUser__Email (alias)");
@@ -644,7 +742,10 @@ mod tests {
 
         let l = load(
             Some(&f),
-            &env(&[("RootUser__Email", "alias@x.io"), ("QUIRE_ROOT_USER__EMAIL", "env@x.io")]),
+            &env(&[
+                ("RootUser__Email", "alias@x.io"),
+                ("QUIRE_ROOT_USER__EMAIL", "env@x.io"),
+            ]),
         )
         .unwrap();
         assert_eq!(l.config.root_user.email.as_deref(), Some("env@x.io"));
@@ -672,10 +773,16 @@ mod tests {
     fn connection_string_alias_becomes_postgres_url() {
         let l = load(
             None,
-            &env(&[("ConnectionStrings__Database", "Host=db;Port=5432;Database=q;Username=u;Password=p")]),
+            &env(&[(
+                "ConnectionStrings__Database",
+                "Host=db;Port=5432;Database=q;Username=u;Password=p",
+            )]),
         )
         .unwrap();
-        assert_eq!(l.config.database_url(), DatabaseUrl::Postgres("postgres://u:p@db:5432/q".into()));
+        assert_eq!(
+            l.config.database_url(),
+            DatabaseUrl::Postgres("postgres://u:p@db:5432/q".into())
+        );
     }
 
     #[test]
@@ -686,19 +793,40 @@ mod tests {
         assert!(err.contains("http.listen"), "{err}");
         assert!(err.contains(&format!("{}:2", f.display())), "{err}");
 
-        let err = load(None, &env(&[("QUIRE_LOG__FORMAT", "xml")])).err().unwrap().to_string();
-        assert!(err.contains("log.format (from env QUIRE_LOG__FORMAT)"), "{err}");
+        let err = load(None, &env(&[("QUIRE_LOG__FORMAT", "xml")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("log.format (from env QUIRE_LOG__FORMAT)"),
+            "{err}"
+        );
         assert!(err.contains("`text` or `json`"), "{err}");
 
-        let err = load(None, &env(&[("Encryption__Key", "short")])).err().unwrap().to_string();
-        assert!(err.contains("encryption.key (from env Encryption__Key (alias)): must be exactly 32 characters"), "{err}");
+        let err = load(None, &env(&[("Encryption__Key", "short")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(
+                "encryption.key (from env Encryption__Key (alias)): must be exactly 32 characters"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_config_file_is_an_error() {
-        let err = load(Some(Path::new("/nonexistent/quire.toml")), &[]).err().unwrap();
-        assert!(err.to_string().contains("/nonexistent/quire.toml (given by --config) does not exist"));
-        let err = load(None, &env(&[("QUIRE_CONFIG", "/nonexistent/q.toml")])).err().unwrap();
+        let err = load(Some(Path::new("/nonexistent/quire.toml")), &[])
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("/nonexistent/quire.toml (given by --config) does not exist")
+        );
+        let err = load(None, &env(&[("QUIRE_CONFIG", "/nonexistent/q.toml")]))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("given by QUIRE_CONFIG"));
     }
 
@@ -713,21 +841,34 @@ mod tests {
         let l = load(Some(&f), &env(&[("PORT", "9000")])).unwrap();
         assert_eq!(l.config.http.listen, "10.1.2.3:9000".parse().unwrap());
 
-        let l = load(None, &env(&[("PORT", "9000"), ("QUIRE_HTTP__LISTEN", "127.0.0.1:7000")])).unwrap();
+        let l = load(
+            None,
+            &env(&[("PORT", "9000"), ("QUIRE_HTTP__LISTEN", "127.0.0.1:7000")]),
+        )
+        .unwrap();
         assert_eq!(l.config.http.listen, "127.0.0.1:7000".parse().unwrap());
     }
 
     #[test]
     fn ha_needs_postgres_and_nats() {
-        let err = load(None, &env(&[("HighAvailability__Enabled", "true")])).err().unwrap().to_string();
-        assert!(err.contains("HA mode needs a shared PostgreSQL database"), "{err}");
+        let err = load(None, &env(&[("HighAvailability__Enabled", "true")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("HA mode needs a shared PostgreSQL database"),
+            "{err}"
+        );
         assert!(err.contains("HA mode needs NATS"), "{err}");
     }
 
     #[test]
     fn unknown_keys_are_reported_with_origin() {
         let l = load(None, &env(&[("QUIRE_HTPP__LISTEN", "x")])).unwrap();
-        assert_eq!(l.warnings, vec!["unknown setting htpp.listen (from env QUIRE_HTPP__LISTEN) is ignored"]);
+        assert_eq!(
+            l.warnings,
+            vec!["unknown setting htpp.listen (from env QUIRE_HTPP__LISTEN) is ignored"]
+        );
     }
 
     #[test]
@@ -741,6 +882,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.config.nats.url, vec!["nats://a:4222", "nats://b:4222"]);
-        assert_eq!(l.config.http.trusted_proxies, vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]);
+        assert_eq!(
+            l.config.http.trusted_proxies,
+            vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]
+        );
     }
 }

@@ -103,10 +103,14 @@ fn known_networks(env: &[(String, String)]) -> Option<Setting> {
     let mut found: BTreeMap<(u8, u32), (&str, &str)> = BTreeMap::new();
     for (var, value) in env {
         let lower = var.to_ascii_lowercase();
-        for (group, prefix) in
-            [(0u8, "forwardedheaders__knownnetworks__"), (1, "forwardedheaders__knownproxies__")]
-        {
-            if let Some(idx) = lower.strip_prefix(prefix).and_then(|i| i.parse::<u32>().ok()) {
+        for (group, prefix) in [
+            (0u8, "forwardedheaders__knownnetworks__"),
+            (1, "forwardedheaders__knownproxies__"),
+        ] {
+            if let Some(idx) = lower
+                .strip_prefix(prefix)
+                .and_then(|i| i.parse::<u32>().ok())
+            {
                 found.insert((group, idx), (var, value));
             }
         }
@@ -115,7 +119,10 @@ fn known_networks(env: &[(String, String)]) -> Option<Setting> {
         return None;
     }
     let vars: Vec<&str> = found.values().map(|(v, _)| *v).collect();
-    let values: Vec<Value> = found.values().map(|(_, v)| Value::from(v.to_string())).collect();
+    let values: Vec<Value> = found
+        .values()
+        .map(|(_, v)| Value::from(v.to_string()))
+        .collect();
     Some(Setting {
         origin: format!("env {} (alias)", vars.join(", ")),
         key: "http.trusted_proxies".to_owned(),
@@ -129,12 +136,17 @@ pub fn quire_settings(env: &[(String, String)]) -> Result<Vec<Setting>, EnvFileE
     let mut out = Vec::new();
     for (var, value) in env {
         let upper = var.to_ascii_uppercase();
-        let Some(rest) = upper.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = upper.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         if NOT_SETTINGS.contains(&upper.as_str()) || rest.is_empty() {
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
-        if let Some(secret_key) = key.strip_suffix("_file").filter(|k| SECRET_KEYS.contains(k)) {
+        if let Some(secret_key) = key
+            .strip_suffix("_file")
+            .filter(|k| SECRET_KEYS.contains(k))
+        {
             let path = PathBuf::from(value);
             let text = std::fs::read_to_string(&path).map_err(|source| EnvFileError {
                 var: var.clone(),
@@ -147,7 +159,11 @@ pub fn quire_settings(env: &[(String, String)]) -> Result<Vec<Setting>, EnvFileE
                 value: Value::from(text.trim_end_matches(['\r', '\n']).to_owned()),
             });
         } else {
-            out.push(Setting { origin: format!("env {var}"), key, value: Value::from(value.clone()) });
+            out.push(Setting {
+                origin: format!("env {var}"),
+                key,
+                value: Value::from(value.clone()),
+            });
         }
     }
     Ok(out)
@@ -156,7 +172,9 @@ pub fn quire_settings(env: &[(String, String)]) -> Result<Vec<Setting>, EnvFileE
 /// Where a value came from, for messages: `/etc/quire/quire.toml:12`, `env QUIRE_HTTP__LISTEN`,
 /// or `default`.
 pub fn describe(metadata: Option<&Metadata>, key_path: &[&str]) -> String {
-    let Some(md) = metadata else { return "default".to_owned() };
+    let Some(md) = metadata else {
+        return "default".to_owned();
+    };
     match &md.source {
         Some(figment::Source::File(path)) => match line_of(path, key_path) {
             Some(line) => format!("{}:{line}", path.display()),
@@ -194,7 +212,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -206,10 +227,16 @@ mod tests {
             ("HOME", "/root"),
         ]))
         .unwrap();
-        let keys: Vec<_> = s.iter().map(|s| (s.key.as_str(), s.origin.as_str())).collect();
+        let keys: Vec<_> = s
+            .iter()
+            .map(|s| (s.key.as_str(), s.origin.as_str()))
+            .collect();
         assert_eq!(
             keys,
-            vec![("http.listen", "env QUIRE_HTTP__LISTEN"), ("data_dir", "env QUIRE_DATA_DIR")]
+            vec![
+                ("http.listen", "env QUIRE_HTTP__LISTEN"),
+                ("data_dir", "env QUIRE_DATA_DIR")
+            ]
         );
     }
 
@@ -229,7 +256,10 @@ mod tests {
         let err = quire_settings(&env(&[("QUIRE_LICENSE__KEY_FILE", "/nonexistent/x")]))
             .err()
             .unwrap();
-        assert!(err.to_string().starts_with("QUIRE_LICENSE__KEY_FILE: cannot read /nonexistent/x"));
+        assert!(
+            err.to_string()
+                .starts_with("QUIRE_LICENSE__KEY_FILE: cannot read /nonexistent/x")
+        );
     }
 
     #[test]
@@ -241,7 +271,10 @@ mod tests {
             ("ROOTUSER__EMAIL", "a@b.c"),
         ]));
         let keys: Vec<_> = s.iter().map(|s| s.key.as_str()).collect();
-        assert_eq!(keys, vec!["ha.enabled", "root_user.email", "http.trusted_proxies"]);
+        assert_eq!(
+            keys,
+            vec!["ha.enabled", "root_user.email", "http.trusted_proxies"]
+        );
         assert_eq!(
             s[2].value,
             Value::from(vec![

@@ -34,11 +34,16 @@ impl fmt::Debug for Span {
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        let (n, unit) = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")]
-            .into_iter()
-            .find(|(div, _)| ms >= *div && ms % div == 0)
-            .map(|(div, unit)| (ms / div, unit))
-            .unwrap_or((ms, "ms"));
+        let (n, unit) = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ]
+        .into_iter()
+        .find(|(div, _)| ms >= *div && ms.is_multiple_of(*div))
+        .map(|(div, unit)| (ms / div, unit))
+        .unwrap_or((ms, "ms"));
         write!(f, "{n}{unit}")
     }
 }
@@ -47,11 +52,13 @@ impl FromStr for Span {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("expected a duration like \"30s\", \"5m\" or \"2h\", found \"{s}\""))?;
+        let n: f64 = num.parse().map_err(|_| {
+            format!("expected a duration like \"30s\", \"5m\" or \"2h\", found \"{s}\"")
+        })?;
         let factor = match unit.trim() {
             "ms" => 0.001,
             "" | "s" => 1.0,
@@ -76,7 +83,9 @@ impl Serialize for Span {
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ParseVisitor::<Span>::new("a duration such as \"30s\" or \"5m\""))
+        d.deserialize_any(ParseVisitor::<Span>::new(
+            "a duration such as \"30s\" or \"5m\"",
+        ))
     }
 }
 
@@ -107,7 +116,7 @@ impl fmt::Display for ByteSize {
         let b = self.0;
         let (n, unit) = [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
             .into_iter()
-            .find(|(div, _)| b >= *div && b % div == 0)
+            .find(|(div, _)| b >= *div && b.is_multiple_of(*div))
             .map(|(div, unit)| (b / div, unit))
             .unwrap_or((b, "B"));
         write!(f, "{n}{unit}")
@@ -204,7 +213,10 @@ struct ParseVisitor<T> {
 
 impl<T> ParseVisitor<T> {
     fn new(expecting: &'static str) -> Self {
-        ParseVisitor { expecting, _t: std::marker::PhantomData }
+        ParseVisitor {
+            expecting,
+            _t: std::marker::PhantomData,
+        }
     }
 }
 
@@ -249,7 +261,10 @@ where
             v.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<T>().map_err(|e| E::custom(format!("\"{s}\": {e}"))))
+                .map(|s| {
+                    s.parse::<T>()
+                        .map_err(|e| E::custom(format!("\"{s}\": {e}")))
+                })
                 .collect()
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
@@ -276,7 +291,12 @@ mod tests {
         assert_eq!("2".parse::<Span>().unwrap(), Span::secs(2));
         assert_eq!(Span::secs(300).to_string(), "5m");
         assert_eq!(Span::millis(1500).to_string(), "1500ms");
-        assert!("5 weeks".parse::<Span>().unwrap_err().contains("unknown duration unit"));
+        assert!(
+            "5 weeks"
+                .parse::<Span>()
+                .unwrap_err()
+                .contains("unknown duration unit")
+        );
         assert!("soon".parse::<Span>().is_err());
     }
 

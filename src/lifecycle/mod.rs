@@ -69,7 +69,11 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     pub fn new(notifier: Notifier) -> Self {
-        Lifecycle { shutdown: Shutdown::new(), notifier, pending: Arc::default() }
+        Lifecycle {
+            shutdown: Shutdown::new(),
+            notifier,
+            pending: Arc::default(),
+        }
     }
 
     pub fn shutdown(&self) -> &Shutdown {
@@ -128,7 +132,9 @@ impl Lifecycle {
 
     /// Feeds the systemd watchdog at half its interval while `healthy()` holds, until stop.
     pub fn spawn_watchdog(&self, healthy: impl Fn() -> bool + Send + 'static) {
-        let Some(every) = self.notifier.watchdog_interval() else { return };
+        let Some(every) = self.notifier.watchdog_interval() else {
+            return;
+        };
         let notifier = self.notifier.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -145,7 +151,11 @@ impl Lifecycle {
 }
 
 /// Waits for `fut` until `bound` passes or stop begins; true when `fut` finished.
-pub async fn within<F: std::future::Future<Output = ()>>(shutdown: &Shutdown, bound: Duration, fut: F) -> bool {
+pub async fn within<F: std::future::Future<Output = ()>>(
+    shutdown: &Shutdown,
+    bound: Duration,
+    fut: F,
+) -> bool {
     tokio::select! {
         _ = fut => true,
         _ = tokio::time::sleep(bound) => false,

@@ -25,10 +25,13 @@ impl Notifier {
     /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from `env`.
     pub fn from_env(env: &[(String, String)]) -> Self {
         let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let socket = get("NOTIFY_SOCKET").filter(|s| !s.is_empty()).map(|s| match s.strip_prefix('@') {
-            Some(name) => Target::Abstract(name.as_bytes().to_vec()),
-            None => Target::Path(PathBuf::from(s)),
-        });
+        let socket =
+            get("NOTIFY_SOCKET")
+                .filter(|s| !s.is_empty())
+                .map(|s| match s.strip_prefix('@') {
+                    Some(name) => Target::Abstract(name.as_bytes().to_vec()),
+                    None => Target::Path(PathBuf::from(s)),
+                });
         // WATCHDOG_PID, when set, names the process the watchdog is meant for; a child that
         // inherited the variables must not feed its parent's watchdog.
         let for_us = get("WATCHDOG_PID").is_none_or(|pid| pid.parse() == Ok(std::process::id()));
@@ -86,7 +89,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -106,7 +112,10 @@ mod tests {
 
     #[test]
     fn watchdog_interval_is_half_and_respects_pid() {
-        let n = Notifier::from_env(&env(&[("NOTIFY_SOCKET", "/x"), ("WATCHDOG_USEC", "2000000")]));
+        let n = Notifier::from_env(&env(&[
+            ("NOTIFY_SOCKET", "/x"),
+            ("WATCHDOG_USEC", "2000000"),
+        ]));
         assert_eq!(n.watchdog_interval(), Some(Duration::from_secs(1)));
         let n = Notifier::from_env(&env(&[
             ("NOTIFY_SOCKET", "/x"),

@@ -4,4 +4,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod app_auth;
+mod app_config;
+mod app_console;
+mod app_fonts;
+mod app_lifecycle;
+mod app_progress;
+mod app_render;
 mod nats;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test module uses a different part of the harness
 
+pub mod app;
+pub mod browser;
 pub mod nats;
 pub mod process;
 
@@ -19,7 +21,10 @@ pub fn quire_bin() -> PathBuf {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.

@@ -16,11 +16,23 @@ impl Proc {
     /// Starts `cmd` with output going to `<log_dir>/<name>.log`.
     pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Proc {
         let log = log_dir.join(format!("{name}.log"));
-        let out = File::options().create(true).append(true).open(&log).expect("log file");
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let err = out.try_clone().expect("log file");
-        cmd.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Proc { name: name.to_owned(), child, log }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Proc {
+            name: name.to_owned(),
+            child,
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -74,7 +86,11 @@ impl Drop for Proc {
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!("----- last lines of {} ({}) -----", self.name, self.log.display());
+            eprintln!(
+                "----- last lines of {} ({}) -----",
+                self.name,
+                self.log.display()
+            );
             for line in tail.into_iter().rev() {
                 eprintln!("{line}");
             }

@@ -76,7 +76,14 @@ impl FontSet {
             }
         }
         let book = LazyHash::new(FontBook::from_fonts(&fonts));
-        (FontSet { book, fonts, origins }, skipped)
+        (
+            FontSet {
+                book,
+                fonts,
+                origins,
+            },
+            skipped,
+        )
     }
 }
 
@@ -95,7 +102,9 @@ pub fn font_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn collect(dir: &Path, depth: u8, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
@@ -141,9 +150,21 @@ mod tests {
     fn embedded_fonts_cover_serif_sans_mono_and_math() {
         let (set, skipped) = FontSet::load(None);
         assert!(skipped.is_empty());
-        let families: Vec<String> = set.fonts.iter().map(|f| f.info().family.to_lowercase()).collect();
-        for want in ["libertinus serif", "dejavu sans", "dejavu sans mono", "new computer modern math"] {
-            assert!(families.iter().any(|f| f == want), "missing {want}: {families:?}");
+        let families: Vec<String> = set
+            .fonts
+            .iter()
+            .map(|f| f.info().family.to_lowercase())
+            .collect();
+        for want in [
+            "libertinus serif",
+            "dejavu sans",
+            "dejavu sans mono",
+            "new computer modern math",
+        ] {
+            assert!(
+                families.iter().any(|f| f == want),
+                "missing {want}: {families:?}"
+            );
         }
     }
 

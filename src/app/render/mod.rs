@@ -57,7 +57,9 @@ pub enum Input {
 pub enum Format {
     Pdf,
     /// SVG images of the first `max_pages` pages, for previews.
-    Svg { max_pages: usize },
+    Svg {
+        max_pages: usize,
+    },
 }
 
 /// A finished render.
@@ -79,7 +81,9 @@ pub enum Artifact {
 pub enum Stage {
     Compiling,
     /// Layout is done; the document has this many pages.
-    Writing { pages: usize },
+    Writing {
+        pages: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
@@ -101,7 +105,10 @@ pub enum RenderError {
 }
 
 fn first_message(diags: &[Diagnostic]) -> String {
-    diags.iter().find(|d| d.severity == DiagnosticSeverity::Error).map_or_else(String::new, ToString::to_string)
+    diags
+        .iter()
+        .find(|d| d.severity == DiagnosticSeverity::Error)
+        .map_or_else(String::new, ToString::to_string)
 }
 
 impl RenderError {
@@ -128,11 +135,16 @@ impl RenderError {
 }
 
 /// Compiles and exports in the calling thread. `on_stage` hears about progress.
-pub fn render(job: &RenderJob, fonts: &FontSet, mut on_stage: impl FnMut(Stage)) -> Result<Rendered, RenderError> {
+pub fn render(
+    job: &RenderJob,
+    fonts: &FontSet,
+    mut on_stage: impl FnMut(Stage),
+) -> Result<Rendered, RenderError> {
     on_stage(Stage::Compiling);
     let world = world::ReportWorld::new(job, fonts)?;
     let typst::diag::Warned { output, warnings } = typst::compile::<PagedDocument>(&world);
-    let doc = output.map_err(|errors| RenderError::Compile(diagnostics::convert(&world, &errors)))?;
+    let doc =
+        output.map_err(|errors| RenderError::Compile(diagnostics::convert(&world, &errors)))?;
     let warnings = diagnostics::convert(&world, &warnings);
     let pages = doc.pages().len();
     on_stage(Stage::Writing { pages });
@@ -150,25 +162,39 @@ pub fn render(job: &RenderJob, fonts: &FontSet, mut on_stage: impl FnMut(Stage))
                 .collect(),
         ),
     };
-    Ok(Rendered { pages, warnings, artifact })
+    Ok(Rendered {
+        pages,
+        warnings,
+        artifact,
+    })
 }
 
 /// Errors of the offline `quire render` command.
 #[derive(Debug, thiserror::Error)]
 pub enum FileRenderError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0} holds no main.typ")]
     NoEntry(String),
     #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{}", describe(.0))]
     Render(RenderError),
 }
 
 fn describe(e: &RenderError) -> String {
     match e {
-        RenderError::Compile(diags) => diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+        RenderError::Compile(diags) => diags
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
         other => other.to_string(),
     }
 }
@@ -182,7 +208,10 @@ pub fn render_files(
     output: &Path,
 ) -> Result<(), FileRenderError> {
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| FileRenderError::Read { path: p.display().to_string(), source })
+        std::fs::read(p).map_err(|source| FileRenderError::Read {
+            path: p.display().to_string(),
+            source,
+        })
     };
     let (root, entry) = if template.is_dir() {
         if !template.join("main.typ").is_file() {
@@ -190,22 +219,41 @@ pub fn render_files(
         }
         (template.to_path_buf(), "main.typ".to_owned())
     } else {
-        let root = template.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = template.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let root = template
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = template
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         read(template)?;
         (root.to_path_buf(), name)
     };
     let mut files = Vec::new();
     for path in template_files(&root) {
-        let rel = path.strip_prefix(&root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/");
         files.push((rel, read(&path)?));
     }
     let data = match data {
         Some(p) => read(p)?,
         None => b"{}".to_vec(),
     };
-    let inputs = inputs.iter().map(|(k, v)| (k.clone(), Input::Str(v.clone()))).collect();
-    let job = RenderJob { entry, files, data, inputs, format: Format::Pdf };
+    let inputs = inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), Input::Str(v.clone())))
+        .collect();
+    let job = RenderJob {
+        entry,
+        files,
+        data,
+        inputs,
+        format: Format::Pdf,
+    };
     let fonts_dir = config.fonts_dir();
     let (fonts, skipped) = FontSet::load(Some(&fonts_dir));
     for s in skipped {
@@ -215,16 +263,22 @@ pub fn render_files(
     for w in &rendered.warnings {
         eprintln!("{w}");
     }
-    let Artifact::Pdf(pdf) = rendered.artifact else { unreachable!("asked for PDF") };
-    write_atomically(output, &pdf)
-        .map_err(|source| FileRenderError::Write { path: output.display().to_string(), source })
+    let Artifact::Pdf(pdf) = rendered.artifact else {
+        unreachable!("asked for PDF")
+    };
+    write_atomically(output, &pdf).map_err(|source| FileRenderError::Write {
+        path: output.display().to_string(),
+        source,
+    })
 }
 
 /// Files below a template root, small enough and few enough to be a template, hidden ones
 /// skipped.
 fn template_files(root: &Path) -> Vec<std::path::PathBuf> {
     fn walk(dir: &Path, depth: u8, out: &mut Vec<std::path::PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if e.file_name().to_string_lossy().starts_with('.') {
@@ -247,8 +301,14 @@ fn template_files(root: &Path) -> Vec<std::path::PathBuf> {
 /// reader never sees half a file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -284,7 +344,9 @@ mod tests {
         let out = render(&job(src), &fonts, |s| stages.push(s)).unwrap();
         assert_eq!(out.pages, 1);
         assert_eq!(stages, vec![Stage::Compiling, Stage::Writing { pages: 1 }]);
-        let Artifact::Pdf(pdf) = out.artifact else { panic!("not a pdf") };
+        let Artifact::Pdf(pdf) = out.artifact else {
+            panic!("not a pdf")
+        };
         assert!(pdf.starts_with(b"%PDF-"));
     }
 
@@ -315,7 +377,9 @@ mod tests {
         j.format = Format::Svg { max_pages: 2 };
         let out = render(&j, &fonts, |_| {}).unwrap();
         assert_eq!(out.pages, 3);
-        let Artifact::Svg(pages) = out.artifact else { panic!("not svg") };
+        let Artifact::Svg(pages) = out.artifact else {
+            panic!("not svg")
+        };
         assert_eq!(pages.len(), 2);
         assert!(pages[0].contains("<svg"));
     }

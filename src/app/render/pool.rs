@@ -99,14 +99,26 @@ impl RenderPool {
 
     /// Waits for a free slot (used by the job runner, which only claims a job once it has one).
     pub async fn acquire(&self) -> Slot {
-        let permit = self.inner.permits.clone().acquire_owned().await.expect("the pool's semaphore is never closed");
-        Slot { _permit: permit, inner: self.inner.clone() }
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the pool's semaphore is never closed");
+        Slot {
+            _permit: permit,
+            inner: self.inner.clone(),
+        }
     }
 
     /// A slot for a synchronous render, waiting only if fewer than `sync_queue_limit` others wait.
     pub async fn acquire_sync(&self) -> Result<Slot, SyncQueueFull> {
         if let Ok(permit) = self.inner.permits.clone().try_acquire_owned() {
-            return Ok(Slot { _permit: permit, inner: self.inner.clone() });
+            return Ok(Slot {
+                _permit: permit,
+                inner: self.inner.clone(),
+            });
         }
         let limit = self.inner.opts.sync_queue_limit;
         let waiting = self.inner.sync_waiting.fetch_add(1, Ordering::SeqCst);
@@ -176,10 +188,15 @@ impl Slot {
             let exchange = async {
                 protocol::send(&mut worker.stdin, &req, &blob).await?;
                 loop {
-                    let (reply, blob): (Reply, Vec<u8>) = protocol::recv(&mut worker.stdout).await?;
+                    let (reply, blob): (Reply, Vec<u8>) =
+                        protocol::recv(&mut worker.stdout).await?;
                     match reply {
                         Reply::Stage(s) => on_stage(s),
-                        Reply::Done { pages, warnings, svg } => {
+                        Reply::Done {
+                            pages,
+                            warnings,
+                            svg,
+                        } => {
                             return Ok(Ok(protocol::decode_done(pages, warnings, svg, blob)));
                         }
                         Reply::Failed(e) => return Ok(Err(e)),
@@ -203,7 +220,9 @@ impl Slot {
             Exchange::Finished(Err(_)) => Err(self.inner.death_reason(worker).await),
             Exchange::TimedOut => {
                 self.inner.kill(worker, "time limit").await;
-                Err(RenderError::Timeout(crate::config::Span(timeout).to_string()))
+                Err(RenderError::Timeout(
+                    crate::config::Span(timeout).to_string(),
+                ))
             }
             Exchange::Cancelled => {
                 self.inner.kill(worker, "cancelled").await;
@@ -239,9 +258,12 @@ impl Inner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| RenderError::Unavailable(e.to_string()))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| RenderError::Unavailable(e.to_string()))?;
         let pid = child.id().unwrap_or_default();
-        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err(RenderError::Unavailable("worker pipes missing".into()));
         };
@@ -249,12 +271,23 @@ impl Inner {
         tokio::spawn(relay_stderr(stderr, pid, tail.clone()));
         self.stats.spawned.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(worker_pid = pid, "render worker started");
-        Ok(Worker { child, stdin, stdout, pid, renders: 0, tail })
+        Ok(Worker {
+            child,
+            stdin,
+            stdout,
+            pid,
+            renders: 0,
+            tail,
+        })
     }
 
     async fn kill(&self, mut worker: Worker, why: &str) {
         self.stats.killed.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(worker_pid = worker.pid, reason = why, "killing render worker");
+        tracing::info!(
+            worker_pid = worker.pid,
+            reason = why,
+            "killing render worker"
+        );
         let _ = worker.child.kill().await;
     }
 
@@ -270,8 +303,16 @@ impl Inner {
         };
         // Let the stderr relay catch the last lines.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let tail: Vec<String> = worker.tail.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
-        let out_of_memory = tail.iter().any(|l| l.contains("memory allocation of") || l.contains("out of memory"));
+        let tail: Vec<String> = worker
+            .tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let out_of_memory = tail
+            .iter()
+            .any(|l| l.contains("memory allocation of") || l.contains("out of memory"));
         if out_of_memory {
             return RenderError::Memory(self.opts.memory_limit.to_string());
         }
@@ -281,13 +322,20 @@ impl Inner {
             Some(sig) => format!("terminated by signal {sig}"),
             None => format!("exited with {status}"),
         };
-        let last = tail.last().map(|l| format!("; last message: {l}")).unwrap_or_default();
+        let last = tail
+            .last()
+            .map(|l| format!("; last message: {l}"))
+            .unwrap_or_default();
         tracing::warn!(worker_pid = worker.pid, "render worker died: {how}{last}");
         RenderError::Crashed(format!("{how}{last}"))
     }
 }
 
-async fn relay_stderr(stderr: tokio::process::ChildStderr, pid: u32, tail: Arc<Mutex<VecDeque<String>>>) {
+async fn relay_stderr(
+    stderr: tokio::process::ChildStderr,
+    pid: u32,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::warn!(worker_pid = pid, "render worker: {line}");

@@ -32,12 +32,17 @@ pub struct Request {
 pub enum Reply {
     Stage(Stage),
     /// A PDF travels in the blob; SVG pages in `svg`.
-    Done { pages: usize, warnings: Vec<Diagnostic>, svg: Option<Vec<String>> },
+    Done {
+        pages: usize,
+        warnings: Vec<Diagnostic>,
+        svg: Option<Vec<String>>,
+    },
     Failed(RenderError),
 }
 
 pub fn encode_job(job: &RenderJob, fonts_generation: u64) -> (Request, Vec<u8>) {
-    let mut blob = Vec::with_capacity(job.files.iter().map(|(_, c)| c.len()).sum::<usize>() + job.data.len());
+    let mut blob =
+        Vec::with_capacity(job.files.iter().map(|(_, c)| c.len()).sum::<usize>() + job.data.len());
     let mut files = Vec::with_capacity(job.files.len());
     for (name, content) in &job.files {
         files.push((name.clone(), content.len()));
@@ -58,27 +63,59 @@ pub fn decode_job(req: Request, blob: Vec<u8>) -> io::Result<RenderJob> {
     let mut files = Vec::with_capacity(req.files.len());
     let mut at = 0usize;
     for (name, len) in req.files {
-        let end = at.checked_add(len).filter(|e| *e <= blob.len()).ok_or_else(|| invalid("file lengths exceed the blob"))?;
+        let end = at
+            .checked_add(len)
+            .filter(|e| *e <= blob.len())
+            .ok_or_else(|| invalid("file lengths exceed the blob"))?;
         files.push((name, blob[at..end].to_vec()));
         at = end;
     }
-    Ok(RenderJob { entry: req.entry, files, data: blob[at..].to_vec(), inputs: req.inputs, format: req.format })
+    Ok(RenderJob {
+        entry: req.entry,
+        files,
+        data: blob[at..].to_vec(),
+        inputs: req.inputs,
+        format: req.format,
+    })
 }
 
 /// Splits a finished render into its reply and blob.
 pub fn encode_done(r: Rendered) -> (Reply, Vec<u8>) {
     match r.artifact {
-        Artifact::Pdf(pdf) => (Reply::Done { pages: r.pages, warnings: r.warnings, svg: None }, pdf),
-        Artifact::Svg(pages) => (Reply::Done { pages: r.pages, warnings: r.warnings, svg: Some(pages) }, Vec::new()),
+        Artifact::Pdf(pdf) => (
+            Reply::Done {
+                pages: r.pages,
+                warnings: r.warnings,
+                svg: None,
+            },
+            pdf,
+        ),
+        Artifact::Svg(pages) => (
+            Reply::Done {
+                pages: r.pages,
+                warnings: r.warnings,
+                svg: Some(pages),
+            },
+            Vec::new(),
+        ),
     }
 }
 
-pub fn decode_done(pages: usize, warnings: Vec<Diagnostic>, svg: Option<Vec<String>>, blob: Vec<u8>) -> Rendered {
+pub fn decode_done(
+    pages: usize,
+    warnings: Vec<Diagnostic>,
+    svg: Option<Vec<String>>,
+    blob: Vec<u8>,
+) -> Rendered {
     let artifact = match svg {
         Some(s) => Artifact::Svg(s),
         None => Artifact::Pdf(blob),
     };
-    Rendered { pages, warnings, artifact }
+    Rendered {
+        pages,
+        warnings,
+        artifact,
+    }
 }
 
 fn invalid(msg: &str) -> io::Error {
@@ -113,7 +150,9 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T, blob: &[u8]) -> io
 }
 
 /// Blocking read (worker side); `Ok(None)` at a clean end of stream.
-pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result<Option<(T, Vec<u8>)>> {
+pub fn read_frame<T: for<'de> Deserialize<'de>>(
+    r: &mut impl Read,
+) -> io::Result<Option<(T, Vec<u8>)>> {
     let mut p = [0u8; 8];
     match r.read_exact(&mut p) {
         Ok(()) => {}
@@ -130,7 +169,11 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result
 }
 
 /// Async write (server side).
-pub async fn send<T: Serialize>(w: &mut (impl tokio::io::AsyncWrite + Unpin), msg: &T, blob: &[u8]) -> io::Result<()> {
+pub async fn send<T: Serialize>(
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    msg: &T,
+    blob: &[u8],
+) -> io::Result<()> {
     let header = serde_json::to_vec(msg).map_err(io::Error::other)?;
     w.write_all(&prefix(&header, blob)?).await?;
     w.write_all(&header).await?;
@@ -139,7 +182,9 @@ pub async fn send<T: Serialize>(w: &mut (impl tokio::io::AsyncWrite + Unpin), ms
 }
 
 /// Async read (server side).
-pub async fn recv<T: for<'de> Deserialize<'de>>(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> io::Result<(T, Vec<u8>)> {
+pub async fn recv<T: for<'de> Deserialize<'de>>(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> io::Result<(T, Vec<u8>)> {
     let mut p = [0u8; 8];
     r.read_exact(&mut p).await?;
     let (h, b) = lengths(p)?;
@@ -159,7 +204,10 @@ mod tests {
     fn jobs_round_trip_through_frames() {
         let job = RenderJob {
             entry: "main.typ".into(),
-            files: vec![("main.typ".into(), b"hello".to_vec()), ("logo.png".into(), vec![0, 159, 255])],
+            files: vec![
+                ("main.typ".into(), b"hello".to_vec()),
+                ("logo.png".into(), vec![0, 159, 255]),
+            ],
             data: br#"{"a":1}"#.to_vec(),
             inputs: BTreeMap::from([("n".into(), Input::Int(3))]),
             format: Format::Pdf,

@@ -77,7 +77,11 @@ pub fn worker_main(args: WorkerArgs) -> ExitCode {
                     }
                 }
             }
-            Err(e) => protocol::write_frame(&mut output, &Reply::Failed(RenderError::Invalid(e.to_string())), &[]),
+            Err(e) => protocol::write_frame(
+                &mut output,
+                &Reply::Failed(RenderError::Invalid(e.to_string())),
+                &[],
+            ),
         };
         if written.is_err() {
             return ExitCode::FAILURE;
@@ -100,8 +104,12 @@ fn guard(args: &WorkerArgs) -> Result<(), String> {
         }
     }
     if let Some(limit) = args.memory_limit {
-        let rl = Rlimit { current: Some(limit), maximum: Some(limit) };
-        rustix::process::setrlimit(Resource::Data, rl).map_err(|e| format!("cannot set memory limit: {e}"))?;
+        let rl = Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        };
+        rustix::process::setrlimit(Resource::Data, rl)
+            .map_err(|e| format!("cannot set memory limit: {e}"))?;
     }
     Ok(())
 }

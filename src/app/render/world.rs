@@ -38,9 +38,16 @@ impl<'a> ReportWorld<'a> {
         files.insert(file_id(DATA_FILE)?, Bytes::new(job.data.clone()));
         let main = file_id(&job.entry)?;
         if !files.contains_key(&main) {
-            return Err(RenderError::Invalid(format!("the template has no entry file \"{}\"", job.entry)));
+            return Err(RenderError::Invalid(format!(
+                "the template has no entry file \"{}\"",
+                job.entry
+            )));
         }
-        let inputs: Dict = job.inputs.iter().map(|(k, v)| (k.as_str().into(), input_value(v))).collect();
+        let inputs: Dict = job
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), input_value(v)))
+            .collect();
         let library = Library::builder().with_inputs(inputs).build();
         Ok(ReportWorld {
             library: LazyHash::new(library),
@@ -104,7 +111,8 @@ impl World for ReportWorld<'_> {
     fn file(&self, id: FileId) -> FileResult<Bytes> {
         if let VirtualRoot::Package(spec) = id.root() {
             return Err(FileError::Package(PackageError::Other(Some(
-                format!("packages such as {spec} are not available: add the files to the template").into(),
+                format!("packages such as {spec} are not available: add the files to the template")
+                    .into(),
             ))));
         }
         self.files

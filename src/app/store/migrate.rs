@@ -24,19 +24,32 @@ pub enum MigrationError {
     #[error("migration {version} ({name}) was changed after it was applied (checksum differs)")]
     Changed { version: i64, name: String },
     #[error("migration {version} ({name}) failed: {source}")]
-    Failed { version: i64, name: String, source: sqlx::Error },
+    Failed {
+        version: i64,
+        name: String,
+        source: sqlx::Error,
+    },
 }
 
-pub const SQLITE: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") }];
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("migrations/sqlite/0001_init.sql"),
+}];
 
 /// Which migrations still need to run, given what the database recorded.
-pub fn pending<'a>(all: &'a [Migration], applied: &[(i64, String)]) -> Result<Vec<&'a Migration>, MigrationError> {
+pub fn pending<'a>(
+    all: &'a [Migration],
+    applied: &[(i64, String)],
+) -> Result<Vec<&'a Migration>, MigrationError> {
     let mut out = Vec::new();
     for m in all {
         match applied.iter().find(|(v, _)| *v == m.version) {
             Some((_, sum)) if *sum != m.checksum() => {
-                return Err(MigrationError::Changed { version: m.version, name: m.name.to_owned() });
+                return Err(MigrationError::Changed {
+                    version: m.version,
+                    name: m.name.to_owned(),
+                });
             }
             Some(_) => {}
             None => out.push(m),
@@ -56,7 +69,10 @@ mod tests {
         let applied: Vec<_> = all.iter().map(|m| (m.version, m.checksum())).collect();
         assert!(pending(all, &applied).unwrap().is_empty());
         let tampered = vec![(1, "0".repeat(64))];
-        assert!(matches!(pending(all, &tampered), Err(MigrationError::Changed { version: 1, .. })));
+        assert!(matches!(
+            pending(all, &tampered),
+            Err(MigrationError::Changed { version: 1, .. })
+        ));
     }
 
     #[test]

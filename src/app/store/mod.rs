@@ -43,9 +43,10 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                StoreError::Unavailable(e)
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
             other => StoreError::Database(other),
         }
     }
@@ -96,7 +97,12 @@ pub trait Store: Send + Sync + 'static {
     async fn token_user(&self, token_hash: &str, now: Millis) -> Result<Option<(ApiToken, User)>>;
 
     // --- templates
-    async fn create_template(&self, name: &str, description: &str, v: &NewVersion) -> Result<(Template, TemplateVersion)>;
+    async fn create_template(
+        &self,
+        name: &str,
+        description: &str,
+        v: &NewVersion,
+    ) -> Result<(Template, TemplateVersion)>;
     /// Saves a new immutable version; `None` when the template does not exist.
     async fn add_version(
         &self,
@@ -121,22 +127,42 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_depth(&self) -> Result<i64>;
     /// Takes the oldest queued job for `instance`, marking it running under `token` with a
     /// claim lease of `lease_ms` on the database clock.
-    async fn claim(&self, instance: &str, token: &str, lease_ms: i64) -> Result<Option<(Job, JobEvent)>>;
+    async fn claim(
+        &self,
+        instance: &str,
+        token: &str,
+        lease_ms: i64,
+    ) -> Result<Option<(Job, JobEvent)>>;
     /// Extends the claim; false when it was lost (cancelled or taken back).
     async fn renew_claim(&self, job_id: &str, token: &str, lease_ms: i64) -> Result<bool>;
     /// Records progress under the claim; `None` when the claim was lost.
     async fn progress(&self, job_id: &str, token: &str, p: &Progress) -> Result<Option<JobEvent>>;
     /// Completes a claimed job; `None` (and no change) unless the claim still holds, so a
     /// duplicate completion is harmless.
-    async fn finish(&self, job_id: &str, token: &str, outcome: &Outcome, retention_ms: i64) -> Result<Option<JobEvent>>;
+    async fn finish(
+        &self,
+        job_id: &str,
+        token: &str,
+        outcome: &Outcome,
+        retention_ms: i64,
+    ) -> Result<Option<JobEvent>>;
     /// Hands a claimed job back to the queue untouched (shutdown), attempts unchanged.
     async fn release(&self, job_id: &str, token: &str, reason: &str) -> Result<Option<JobEvent>>;
     /// Puts abandoned running jobs back in the queue, counting an attempt; a job past
     /// `max_attempts` fails instead. Returns the events written.
-    async fn requeue_abandoned(&self, scope: Abandoned, max_attempts: i64, retention_ms: i64) -> Result<Vec<JobEvent>>;
+    async fn requeue_abandoned(
+        &self,
+        scope: Abandoned,
+        max_attempts: i64,
+        retention_ms: i64,
+    ) -> Result<Vec<JobEvent>>;
     /// Cancels a job that has not finished. `None` when there is no such job; the event is
     /// `None` when it had already finished.
-    async fn cancel(&self, job_id: &str, retention_ms: i64) -> Result<Option<(Job, Option<JobEvent>)>>;
+    async fn cancel(
+        &self,
+        job_id: &str,
+        retention_ms: i64,
+    ) -> Result<Option<(Job, Option<JobEvent>)>>;
     async fn output(&self, job_id: &str) -> Result<Option<Vec<u8>>>;
     /// Deletes finished jobs (and their outputs and events) past their retention.
     async fn purge_expired(&self) -> Result<u64>;
@@ -150,7 +176,9 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the configured database (creating a SQLite file and its directory when needed).
 pub async fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>> {
     match config.database_url() {
-        DatabaseUrl::Sqlite(url) => Ok(std::sync::Arc::new(SqliteStore::open(&url, &config.database).await?)),
+        DatabaseUrl::Sqlite(url) => Ok(std::sync::Arc::new(
+            SqliteStore::open(&url, &config.database).await?,
+        )),
         DatabaseUrl::Postgres(_) => Err(StoreError::Unsupported(
             "the PostgreSQL backend is not part of this build yet; use a sqlite:// URL".into(),
         )),

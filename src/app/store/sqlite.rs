@@ -29,9 +29,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10))
             .foreign_keys(true);
-        if let Some(dir) = opts.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unsupported(format!("cannot create {}: {e}", dir.display())))?;
+        if let Some(dir) = opts
+            .get_filename()
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unsupported(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections())

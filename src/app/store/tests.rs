@@ -15,7 +15,13 @@ fn version(files: &[(&str, &str)]) -> NewVersion {
             choices: vec![],
         }],
         sample_data: Some("{}".into()),
-        files: files.iter().map(|(p, c)| TemplateFile { path: p.to_string(), content: c.as_bytes().to_vec() }).collect(),
+        files: files
+            .iter()
+            .map(|(p, c)| TemplateFile {
+                path: p.to_string(),
+                content: c.as_bytes().to_vec(),
+            })
+            .collect(),
         created_by: None,
     }
 }
@@ -26,7 +32,10 @@ async fn new_job(s: &dyn Store, id: &str) -> (Job, JobEvent) {
             let v = s.version(&t.id, t.latest_version).await.unwrap().unwrap();
             (t, v)
         }
-        None => s.create_template("t", "", &version(&[("main.typ", "x")])).await.unwrap(),
+        None => s
+            .create_template("t", "", &version(&[("main.typ", "x")]))
+            .await
+            .unwrap(),
     };
     let job = NewJob {
         id: id.into(),
@@ -53,20 +62,40 @@ pub async fn users_and_root(s: &dyn Store) {
     assert_eq!(s.root_user().await.unwrap().unwrap().id, renamed.id);
 
     let u = s
-        .create_user(&NewUser { email: "v@example.com".into(), password_hash: "x".into(), role: Role::Viewer })
+        .create_user(&NewUser {
+            email: "v@example.com".into(),
+            password_hash: "x".into(),
+            role: Role::Viewer,
+        })
         .await
         .unwrap();
-    let dup = s.create_user(&NewUser { email: "v@example.com".into(), password_hash: "y".into(), role: Role::Admin }).await;
+    let dup = s
+        .create_user(&NewUser {
+            email: "v@example.com".into(),
+            password_hash: "y".into(),
+            role: Role::Admin,
+        })
+        .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
     let changed = s
-        .update_user(&u.id, &UserChanges { role: Some(Role::Editor), disabled: Some(true), ..Default::default() })
+        .update_user(
+            &u.id,
+            &UserChanges {
+                role: Some(Role::Editor),
+                disabled: Some(true),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(changed.role, Role::Editor);
     assert!(changed.disabled);
     assert_eq!(changed.password_hash, "x");
-    assert!(!s.delete_user(&renamed.id).await.unwrap(), "the root user cannot be deleted");
+    assert!(
+        !s.delete_user(&renamed.id).await.unwrap(),
+        "the root user cannot be deleted"
+    );
     assert!(s.delete_user(&u.id).await.unwrap());
     assert_eq!(s.users().await.unwrap().len(), 2);
 }
@@ -83,7 +112,10 @@ pub async fn sessions_and_tokens(s: &dyn Store) {
     };
     s.create_session(&sess).await.unwrap();
     assert_eq!(s.session("th", now).await.unwrap().unwrap().1.id, u.id);
-    assert!(s.session("th", now + 2000).await.unwrap().is_none(), "expired sessions are invisible");
+    assert!(
+        s.session("th", now + 2000).await.unwrap().is_none(),
+        "expired sessions are invisible"
+    );
     s.delete_session("th").await.unwrap();
     assert!(s.session("th", now).await.unwrap().is_none());
 
@@ -107,19 +139,43 @@ pub async fn sessions_and_tokens(s: &dyn Store) {
 }
 
 pub async fn template_versions_are_immutable(s: &dyn Store) {
-    let (t, v1) = s.create_template("invoice", "d", &version(&[("main.typ", "one"), ("logo.svg", "<svg/>")])).await.unwrap();
+    let (t, v1) = s
+        .create_template(
+            "invoice",
+            "d",
+            &version(&[("main.typ", "one"), ("logo.svg", "<svg/>")]),
+        )
+        .await
+        .unwrap();
     assert_eq!((t.latest_version, v1.version, v1.size), (1, 1, 9));
-    let dup = s.create_template("invoice", "", &version(&[("main.typ", "x")])).await;
+    let dup = s
+        .create_template("invoice", "", &version(&[("main.typ", "x")]))
+        .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))));
-    let (t2, v2) = s.add_version(&t.id, Some("new"), &version(&[("main.typ", "two")])).await.unwrap().unwrap();
-    assert_eq!((t2.latest_version, v2.version, t2.description.as_str()), (2, 2, "new"));
+    let (t2, v2) = s
+        .add_version(&t.id, Some("new"), &version(&[("main.typ", "two")]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t2.latest_version, v2.version, t2.description.as_str()),
+        (2, 2, "new")
+    );
     assert_eq!(s.files(&t.id, 1).await.unwrap().len(), 2);
     assert_eq!(s.files(&t.id, 2).await.unwrap()[0].content, b"two");
-    assert_eq!(s.version(&t.id, 1).await.unwrap().unwrap().parameters[0].name, "title");
+    assert_eq!(
+        s.version(&t.id, 1).await.unwrap().unwrap().parameters[0].name,
+        "title"
+    );
     assert_eq!(s.template("invoice").await.unwrap().unwrap().id, t.id);
     assert_eq!(s.template(&t.id).await.unwrap().unwrap().name, "invoice");
     assert_eq!(s.versions(&t.id).await.unwrap().len(), 2);
-    assert!(s.add_version("missing", None, &version(&[])).await.unwrap().is_none());
+    assert!(
+        s.add_version("missing", None, &version(&[]))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(s.delete_template(&t.id).await.unwrap());
     assert!(s.files(&t.id, 1).await.unwrap().is_empty());
 }
@@ -129,45 +185,101 @@ pub async fn job_lifecycle_with_events(s: &dyn Store) {
     assert_eq!((job.state, first.seq), (JobState::Queued, 1));
     assert_eq!(s.queue_depth().await.unwrap(), 1);
     let (claimed, started) = s.claim("inst-a", "tok", 15_000).await.unwrap().unwrap();
-    assert_eq!((claimed.id.as_str(), claimed.state, started.seq), ("j1", JobState::Running, 2));
-    assert!(s.claim("inst-b", "tok2", 15_000).await.unwrap().is_none(), "a job is claimed once");
+    assert_eq!(
+        (claimed.id.as_str(), claimed.state, started.seq),
+        ("j1", JobState::Running, 2)
+    );
+    assert!(
+        s.claim("inst-b", "tok2", 15_000).await.unwrap().is_none(),
+        "a job is claimed once"
+    );
     assert!(s.renew_claim("j1", "tok", 15_000).await.unwrap());
     assert!(!s.renew_claim("j1", "wrong", 15_000).await.unwrap());
-    let p = Progress { stage: "compiling".into(), progress: 40, message: None, pages: None };
+    let p = Progress {
+        stage: "compiling".into(),
+        progress: 40,
+        message: None,
+        pages: None,
+    };
     assert_eq!(s.progress("j1", "tok", &p).await.unwrap().unwrap().seq, 3);
     assert!(s.progress("j1", "wrong", &p).await.unwrap().is_none());
-    let done = Outcome::Succeeded { pdf: b"%PDF-1.7".to_vec(), pages: 2 };
+    let done = Outcome::Succeeded {
+        pdf: b"%PDF-1.7".to_vec(),
+        pages: 2,
+    };
     let fin = s.finish("j1", "tok", &done, 60_000).await.unwrap().unwrap();
-    assert_eq!((fin.seq, fin.state, fin.pages, fin.output_size), (4, JobState::Succeeded, Some(2), Some(8)));
-    assert!(s.finish("j1", "tok", &done, 60_000).await.unwrap().is_none(), "completion is idempotent");
+    assert_eq!(
+        (fin.seq, fin.state, fin.pages, fin.output_size),
+        (4, JobState::Succeeded, Some(2), Some(8))
+    );
+    assert!(
+        s.finish("j1", "tok", &done, 60_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "completion is idempotent"
+    );
     assert_eq!(s.output("j1").await.unwrap().unwrap(), b"%PDF-1.7");
-    let seqs: Vec<i64> = s.events_after("j1", 1).await.unwrap().iter().map(|e| e.seq).collect();
+    let seqs: Vec<i64> = s
+        .events_after("j1", 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(seqs, vec![2, 3, 4]);
     let j = s.job("j1").await.unwrap().unwrap();
-    assert_eq!((j.state, j.progress, j.claim_token), (JobState::Succeeded, 100, None));
-    assert_eq!(s.cancel("j1", 1000).await.unwrap().unwrap().1, None, "a finished job cannot be cancelled");
+    assert_eq!(
+        (j.state, j.progress, j.claim_token),
+        (JobState::Succeeded, 100, None)
+    );
+    assert_eq!(
+        s.cancel("j1", 1000).await.unwrap().unwrap().1,
+        None,
+        "a finished job cannot be cancelled"
+    );
 }
 
 pub async fn failed_and_cancelled_jobs(s: &dyn Store) {
     new_job(s, "f").await;
     s.claim("i", "t", 15_000).await.unwrap().unwrap();
-    let err = JobError { kind: "timeout".into(), message: "too slow".into(), diagnostics: vec![] };
-    let ev = s.finish("f", "t", &Outcome::Failed(err.clone()), 60_000).await.unwrap().unwrap();
-    assert_eq!((ev.state, ev.error.as_ref()), (JobState::Failed, Some(&err)));
+    let err = JobError {
+        kind: "timeout".into(),
+        message: "too slow".into(),
+        diagnostics: vec![],
+    };
+    let ev = s
+        .finish("f", "t", &Outcome::Failed(err.clone()), 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ev.state, ev.error.as_ref()),
+        (JobState::Failed, Some(&err))
+    );
     assert_eq!(s.job("f").await.unwrap().unwrap().error, Some(err));
     assert!(s.output("f").await.unwrap().is_none());
 
     new_job(s, "c").await;
     let (job, ev) = s.cancel("c", 1000).await.unwrap().unwrap();
-    assert_eq!((job.state, ev.unwrap().state), (JobState::Cancelled, JobState::Cancelled));
-    assert!(s.claim("i", "t2", 15_000).await.unwrap().is_none(), "cancelled jobs are not claimed");
+    assert_eq!(
+        (job.state, ev.unwrap().state),
+        (JobState::Cancelled, JobState::Cancelled)
+    );
+    assert!(
+        s.claim("i", "t2", 15_000).await.unwrap().is_none(),
+        "cancelled jobs are not claimed"
+    );
     assert!(s.cancel("missing", 1000).await.unwrap().is_none());
 }
 
 pub async fn abandoned_jobs_return_then_give_up(s: &dyn Store) {
     new_job(s, "a").await;
     for round in 1..=2 {
-        s.claim("dead", &format!("t{round}"), 15_000).await.unwrap().unwrap();
+        s.claim("dead", &format!("t{round}"), 15_000)
+            .await
+            .unwrap()
+            .unwrap();
         let evs = s.requeue_abandoned(Abandoned::All, 3, 1000).await.unwrap();
         assert_eq!((evs.len(), evs[0].state), (1, JobState::Queued));
         assert_eq!(s.job("a").await.unwrap().unwrap().attempts, round);
@@ -175,23 +287,57 @@ pub async fn abandoned_jobs_return_then_give_up(s: &dyn Store) {
     s.claim("dead", "t3", 15_000).await.unwrap().unwrap();
     let evs = s.requeue_abandoned(Abandoned::All, 3, 1000).await.unwrap();
     assert_eq!(evs[0].state, JobState::Failed);
-    assert_eq!(s.job("a").await.unwrap().unwrap().error.unwrap().kind, "attempts");
+    assert_eq!(
+        s.job("a").await.unwrap().unwrap().error.unwrap().kind,
+        "attempts"
+    );
 
     // Only expired claims count as abandoned for the janitor.
     new_job(s, "b").await;
     s.claim("live", "tb", 60_000).await.unwrap().unwrap();
-    assert!(s.requeue_abandoned(Abandoned::Expired, 3, 1000).await.unwrap().is_empty());
+    assert!(
+        s.requeue_abandoned(Abandoned::Expired, 3, 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(s.renew_claim("b", "tb", -1).await.unwrap());
-    assert_eq!(s.requeue_abandoned(Abandoned::Expired, 3, 1000).await.unwrap().len(), 1);
+    assert_eq!(
+        s.requeue_abandoned(Abandoned::Expired, 3, 1000)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // The old holder's claim is void.
-    assert!(s.finish("b", "tb", &Outcome::Succeeded { pdf: vec![1], pages: 1 }, 1).await.unwrap().is_none());
+    assert!(
+        s.finish(
+            "b",
+            "tb",
+            &Outcome::Succeeded {
+                pdf: vec![1],
+                pages: 1
+            },
+            1
+        )
+        .await
+        .unwrap()
+        .is_none()
+    );
 }
 
 pub async fn release_keeps_attempts(s: &dyn Store) {
     new_job(s, "r").await;
     s.claim("i", "t", 15_000).await.unwrap().unwrap();
-    let ev = s.release("r", "t", "instance shutting down").await.unwrap().unwrap();
-    assert_eq!((ev.state, ev.message.as_deref()), (JobState::Queued, Some("instance shutting down")));
+    let ev = s
+        .release("r", "t", "instance shutting down")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ev.state, ev.message.as_deref()),
+        (JobState::Queued, Some("instance shutting down"))
+    );
     let j = s.job("r").await.unwrap().unwrap();
     assert_eq!((j.state, j.attempts), (JobState::Queued, 0));
 }
@@ -208,21 +354,55 @@ pub async fn queue_limit_and_listing(s: &dyn Store) {
         parameters: "{}".into(),
         created_by: Some("u1".into()),
     };
-    assert!(matches!(s.enqueue(&job, 1).await, Err(StoreError::QueueFull(1))));
+    assert!(matches!(
+        s.enqueue(&job, 1).await,
+        Err(StoreError::QueueFull(1))
+    ));
     s.enqueue(&job, 10).await.unwrap();
-    let mine = s.jobs(&JobFilter { created_by: Some("u1".into()), limit: 10, ..Default::default() }).await.unwrap();
+    let mine = s
+        .jobs(&JobFilter {
+            created_by: Some("u1".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].data, "", "listings leave data out");
-    let all = s.jobs(&JobFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let all = s
+        .jobs(&JobFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.len(), 2);
-    let queued = s.jobs(&JobFilter { state: Some(JobState::Queued), limit: 1, ..Default::default() }).await.unwrap();
+    let queued = s
+        .jobs(&JobFilter {
+            state: Some(JobState::Queued),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(queued.len(), 1);
 }
 
 pub async fn purge_removes_expired_jobs(s: &dyn Store) {
     new_job(s, "p").await;
     s.claim("i", "t", 15_000).await.unwrap().unwrap();
-    s.finish("p", "t", &Outcome::Succeeded { pdf: vec![1], pages: 1 }, -1).await.unwrap().unwrap();
+    s.finish(
+        "p",
+        "t",
+        &Outcome::Succeeded {
+            pdf: vec![1],
+            pages: 1,
+        },
+        -1,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     new_job(s, "keep").await;
     assert_eq!(s.purge_expired().await.unwrap(), 1);
     assert!(s.job("p").await.unwrap().is_none());
@@ -236,7 +416,10 @@ pub async fn flags_round_trip(s: &dyn Store) {
     s.set_flag("x", "1").await.unwrap();
     s.set_flag("x", "2").await.unwrap();
     assert_eq!(s.flag("x").await.unwrap().as_deref(), Some("2"));
-    assert_eq!(s.schema_version().await.unwrap(), migrate::SQLITE.last().unwrap().version);
+    assert_eq!(
+        s.schema_version().await.unwrap(),
+        migrate::SQLITE.last().unwrap().version
+    );
 }
 
 /// Instantiates every case for a backend; `$open` is an async fn returning `(guard, store)`.
@@ -258,7 +441,9 @@ mod sqlite {
     async fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = SqliteStore::open(&url, &crate::config::DatabaseConfig::default()).await.unwrap();
+        let store = SqliteStore::open(&url, &crate::config::DatabaseConfig::default())
+            .await
+            .unwrap();
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         (dir, store)

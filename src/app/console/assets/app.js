@@ -1,0 +1,415 @@
+// Quire console: small hand-written behaviour for server-rendered pages. Each page names itself
+// in <body data-page>, and passes its data in <script type="application/json" id="page-data">.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+const pageData = () => JSON.parse(($("#page-data") || { textContent: "{}" }).textContent);
+const csrf = () => ($('meta[name="csrf-token"]') || { content: "" }).content;
+
+// Calls the JSON API; throws an Error carrying the problem document's detail (and the problem).
+async function api(method, url, body, raw) {
+  const headers = { "X-CSRF-Token": csrf() };
+  let payload;
+  if (raw !== undefined) {
+    payload = raw;
+  } else if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  const resp = await fetch(url, { method, headers, body: payload, credentials: "same-origin" });
+  if (resp.status === 204) return null;
+  const type = resp.headers.get("content-type") || "";
+  const data = type.includes("json") ? await resp.json() : await resp.text();
+  if (!resp.ok) {
+    const err = new Error((data && data.detail) || resp.statusText);
+    err.problem = data;
+    throw err;
+  }
+  return data;
+}
+
+function showError(el, err) {
+  if (!el) return;
+  let text = err.message || String(err);
+  const p = err.problem;
+  if (p && p.field) text = `${p.field}: ${text}`;
+  if (p && p.diagnostics) {
+    text = p.diagnostics.map((d) => `${d.file || ""}:${d.line || "?"}:${d.column || "?"}: ${d.message}`).join("\n");
+  }
+  el.textContent = text;
+  el.hidden = false;
+}
+
+function readJson(textarea, field) {
+  const text = textarea.value.trim();
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    const err = new Error(`${field} is not valid JSON: ${e.message}`);
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------- progress of a render job
+
+// Follows a job's events over a WebSocket; reconnects with ?after=<last seq> until the final
+// event, so a dropped connection (or a failover to another instance) loses nothing.
+function follow(jobId, ui) {
+  let last = 0;
+  let done = false;
+  let attempt = 0;
+  const connect = () => {
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${proto}://${location.host}/api/v1/renders/${jobId}/events?after=${last}`);
+    ws.onmessage = (msg) => {
+      const ev = JSON.parse(msg.data);
+      if (ev.seq <= last) return;
+      last = ev.seq;
+      attempt = 0;
+      ui.update(ev);
+      if (ev.final) {
+        done = true;
+        ui.finish(ev);
+      }
+    };
+    ws.onclose = () => {
+      if (done) return;
+      attempt += 1;
+      setTimeout(connect, Math.min(5000, 200 * 2 ** attempt));
+    };
+  };
+  connect();
+}
+
+function progressUi(root) {
+  const bar = $(".progress", root);
+  const fill = $(".bar", bar);
+  const label = $(".label", bar);
+  const result = $(".result", root);
+  const error = $(".error", root);
+  return {
+    update(ev) {
+      fill.style.width = `${ev.progress}%`;
+      label.textContent = `${ev.stage} · ${ev.progress}%`;
+      bar.dataset.progress = ev.progress;
+    },
+    finish(ev) {
+      bar.classList.add(ev.state === "succeeded" ? "done" : "failed");
+      if (ev.state === "succeeded") {
+        label.textContent = `done · ${ev.progress}% · ${ev.pages} page${ev.pages === 1 ? "" : "s"}`;
+        result.innerHTML = "";
+        const a = document.createElement("a");
+        a.id = "download";
+        a.className = "button";
+        a.href = ev.pdf;
+        a.textContent = "Download PDF";
+        result.appendChild(a);
+        result.hidden = false;
+      } else {
+        label.textContent = `${ev.state} · ${ev.progress}%`;
+        showError(error, { message: ev.message || ev.state, problem: ev.error });
+      }
+    },
+  };
+}
+
+// ---------------------------------------------------------------- pages
+
+const pages = {
+  login() {
+    const form = $("#login-form");
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const err = $("#login-error");
+      err.hidden = true;
+      try {
+        await api("POST", "/api/v1/auth/login", { email: form.email.value, password: form.password.value });
+        const next = new URLSearchParams(location.search).get("next");
+        location.href = next && next.startsWith("/") && !next.startsWith("//") ? next : "/";
+      } catch (ex) {
+        showError(err, ex);
+      }
+    });
+  },
+
+  render() {
+    const data = pageData();
+    const form = $("#render-form");
+    const select = form.template;
+    const paramsBox = $("#params");
+    const fillParams = () => {
+      const t = data.templates.find((x) => x.name === select.value);
+      paramsBox.innerHTML = "";
+      if (!t) return;
+      form.data.value = t.sample_data ? JSON.stringify(t.sample_data, null, 2) : "{}";
+      for (const p of t.parameters) {
+        const label = document.createElement("label");
+        label.textContent = p.label || p.name;
+        let input;
+        if (p.choices && p.choices.length) {
+          input = document.createElement("select");
+          for (const c of p.choices) input.add(new Option(c, c, false, c === p.default));
+        } else if (p.type === "bool") {
+          input = document.createElement("select");
+          input.add(new Option("yes", "true", false, p.default !== false));
+          input.add(new Option("no", "false", false, p.default === false));
+        } else {
+          input = document.createElement("input");
+          input.type = { date: "date", number: "number", integer: "number" }[p.type] || "text";
+          if (p.default !== undefined && p.default !== null) input.value = p.default;
+        }
+        input.dataset.param = p.name;
+        input.dataset.type = p.type;
+        label.appendChild(input);
+        paramsBox.appendChild(label);
+      }
+    };
+    select.addEventListener("change", fillParams);
+    fillParams();
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const out = $("#render-status");
+      const err = $(".error", out);
+      err.hidden = true;
+      $(".result", out).hidden = true;
+      const bar = $(".progress", out);
+      bar.className = "progress";
+      out.hidden = false;
+      const parameters = {};
+      for (const input of $$("[data-param]", paramsBox)) {
+        if (input.value === "") continue;
+        const t = input.dataset.type;
+        parameters[input.dataset.param] =
+          t === "bool" ? input.value === "true" : t === "number" || t === "integer" ? Number(input.value) : input.value;
+      }
+      const ui = progressUi(out);
+      try {
+        const body = { template: select.value, data: readJson(form.data, "data") || {}, parameters };
+        const job = await api("POST", "/api/v1/renders", body);
+        $("#job-link").href = `/jobs/${job.id}`;
+        ui.update({ stage: job.stage, progress: job.progress });
+        follow(job.id, ui);
+      } catch (ex) {
+        showError(err, ex);
+      }
+    });
+  },
+
+  job() {
+    const root = $("#job");
+    const ui = progressUi(root);
+    if (root.dataset.final === "true") return;
+    follow(root.dataset.job, ui);
+    $("#cancel")?.addEventListener("click", async () => {
+      try {
+        await api("DELETE", `/api/v1/renders/${root.dataset.job}`);
+      } catch (ex) {
+        showError($(".error", root), ex);
+      }
+    });
+  },
+
+  jobs() {
+    if ($$(".state.running, .state.queued").length) setTimeout(() => location.reload(), 3000);
+  },
+
+  templates() {
+    const form = $("#new-template");
+    form?.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        const starter = "#let data = json(\"data.json\")\n= Hello\n\nThis report was made by Quire.\n";
+        const res = await api("POST", "/api/v1/templates", {
+          name: form.name.value,
+          description: form.description.value,
+          files: { "main.typ": starter },
+          sample_data: {},
+        });
+        location.href = `/templates/${res.template.id}`;
+      } catch (ex) {
+        showError($("#new-error"), ex);
+      }
+    });
+  },
+
+  editor() {
+    const data = pageData();
+    const files = new Map(data.version.files.map((f) => [f.path, f.text !== undefined ? { text: f.text } : { base64: f.base64 }]));
+    let current = data.version.entry;
+    const source = $("#source");
+    const tabs = $("#tabs");
+    const sample = $("#sample-data");
+    const params = $("#parameters");
+    const status = $("#editor-status");
+    const err = $("#editor-error");
+    const showTabs = () => {
+      tabs.innerHTML = "";
+      for (const path of files.keys()) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = path;
+        if (path === current) b.className = "active";
+        b.onclick = () => open(path);
+        tabs.appendChild(b);
+      }
+    };
+    const open = (path) => {
+      current = path;
+      const f = files.get(path);
+      source.disabled = f.text === undefined;
+      source.value = f.text !== undefined ? f.text : `(binary file, ${Math.round((f.base64.length * 3) / 4)} bytes)`;
+      showTabs();
+    };
+    const body = () => ({
+      entry: data.version.entry,
+      files: Object.fromEntries(files),
+      parameters: readJson(params, "parameters") || [],
+      sample_data: readJson(sample, "sample data"),
+    });
+    let timer;
+    let seq = 0;
+    const preview = async () => {
+      const mine = ++seq;
+      err.hidden = true;
+      try {
+        const b = body();
+        const res = await api("POST", "/api/v1/preview", {
+          files: b.files,
+          entry: b.entry,
+          data: b.sample_data || {},
+          declared: b.parameters,
+          max_pages: 5,
+        });
+        if (mine !== seq) return;
+        $("#preview").innerHTML = res.svg.join("");
+        status.textContent = `${res.pages} page${res.pages === 1 ? "" : "s"}${res.pages > res.svg.length ? ` (first ${res.svg.length} shown)` : ""}`;
+      } catch (ex) {
+        if (mine === seq) showError(err, ex);
+      }
+    };
+    const schedule = () => {
+      clearTimeout(timer);
+      timer = setTimeout(preview, 500);
+    };
+    source.addEventListener("input", () => {
+      const f = files.get(current);
+      if (f.text !== undefined) f.text = source.value;
+      schedule();
+    });
+    sample.addEventListener("input", schedule);
+    params.addEventListener("input", schedule);
+    $("#add-file").addEventListener("change", async (e) => {
+      for (const file of e.target.files) {
+        const buf = new Uint8Array(await file.arrayBuffer());
+        if (/\.(typ|txt|csv|svg|json)$/i.test(file.name)) {
+          files.set(file.name, { text: new TextDecoder().decode(buf) });
+        } else {
+          let bin = "";
+          for (const byte of buf) bin += String.fromCharCode(byte);
+          files.set(file.name, { base64: btoa(bin) });
+        }
+      }
+      e.target.value = "";
+      showTabs();
+      schedule();
+    });
+    $("#save").addEventListener("click", async () => {
+      err.hidden = true;
+      try {
+        const res = await api("PUT", `/api/v1/templates/${data.template.id}`, body());
+        status.textContent = `saved as version ${res.version.version}`;
+      } catch (ex) {
+        showError(err, ex);
+      }
+    });
+    $("#delete-template").addEventListener("click", async () => {
+      if (!confirm(`Delete template ${data.template.name} and all its versions?`)) return;
+      try {
+        await api("DELETE", `/api/v1/templates/${data.template.id}`);
+        location.href = "/templates";
+      } catch (ex) {
+        showError(err, ex);
+      }
+    });
+    open(current);
+    preview();
+  },
+
+  fonts() {
+    $("#font-upload").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const file = $("#font-file").files[0];
+      const err = $("#font-error");
+      err.hidden = true;
+      if (!file) return;
+      try {
+        await api("PUT", `/api/v1/fonts/${encodeURIComponent(file.name)}`, undefined, file);
+        location.reload();
+      } catch (ex) {
+        showError(err, ex);
+      }
+    });
+    for (const b of $$("[data-font]")) {
+      b.addEventListener("click", async () => {
+        await api("DELETE", `/api/v1/fonts/${encodeURIComponent(b.dataset.font)}`);
+        location.reload();
+      });
+    }
+  },
+
+  tokens() {
+    const form = $("#new-token");
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        const t = await api("POST", "/api/v1/tokens", { name: form.name.value });
+        const out = $("#token-created");
+        $("code", out).textContent = t.token;
+        out.hidden = false;
+      } catch (ex) {
+        showError($("#token-error"), ex);
+      }
+    });
+    for (const b of $$("[data-token]")) {
+      b.addEventListener("click", async () => {
+        await api("DELETE", `/api/v1/tokens/${b.dataset.token}`);
+        location.reload();
+      });
+    }
+  },
+
+  users() {
+    const form = $("#new-user");
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        await api("POST", "/api/v1/users", { email: form.email.value, password: form.password.value, role: form.role.value });
+        location.reload();
+      } catch (ex) {
+        showError($("#user-error"), ex);
+      }
+    });
+    for (const sel of $$("select[data-user]")) {
+      sel.addEventListener("change", () => api("PATCH", `/api/v1/users/${sel.dataset.user}`, { role: sel.value }).catch((ex) => showError($("#user-error"), ex)));
+    }
+    for (const b of $$("button[data-disable]")) {
+      b.addEventListener("click", async () => {
+        await api("PATCH", `/api/v1/users/${b.dataset.disable}`, { disabled: b.dataset.value === "true" }).catch((ex) => showError($("#user-error"), ex));
+        location.reload();
+      });
+    }
+  },
+};
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const b of $$("[data-action=logout]")) {
+    b.addEventListener("click", async () => {
+      await api("POST", "/api/v1/auth/logout").catch(() => {});
+      location.href = "/login";
+    });
+  }
+  const page = pages[document.body.dataset.page];
+  if (page) page();
+});

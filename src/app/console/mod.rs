@@ -1,0 +1,113 @@
+//! The web console: server-rendered pages (maud) with one small hand-written script. Assets are
+//! embedded in the binary and served under content-addressed names, so a browser never mixes a
+//! page of one version with the script of another.
+
+mod assets;
+mod pages;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::auth::{Principal, Via};
+use super::model::Role;
+use super::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login))
+        .route("/templates", get(pages::templates))
+        .route("/templates/{id}", get(pages::editor))
+        .route("/render", get(pages::render))
+        .route("/jobs", get(pages::jobs))
+        .route("/jobs/{id}", get(pages::job))
+        .route("/fonts", get(pages::fonts))
+        .route("/tokens", get(pages::tokens))
+        .route("/users", get(pages::users))
+        .route("/assets/{file}", get(assets::serve))
+}
+
+/// Scripts only from us; inline styles are allowed because Typst's SVG previews carry them.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; \
+                   connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'";
+
+const NAV: &[(&str, &str, Role)] = &[
+    ("/templates", "Templates", Role::Viewer),
+    ("/render", "Render", Role::Viewer),
+    ("/jobs", "Jobs", Role::Viewer),
+    ("/fonts", "Fonts", Role::Viewer),
+    ("/tokens", "API tokens", Role::Viewer),
+    ("/users", "Users", Role::Admin),
+];
+
+/// A whole page: header with navigation, the content, the page's data for the script.
+pub struct Page<'a> {
+    pub title: &'a str,
+    /// `data-page`, which selects the page's behaviour in app.js.
+    pub name: &'a str,
+    pub user: Option<&'a Principal>,
+    pub content: Markup,
+    pub data: Option<serde_json::Value>,
+    pub wide: bool,
+}
+
+impl IntoResponse for Page<'_> {
+    fn into_response(self) -> Response {
+        let csrf = self.user.and_then(|p| match &p.via {
+            Via::Session { csrf, .. } => Some(csrf.as_str()),
+            Via::Token { .. } => None,
+        });
+        // `</` inside a script element would end it early.
+        let data = self.data.map(|d| d.to_string().replace("</", "<\\/"));
+        let markup = html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    @if let Some(token) = csrf { meta name="csrf-token" content=(token); }
+                    title { (self.title) " · Quire" }
+                    link rel="stylesheet" href=(assets::path("app.css"));
+                    script src=(assets::path("app.js")) defer {}
+                }
+                body data-page=(self.name) {
+                    @if let Some(p) = self.user { (header_bar(p, self.name)) }
+                    main class=[self.wide.then_some("wide")] { (self.content) }
+                    @if let Some(d) = data {
+                        script type="application/json" id="page-data" { (PreEscaped(d)) }
+                    }
+                }
+            }
+        };
+        let mut resp = Html(markup.into_string()).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+fn header_bar(p: &Principal, active: &str) -> Markup {
+    html! {
+        header.top {
+            a.brand href="/" { "Quire" }
+            nav {
+                @for (href, label, role) in NAV {
+                    @if p.user.role >= *role {
+                        a href=(href) class=[(href.trim_start_matches('/') == active || (active == "editor" && *href == "/templates") || (active == "job" && *href == "/jobs")).then_some("active")] { (label) }
+                    }
+                }
+            }
+            div.who {
+                span { (p.user.email) " · " (p.user.role.as_str()) }
+                button.secondary type="button" data-action="logout" { "Sign out" }
+            }
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! The console's pages. Each reads what it shows straight from the store; changes go through the
+//! JSON API from app.js, so the console has no write paths of its own.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Page;
+use crate::app::auth::Principal;
+use crate::app::http::auth::ConsoleUser;
+use crate::app::http::problem::Problem;
+use crate::app::http::views::{JobView, VersionView, ts};
+use crate::app::model::{Job, JobFilter, JobState, Role};
+use crate::app::state::AppState;
+
+type PageResult = Result<Response, Response>;
+
+fn fail(p: Problem) -> Response {
+    p.into_response()
+}
+
+fn forbidden(user: &Principal, needed: Role) -> Response {
+    let content =
+        html! { h1 { "Not allowed" } p { "This page needs the " (needed.as_str()) " role." } };
+    let page = Page {
+        title: "Not allowed",
+        name: "forbidden",
+        user: Some(user),
+        content,
+        data: None,
+        wide: false,
+    };
+    (StatusCode::FORBIDDEN, page).into_response()
+}
+
+pub async fn home(ConsoleUser(_): ConsoleUser) -> Redirect {
+    Redirect::to("/templates")
+}
+
+pub async fn login(user: Option<Principal>) -> Response {
+    if user.is_some() {
+        return Redirect::to("/").into_response();
+    }
+    let content = html! {
+        div.login.card {
+            h1 { "Quire" }
+            form #login-form {
+                label { "Email" input type="email" name="email" autocomplete="username" required autofocus; }
+                label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                div.actions { button type="submit" { "Sign in" } }
+                p #login-error .error hidden {}
+            }
+        }
+    };
+    Page {
+        title: "Sign in",
+        name: "login",
+        user: None,
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response()
+}
+
+pub async fn templates(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+) -> PageResult {
+    let list = state.store.templates().await.map_err(|e| fail(e.into()))?;
+    let editor = user.user.role >= Role::Editor;
+    let content = html! {
+        h1 { "Templates" }
+        table.list {
+            thead { tr { th { "Name" } th { "Description" } th { "Version" } th { "Updated" } th {} } }
+            tbody {
+                @for t in &list {
+                    tr {
+                        td { @if editor { a href={"/templates/" (t.id)} { (t.name) } } @else { (t.name) } }
+                        td.muted { (t.description) }
+                        td { (t.latest_version) }
+                        td.muted { (ts(t.updated_at)) }
+                        td { a.button.secondary href={"/render?template=" (t.name)} { "Render" } }
+                    }
+                }
+            }
+        }
+        @if editor {
+            h2 { "New template" }
+            form #new-template .card {
+                div.row {
+                    label { "Name" input type="text" name="name" required; }
+                    label { "Description" input type="text" name="description"; }
+                }
+                div.actions { button type="submit" { "Create" } }
+                p #new-error .error hidden {}
+            }
+        }
+    };
+    Ok(Page {
+        title: "Templates",
+        name: "templates",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
+}
+
+pub async fn editor(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+    Path(id): Path<String>,
+) -> PageResult {
+    if user.user.role < Role::Editor {
+        return Err(forbidden(&user, Role::Editor));
+    }
+    let t = state
+        .store
+        .template(&id)
+        .await
+        .map_err(|e| fail(e.into()))?
+        .ok_or_else(|| fail(Problem::not_found("template")))?;
+    let v = state
+        .store
+        .version(&t.id, t.latest_version)
+        .await
+        .map_err(|e| fail(e.into()))?
+        .ok_or_else(|| fail(Problem::not_found("version")))?;
+    let files = state
+        .store
+        .files(&t.id, v.version)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let sample = v
+        .sample_data
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .unwrap_or(json!({}));
+    let params = serde_json::to_string_pretty(&v.parameters).unwrap_or_else(|_| "[]".into());
+    let data = json!({
+        "template": {"id": t.id, "name": t.name},
+        "version": VersionView::new(&v, Some(&files)),
+    });
+    let content = html! {
+        div.actions style="margin-top:0" {
+            h1 style="margin:0;flex:1" { (t.name) span.muted { " · version " (v.version) } }
+            a.button.secondary href={"/render?template=" (t.name)} { "Render…" }
+            button #save type="button" { "Save new version" }
+            button #delete-template .danger type="button" { "Delete" }
+        }
+        p #editor-status .muted {}
+        p #editor-error .error hidden {}
+        div.editor {
+            div {
+                div #tabs .tabs {}
+                textarea #source .code spellcheck="false" {}
+                label { "Add files (images, .typ modules)" input #add-file type="file" multiple; }
+                label { "Sample data (data.json for previews)" textarea #sample-data spellcheck="false" { (serde_json::to_string_pretty(&sample).unwrap_or_default()) } }
+                label { "Parameters (JSON list of {name, type, default, required, choices})" textarea #parameters spellcheck="false" { (params) } }
+            }
+            div #preview .preview {}
+        }
+    };
+    Ok(Page {
+        title: &t.name,
+        name: "editor",
+        user: Some(&user),
+        content,
+        data: Some(data),
+        wide: true,
+    }
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RenderQuery {
+    template: Option<String>,
+}
+
+pub async fn render(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+    Query(q): Query<RenderQuery>,
+) -> PageResult {
+    let list = state.store.templates().await.map_err(|e| fail(e.into()))?;
+    let mut templates = Vec::with_capacity(list.len());
+    for t in &list {
+        if let Some(v) = state
+            .store
+            .version(&t.id, t.latest_version)
+            .await
+            .map_err(|e| fail(e.into()))?
+        {
+            let sample = v
+                .sample_data
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
+            templates.push(json!({"name": t.name, "version": v.version, "parameters": v.parameters, "sample_data": sample}));
+        }
+    }
+    let selected = q.template.unwrap_or_default();
+    let content = html! {
+        h1 { "Render a report" }
+        form #render-form .card {
+            label { "Template"
+                select name="template" {
+                    @for t in &list { option value=(t.name) selected[t.name == selected] { (t.name) } }
+                }
+            }
+            div #params {}
+            label { "Data (JSON, visible to the template as data.json)" textarea name="data" spellcheck="false" rows="12" {} }
+            div.actions { button #render-button type="submit" { "Render" } }
+        }
+        div #render-status .card hidden {
+            div.progress { div.bar {} div.label { "queued" } }
+            div.actions { div.result hidden {} a #job-link href="#" { "Job details" } }
+            p.error hidden {}
+        }
+    };
+    let data = json!({"templates": templates});
+    Ok(Page {
+        title: "Render",
+        name: "render",
+        user: Some(&user),
+        content,
+        data: Some(data),
+        wide: false,
+    }
+    .into_response())
+}
+
+fn state_badge(s: JobState) -> Markup {
+    html! { span class={"state " (s.as_str())} { (s.as_str()) } }
+}
+
+fn duration(job: &Job) -> String {
+    match (job.started_at, job.finished_at) {
+        (Some(s), Some(f)) => format!("{} ms", f - s),
+        _ => String::new(),
+    }
+}
+
+pub async fn jobs(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
+    let filter = JobFilter {
+        created_by: (!user.sees_all_jobs()).then(|| user.user.id.clone()),
+        limit: 100,
+        ..Default::default()
+    };
+    let list = state
+        .store
+        .jobs(&filter)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let content = html! {
+        h1 { "Jobs" }
+        table.list {
+            thead { tr { th { "Created" } th { "Template" } th { "State" } th { "Stage" } th { "Pages" } th { "Duration" } th {} } }
+            tbody {
+                @for j in &list {
+                    tr {
+                        td { a href={"/jobs/" (j.id)} { (ts(j.created_at)) } }
+                        td { (j.template_name) " v" (j.template_version) }
+                        td { (state_badge(j.state)) }
+                        td.muted { (j.stage) " · " (j.progress) "%" }
+                        td { (j.pages.map(|p| p.to_string()).unwrap_or_default()) }
+                        td.muted { (duration(j)) }
+                        td { @if j.state == JobState::Succeeded { a href={"/api/v1/renders/" (j.id) "/pdf"} { "PDF" } } }
+                    }
+                }
+            }
+        }
+        @if list.is_empty() { p.muted { "No jobs yet. " a href="/render" { "Render a report." } } }
+    };
+    Ok(Page {
+        title: "Jobs",
+        name: "jobs",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
+}
+
+pub async fn job(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+    Path(id): Path<String>,
+) -> PageResult {
+    let j = state
+        .store
+        .job(&id)
+        .await
+        .map_err(|e| fail(e.into()))?
+        .filter(|j| user.sees_all_jobs() || j.created_by.as_deref() == Some(user.user.id.as_str()));
+    let j = j.ok_or_else(|| fail(Problem::not_found("job")))?;
+    let view = JobView::from(&j);
+    let is_final = j.state.is_final();
+    let bar_class = match j.state {
+        JobState::Succeeded => "progress done",
+        JobState::Failed | JobState::Cancelled => "progress failed",
+        _ => "progress",
+    };
+    let content = html! {
+        h1 { "Job " span.muted { (j.id) } }
+        div #job .card data-job=(j.id) data-final=(is_final) {
+            p { (state_badge(j.state)) " " (j.template_name) " version " (j.template_version) }
+            div class=(bar_class) { div.bar style={"width:" (j.progress) "%"} {} div.label { (j.stage) " · " (j.progress) "%" } }
+            div.actions {
+                div.result hidden[j.state != JobState::Succeeded] {
+                    a #download .button href={"/api/v1/renders/" (j.id) "/pdf"} { "Download PDF" }
+                }
+                @if !is_final { button #cancel .secondary type="button" { "Cancel" } }
+            }
+            @if let Some(e) = &j.error {
+                p.error { (e.message) }
+                @for d in &e.diagnostics { p.diag { (d.to_string()) } }
+            } @else { p.error hidden {} }
+            h2 { "Details" }
+            pre.diag { (serde_json::to_string_pretty(&view).unwrap_or_default()) }
+        }
+    };
+    Ok(Page {
+        title: "Job",
+        name: "job",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
+}
+
+pub async fn fonts(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
+    let lib = state.fonts.clone();
+    let faces = tokio::task::spawn_blocking(move || lib.list())
+        .await
+        .map_err(|e| fail(Problem::internal(e)))?;
+    let mut families: BTreeMap<(String, &'static str), Vec<String>> = BTreeMap::new();
+    let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in &faces {
+        families
+            .entry((f.family.clone(), f.source))
+            .or_default()
+            .push(format!("{} {}", f.style, f.weight));
+        if let Some(file) = &f.file {
+            files
+                .entry(file.clone())
+                .or_default()
+                .push(f.family.clone());
+        }
+    }
+    let editor = user.user.role >= Role::Editor;
+    let content = html! {
+        h1 { "Fonts" }
+        p.muted { "Font directory: " code { (state.fonts.dir().display()) } ". Files dropped there are picked up within " (state.config.fonts.rescan_interval) "." }
+        table.list {
+            thead { tr { th { "Family" } th { "Source" } th { "Faces" } } }
+            tbody { @for ((family, source), styles) in &families { tr { td { (family) } td.muted { (source) } td.muted { (styles.join(", ")) } } } }
+        }
+        @if !files.is_empty() {
+            h2 { "Files in the font directory" }
+            table.list {
+                tbody { @for (file, fams) in &files { tr { td { (file) } td.muted { (fams.join(", ")) } td { @if editor { button.danger type="button" data-font=(file) { "Remove" } } } } } }
+            }
+        }
+        @if editor {
+            h2 { "Upload a font" }
+            form #font-upload .card {
+                input #font-file type="file" accept=".ttf,.otf,.ttc,.otc" required;
+                div.actions { button type="submit" { "Upload" } }
+                p #font-error .error hidden {}
+            }
+        }
+    };
+    Ok(Page {
+        title: "Fonts",
+        name: "fonts",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
+}
+
+pub async fn tokens(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
+    let list = state
+        .store
+        .tokens(&user.user.id)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let content = html! {
+        h1 { "Personal API tokens" }
+        p.muted { "Send a token as " code { "Authorization: Bearer <token>" } ". It acts with your role." }
+        table.list {
+            thead { tr { th { "Name" } th { "Token" } th { "Created" } th { "Last used" } th {} } }
+            tbody {
+                @for t in &list {
+                    tr {
+                        td { (t.name) }
+                        td.muted { (t.prefix) "…" }
+                        td.muted { (ts(t.created_at)) }
+                        td.muted { (t.last_used_at.map(ts).unwrap_or_else(|| "never".into())) }
+                        td { button.danger type="button" data-token=(t.id) { "Revoke" } }
+                    }
+                }
+            }
+        }
+        h2 { "New token" }
+        form #new-token .card {
+            label { "Name" input type="text" name="name" required placeholder="e.g. nightly export"; }
+            div.actions { button type="submit" { "Create" } }
+            p #token-error .error hidden {}
+            div #token-created .notice hidden { p { "Copy the token now; it is not shown again:" } code.token {} }
+        }
+    };
+    Ok(Page {
+        title: "API tokens",
+        name: "tokens",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
+}
+
+pub async fn users(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
+    if user.user.role < Role::Admin {
+        return Err(forbidden(&user, Role::Admin));
+    }
+    let list = state.store.users().await.map_err(|e| fail(e.into()))?;
+    let roles = [Role::Viewer, Role::Editor, Role::Admin];
+    let content = html! {
+        h1 { "Users" }
+        p #user-error .error hidden {}
+        table.list {
+            thead { tr { th { "Email" } th { "Role" } th { "State" } th {} } }
+            tbody {
+                @for u in &list {
+                    tr {
+                        td { (u.email) @if u.is_root { span.muted { " (root, from the configuration)" } } }
+                        td {
+                            @if u.is_root { "admin" } @else {
+                                select data-user=(u.id) { @for r in roles { option value=(r.as_str()) selected[r == u.role] { (r.as_str()) } } }
+                            }
+                        }
+                        td.muted { @if u.disabled { "disabled" } @else { "active" } }
+                        td { @if !u.is_root { button.secondary type="button" data-disable=(u.id) data-value=(!u.disabled) { @if u.disabled { "Enable" } @else { "Disable" } } } }
+                    }
+                }
+            }
+        }
+        h2 { "New user" }
+        form #new-user .card {
+            div.row {
+                label { "Email" input type="email" name="email" required; }
+                label { "Password" input type="password" name="password" required minlength="8"; }
+                label { "Role" select name="role" { @for r in roles { option value=(r.as_str()) { (r.as_str()) } } } }
+            }
+            div.actions { button type="submit" { "Create" } }
+        }
+    };
+    Ok(Page {
+        title: "Users",
+        name: "users",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
+}

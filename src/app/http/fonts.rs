@@ -1,0 +1,61 @@
+//! Fonts: list what renders can use, upload into the font directory, remove.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::extract;
+use super::problem::{ApiResult, Problem};
+use crate::app::auth::Principal;
+use crate::app::model::Role;
+use crate::app::state::AppState;
+
+pub async fn list(State(state): State<AppState>, _p: Principal) -> ApiResult<Json<Value>> {
+    let fonts = state.fonts.clone();
+    let faces = tokio::task::spawn_blocking(move || fonts.list())
+        .await
+        .map_err(Problem::internal)?;
+    Ok(Json(
+        json!({"dir": state.fonts.dir().display().to_string(), "faces": faces}),
+    ))
+}
+
+/// `PUT /api/v1/fonts/{file name}` with the font file as the body.
+pub async fn upload(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    p.require(Role::Editor)?;
+    let limit = state.config.fonts.max_upload_size.as_usize();
+    let bytes = extract::body(body, limit, "fonts.max_upload_size").await?;
+    let fonts = state.fonts.clone();
+    let file = name.clone();
+    let faces = tokio::task::spawn_blocking(move || fonts.install(&file, &bytes))
+        .await
+        .map_err(Problem::internal)??;
+    tracing::info!(font = %name, faces, by = %p.user.email, "font installed");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": name, "faces": faces})),
+    )
+        .into_response())
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    p.require(Role::Editor)?;
+    if state.fonts.remove(&name)? {
+        tracing::info!(font = %name, by = %p.user.email, "font removed");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found(format!("font {name}")))
+    }
+}

@@ -1,0 +1,250 @@
+//! Errors as HTTP answers: `application/problem+json` (RFC 9457) bodies that say what went wrong
+//! and, where one input is at fault, which field. Every module's typed error is converted here,
+//! in one place.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::app::auth::Forbidden;
+use crate::app::fonts::FontError;
+use crate::app::render::{RenderError, SyncQueueFull};
+use crate::app::store::StoreError;
+use crate::app::templates::TemplateError;
+use crate::app::templates::params::ParamError;
+
+/// Header on a 503 that promises the request was refused before anything was done with it, so
+/// a load balancer may safely retry it elsewhere, even a POST.
+pub const NOT_PROCESSED: &str = "quire-not-processed";
+
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    /// Short machine-readable slug, used in the `type` URI.
+    pub kind: &'static str,
+    pub detail: String,
+    pub field: Option<String>,
+    pub extra: Map<String, Value>,
+    pub retry_after: Option<u64>,
+    pub not_processed: bool,
+}
+
+pub type ApiResult<T> = Result<T, Problem>;
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        Problem {
+            status,
+            kind,
+            detail: detail.into(),
+            field: None,
+            extra: Map::new(),
+            retry_after: None,
+            not_processed: false,
+        }
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_owned(), value);
+        self
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn bad_request(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail).field(field)
+    }
+
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", detail).field(field)
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("{} not found", what.into()),
+        )
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    pub fn too_large(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail).field(field)
+    }
+
+    /// Refused before any work was done because this instance is draining.
+    pub fn draining() -> Self {
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this instance is shutting down; retry on another",
+        )
+        .retry_after(1);
+        p.not_processed = true;
+        p
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = Map::new();
+        body.insert(
+            "type".into(),
+            json!(format!("https://quire.dev/problems/{}", self.kind)),
+        );
+        body.insert(
+            "title".into(),
+            json!(self.status.canonical_reason().unwrap_or("Error")),
+        );
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        if let Some(f) = self.field {
+            body.insert("field".into(), json!(f));
+        }
+        body.extend(self.extra);
+        let mut resp = (self.status, Value::Object(body).to_string()).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.not_processed {
+            h.insert(NOT_PROCESSED, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"quire\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => Problem::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
+            StoreError::QueueFull(n) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue-full",
+                format!("the render queue is full ({n} jobs waiting)"),
+            )
+            .retry_after(5),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database-unavailable",
+                    "the database is unavailable",
+                )
+                .retry_after(2)
+            }
+            other => Problem::internal(other),
+        }
+    }
+}
+
+impl From<Forbidden> for Problem {
+    fn from(e: Forbidden) -> Self {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+    }
+}
+
+impl From<TemplateError> for Problem {
+    fn from(e: TemplateError) -> Self {
+        match e {
+            TemplateError::Invalid { field, message } => Problem::invalid(field, message),
+            e @ TemplateError::TooLarge { .. } => Problem::too_large("files", e.to_string()),
+        }
+    }
+}
+
+impl From<ParamError> for Problem {
+    fn from(e: ParamError) -> Self {
+        Problem::invalid(e.field, e.message)
+    }
+}
+
+impl From<SyncQueueFull> for Problem {
+    fn from(e: SyncQueueFull) -> Self {
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()).retry_after(1)
+    }
+}
+
+impl From<FontError> for Problem {
+    fn from(e: FontError) -> Self {
+        match e {
+            FontError::BadName(_) => Problem::invalid("name", e.to_string()),
+            FontError::NotAFont => Problem::invalid("file", e.to_string()),
+            FontError::TooLarge { .. } => Problem::too_large("file", e.to_string()),
+            FontError::Io { .. } => Problem::internal(e),
+        }
+    }
+}
+
+impl From<RenderError> for Problem {
+    fn from(e: RenderError) -> Self {
+        let kind = e.kind();
+        let p = match &e {
+            RenderError::Compile(diags) => {
+                let first = diags.first();
+                let mut p =
+                    Problem::invalid("template", e.to_string()).with("diagnostics", json!(diags));
+                if let Some(d) = first {
+                    p = p
+                        .with("line", json!(d.line))
+                        .with("column", json!(d.column))
+                        .with("file", json!(d.file));
+                }
+                p
+            }
+            RenderError::Invalid(_) | RenderError::Timeout(_) | RenderError::Memory(_) => {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "render-failed",
+                    e.to_string(),
+                )
+            }
+            RenderError::Cancelled => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", e.to_string())
+            }
+            RenderError::Crashed(_) | RenderError::Unavailable(_) => {
+                tracing::error!(error = %e, "render failed");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "render-failed",
+                    e.to_string(),
+                )
+            }
+        };
+        p.with("error_kind", json!(kind))
+    }
+}

@@ -1,0 +1,233 @@
+//! Render jobs on this instance: a runner that claims queued jobs whenever a render slot is free,
+//! runs them with progress events, renews their claims while they run, and on shutdown lets them
+//! finish within a bound before handing the rest back to the queue. A janitor purges expired
+//! jobs and takes back jobs whose claim lapsed.
+
+mod runner;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::bus::Bus;
+use super::metrics::Metrics;
+use super::model::Job;
+use super::render::RenderPool;
+use super::store::{Abandoned, Store, StoreError};
+use super::templates::FileCache;
+use crate::lifecycle::{Shutdown, within};
+
+/// Timing of claims and housekeeping.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// A running job's claim lasts this long unless renewed (renewed every third of it).
+    pub claim_lease: Duration,
+    /// How long finished jobs and outputs are kept.
+    pub retention: Duration,
+    pub max_attempts: u32,
+    /// Runners re-check the queue this often even without a wake-up.
+    pub poll: Duration,
+    pub janitor_every: Duration,
+}
+
+impl JobSettings {
+    fn retention_ms(&self) -> i64 {
+        i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Why a running render was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// Cancelled by a user; the job row already says so.
+    User,
+    /// The instance is shutting down; the job goes back to the queue.
+    Shutdown,
+    /// The claim was lost (taken back by a janitor); someone else owns the job now.
+    ClaimLost,
+}
+
+struct Running {
+    abort: CancellationToken,
+    why: Arc<OnceLock<StopReason>>,
+}
+
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    pool: RenderPool,
+    bus: Bus,
+    cache: Arc<FileCache>,
+    metrics: Arc<Metrics>,
+    instance: String,
+    settings: JobSettings,
+    running: Mutex<HashMap<String, Running>>,
+    /// Signalled whenever a job stops running here.
+    finished: Notify,
+}
+
+impl Jobs {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        pool: RenderPool,
+        bus: Bus,
+        cache: Arc<FileCache>,
+        metrics: Arc<Metrics>,
+        instance: String,
+        settings: JobSettings,
+    ) -> Self {
+        Jobs {
+            inner: Arc::new(Inner {
+                store,
+                pool,
+                bus,
+                cache,
+                metrics,
+                instance,
+                settings,
+                running: Mutex::new(HashMap::new()),
+                finished: Notify::new(),
+            }),
+        }
+    }
+
+    /// At the start of a single instance every running job was abandoned by the previous
+    /// process (killed, crashed, or stopped past its drain bound): take them all back now.
+    pub async fn recover_abandoned(&self) -> Result<usize, StoreError> {
+        let events = self
+            .inner
+            .store
+            .requeue_abandoned(
+                Abandoned::All,
+                self.inner.settings.max_attempts.into(),
+                self.inner.settings.retention_ms(),
+            )
+            .await?;
+        Ok(self.inner.announce_requeued(events))
+    }
+
+    /// Claims and runs jobs until draining starts.
+    pub fn spawn_runner(&self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(runner::claim_loop(self.inner.clone(), shutdown))
+    }
+
+    /// Purges expired jobs and takes back lapsed claims, until stop.
+    pub fn spawn_janitor(&self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(inner.settings.janitor_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => inner.sweep().await,
+                    _ = shutdown.stopped() => return,
+                }
+            }
+        })
+    }
+
+    /// Cancels a job: marks it cancelled and, when it is running here, kills its render.
+    /// `None` when there is no such job.
+    pub async fn cancel(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
+        let Some((job, event)) = self
+            .inner
+            .store
+            .cancel(job_id, self.inner.settings.retention_ms())
+            .await?
+        else {
+            return Ok(None);
+        };
+        if let Some(ev) = event {
+            self.inner.bus.publish(ev);
+        }
+        self.inner.stop_running(job_id, StopReason::User);
+        Ok(Some(job))
+    }
+
+    pub fn running(&self) -> usize {
+        self.inner.lock_running().len()
+    }
+
+    /// Waits up to `bound` for running jobs to finish, then stops the rest and hands them back
+    /// to the queue. Returns how many were handed back.
+    pub async fn drain(&self, shutdown: &Shutdown, bound: Duration) -> usize {
+        if within(shutdown, bound, self.inner.all_finished()).await {
+            return 0;
+        }
+        let ids: Vec<String> = self.inner.lock_running().keys().cloned().collect();
+        for id in &ids {
+            self.inner.stop_running(id, StopReason::Shutdown);
+        }
+        // Stopping is quick (kill the worker, one UPDATE); bound it anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.all_finished()).await;
+        ids.len()
+    }
+}
+
+impl Inner {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop_running(&self, job_id: &str, why: StopReason) {
+        if let Some(r) = self.lock_running().get(job_id) {
+            let _ = r.why.set(why);
+            r.abort.cancel();
+        }
+    }
+
+    async fn all_finished(&self) {
+        loop {
+            let notified = self.finished.notified();
+            if self.lock_running().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn announce_requeued(&self, events: Vec<super::model::JobEvent>) -> usize {
+        let n = events.len();
+        for ev in events {
+            self.metrics.jobs_requeued.inc();
+            self.bus.publish(ev);
+        }
+        if n > 0 {
+            self.bus.wake_workers();
+        }
+        n
+    }
+
+    async fn sweep(&self) {
+        match self.store.purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "purged expired jobs"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired jobs"),
+        }
+        match self
+            .store
+            .requeue_abandoned(
+                Abandoned::Expired,
+                self.settings.max_attempts.into(),
+                self.settings.retention_ms(),
+            )
+            .await
+        {
+            Ok(events) => {
+                let n = self.announce_requeued(events);
+                if n > 0 {
+                    tracing::warn!(jobs = n, "took back jobs whose claim lapsed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not check for abandoned jobs"),
+        }
+    }
+}

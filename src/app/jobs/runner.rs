@@ -1,0 +1,306 @@
+//! Claiming and running one job at a time per render slot.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Inner, Running, StopReason};
+use crate::app::model::{Job, JobError, Outcome, Progress};
+use crate::app::render::{Artifact, Format, RenderError, Rendered, Slot, Stage};
+use crate::app::templates::{self, params};
+use crate::lifecycle::Shutdown;
+
+pub(super) async fn claim_loop(inner: Arc<Inner>, shutdown: Shutdown) {
+    let lease_ms = i64::try_from(inner.settings.claim_lease.as_millis()).unwrap_or(15_000);
+    loop {
+        let slot = tokio::select! {
+            slot = inner.pool.acquire() => slot,
+            _ = shutdown.draining() => return,
+        };
+        if shutdown.is_draining() {
+            return;
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        match inner.store.claim(&inner.instance, &token, lease_ms).await {
+            Ok(Some((job, event))) => {
+                inner.bus.publish(event);
+                let abort = CancellationToken::new();
+                let why = Arc::new(OnceLock::new());
+                inner.lock_running().insert(
+                    job.id.clone(),
+                    Running {
+                        abort: abort.clone(),
+                        why: why.clone(),
+                    },
+                );
+                let span = tracing::info_span!("job", id = %job.id, template = %job.template_name);
+                tokio::spawn(run(inner.clone(), slot, job, token, abort, why).instrument(span));
+            }
+            Ok(None) => {
+                drop(slot);
+                tokio::select! {
+                    _ = inner.bus.woken() => {}
+                    _ = tokio::time::sleep(inner.settings.poll) => {}
+                    _ = shutdown.draining() => return,
+                }
+            }
+            Err(e) => {
+                drop(slot);
+                tracing::warn!(error = %e, "could not claim a job; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.draining() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Runs a claimed job to its end, whatever happens, and forgets it.
+async fn run(
+    inner: Arc<Inner>,
+    slot: Slot,
+    job: Job,
+    token: String,
+    abort: CancellationToken,
+    why: Arc<OnceLock<StopReason>>,
+) {
+    let renew = tokio::spawn(renew_claim(
+        inner.clone(),
+        job.id.clone(),
+        token.clone(),
+        abort.clone(),
+        why.clone(),
+    ));
+    let started = Instant::now();
+    let result = render(&inner, &slot, &job, &token, &abort).await;
+    drop(slot);
+    renew.abort();
+    let outcome = match result {
+        Ok(rendered) => {
+            report(
+                &inner,
+                &job,
+                &token,
+                "storing",
+                90,
+                None,
+                Some(rendered.pages as i64),
+            )
+            .await;
+            match rendered.artifact {
+                Artifact::Pdf(pdf) => Some(Outcome::Succeeded {
+                    pdf,
+                    pages: rendered.pages as i64,
+                }),
+                Artifact::Svg(_) => Some(Outcome::Failed(job_error(
+                    "invalid",
+                    "a job produced no PDF",
+                ))),
+            }
+        }
+        Err(RenderError::Cancelled) => None,
+        Err(e) => Some(Outcome::Failed(JobError {
+            kind: e.kind().to_owned(),
+            message: e.to_string(),
+            diagnostics: e.diagnostics().to_vec(),
+        })),
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    match (outcome, why.get().copied()) {
+        (Some(outcome), _) => {
+            let label = match &outcome {
+                Outcome::Succeeded { .. } => "succeeded",
+                Outcome::Failed(e) => kind_label(&e.kind),
+            };
+            inner.metrics.render_finished("job", label, elapsed);
+            finish(&inner, &job, &token, outcome).await;
+        }
+        (None, Some(StopReason::Shutdown)) => match inner
+            .store
+            .release(&job.id, &token, "instance shutting down")
+            .await
+        {
+            Ok(Some(ev)) => {
+                tracing::info!(job = %job.id, "handed back to the queue");
+                inner.bus.publish(ev);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "could not hand the job back; its claim will lapse")
+            }
+        },
+        (None, _) => inner.metrics.render_finished("job", "cancelled", elapsed),
+    }
+    inner.lock_running().remove(&job.id);
+    inner.finished.notify_waiters();
+}
+
+async fn render(
+    inner: &Inner,
+    slot: &Slot,
+    job: &Job,
+    token: &str,
+    abort: &CancellationToken,
+) -> Result<Rendered, RenderError> {
+    report(inner, job, token, "fetching data", 10, None, None).await;
+    let render_job = prepare(inner, job).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Stage>();
+    let progress = async {
+        while let Some(stage) = rx.recv().await {
+            let (name, pct, msg, pages) = match stage {
+                Stage::Compiling => ("compiling", 20, None, None),
+                Stage::Writing { pages } => (
+                    "writing PDF",
+                    70,
+                    Some(format!("{pages} pages laid out")),
+                    Some(pages as i64),
+                ),
+            };
+            report(inner, job, token, name, pct, msg, pages).await;
+        }
+    };
+    let rendering = async {
+        let r = slot.render(&render_job, abort, |s| {
+            let _ = tx.send(s);
+        });
+        let out = r.await;
+        drop(tx);
+        out
+    };
+    // Progress is written while the worker renders, and all of it before the final event.
+    let (result, ()) = tokio::join!(rendering, progress);
+    result
+}
+
+/// Loads the job's template version and checks its parameters again (the template may have
+/// been deleted since the job was queued).
+async fn prepare(inner: &Inner, job: &Job) -> Result<crate::app::render::RenderJob, RenderError> {
+    let unavailable = |e: crate::app::store::StoreError| RenderError::Unavailable(e.to_string());
+    let version = inner
+        .store
+        .version(&job.template_id, job.template_version)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            RenderError::Invalid(format!(
+                "template {} version {} no longer exists",
+                job.template_name, job.template_version
+            ))
+        })?;
+    let files = inner
+        .cache
+        .get(inner.store.as_ref(), &job.template_id, job.template_version)
+        .await
+        .map_err(unavailable)?;
+    let given: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&job.parameters).unwrap_or_default();
+    let inputs = params::resolve(&version.parameters, &given)
+        .map_err(|e| RenderError::Invalid(e.to_string()))?
+        .inputs;
+    Ok(templates::job(
+        &version,
+        &files,
+        job.data.clone().into_bytes(),
+        inputs,
+        Format::Pdf,
+    ))
+}
+
+/// Records and announces progress; a lost claim means someone else owns the job now.
+#[allow(clippy::too_many_arguments)]
+async fn report(
+    inner: &Inner,
+    job: &Job,
+    token: &str,
+    stage: &str,
+    progress: i64,
+    message: Option<String>,
+    pages: Option<i64>,
+) {
+    let p = Progress {
+        stage: stage.to_owned(),
+        progress,
+        message,
+        pages,
+    };
+    match inner.store.progress(&job.id, token, &p).await {
+        Ok(Some(ev)) => inner.bus.publish(ev),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record progress"),
+    }
+}
+
+/// Completes the job, retrying while the database is briefly unavailable: the PDF is done and
+/// worth keeping.
+async fn finish(inner: &Inner, job: &Job, token: &str, outcome: Outcome) {
+    let retention = inner.settings.retention_ms();
+    for attempt in 1..=5u32 {
+        match inner
+            .store
+            .finish(&job.id, token, &outcome, retention)
+            .await
+        {
+            Ok(Some(ev)) => {
+                inner.bus.publish(ev);
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(job = %job.id, attempt, error = %e, "could not complete the job");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+            }
+        }
+    }
+}
+
+/// Keeps the claim alive; if it is lost (the janitor took the job back), stop rendering.
+async fn renew_claim(
+    inner: Arc<Inner>,
+    job_id: String,
+    token: String,
+    abort: CancellationToken,
+    why: Arc<OnceLock<StopReason>>,
+) {
+    let lease = inner.settings.claim_lease;
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(15_000);
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match inner.store.renew_claim(&job_id, &token, lease_ms).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = why.set(StopReason::ClaimLost);
+                abort.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(job = %job_id, error = %e, "could not renew the claim"),
+        }
+    }
+}
+
+fn job_error(kind: &str, message: &str) -> JobError {
+    JobError {
+        kind: kind.to_owned(),
+        message: message.to_owned(),
+        diagnostics: Vec::new(),
+    }
+}
+
+/// Metric labels must be static; unknown kinds collapse into `error`.
+fn kind_label(kind: &str) -> &'static str {
+    [
+        "compile",
+        "invalid",
+        "timeout",
+        "memory",
+        "crashed",
+        "unavailable",
+    ]
+    .into_iter()
+    .find(|k| *k == kind)
+    .unwrap_or("error")
+}

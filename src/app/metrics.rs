@@ -1,0 +1,147 @@
+//! Prometheus metrics of the report service (`GET /metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenderLabels {
+    /// `job`, `sync` or `preview`.
+    pub kind: &'static str,
+    /// `succeeded`, or the error kind (`compile`, `timeout`, `memory`, …).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InfoLabels {
+    pub version: String,
+    pub instance: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram>,
+    pub renders: Family<RenderLabels, Counter>,
+    pub render_duration: Family<KindLabels, Histogram>,
+    pub queue_depth: Gauge,
+    pub workers: Gauge,
+    pub workers_busy: Gauge,
+    pub workers_replaced: Gauge,
+    pub jobs_requeued: Counter,
+}
+
+impl Metrics {
+    pub fn new(instance: &str) -> Self {
+        let mut registry = Registry::with_prefix("quire");
+        let latency = || Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let renders = Family::<RenderLabels, Counter>::default();
+        let render_duration =
+            Family::<KindLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let info = Family::<InfoLabels, Gauge>::default();
+        info.get_or_create(&InfoLabels {
+            version: crate::version().to_owned(),
+            instance: instance.to_owned(),
+        })
+        .set(1);
+        registry.register("build_info", "Version and instance of this process", info);
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_duration.clone(),
+        );
+        registry.register(
+            "renders",
+            "Finished renders by kind and outcome",
+            renders.clone(),
+        );
+        registry.register(
+            "render_duration_seconds",
+            "Render wall time, queue wait excluded",
+            render_duration.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "render_queue_depth",
+            "Render jobs waiting to be claimed",
+            queue_depth.clone(),
+        );
+        let workers = Gauge::default();
+        registry.register("render_workers", "Render worker slots", workers.clone());
+        let workers_busy = Gauge::default();
+        registry.register(
+            "render_workers_busy",
+            "Render worker slots in use",
+            workers_busy.clone(),
+        );
+        let workers_replaced = Gauge::default();
+        registry.register(
+            "render_workers_replaced",
+            "Render worker processes killed or lost (limits, crashes, cancellations)",
+            workers_replaced.clone(),
+        );
+        let jobs_requeued = Counter::default();
+        registry.register(
+            "jobs_requeued",
+            "Jobs put back in the queue after their instance stopped",
+            jobs_requeued.clone(),
+        );
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            renders,
+            render_duration,
+            queue_depth,
+            workers,
+            workers_busy,
+            workers_replaced,
+            jobs_requeued,
+        }
+    }
+
+    pub fn render_finished(&self, kind: &'static str, outcome: &'static str, seconds: f64) {
+        self.renders
+            .get_or_create(&RenderLabels { kind, outcome })
+            .inc();
+        self.render_duration
+            .get_or_create(&KindLabels { kind })
+            .observe(seconds);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

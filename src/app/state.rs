@@ -1,0 +1,49 @@
+//! What every request handler and background task of the app shares.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::auth::ratelimit::LoginLimiter;
+use super::bus::Bus;
+use super::fonts::FontLibrary;
+use super::jobs::Jobs;
+use super::metrics::Metrics;
+use super::render::RenderPool;
+use super::store::Store;
+use super::templates::FileCache;
+use crate::config::Config;
+use crate::lifecycle::Shutdown;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub instance: String,
+    pub started: Instant,
+    pub store: Arc<dyn Store>,
+    pub pool: RenderPool,
+    pub bus: Bus,
+    pub jobs: Jobs,
+    pub cache: Arc<FileCache>,
+    pub fonts: FontLibrary,
+    pub metrics: Arc<Metrics>,
+    pub limiter: LoginLimiter,
+    pub shutdown: Shutdown,
+    /// The schema version this binary expects; /readyz waits for it.
+    pub schema_version: i64,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}

@@ -1,0 +1,156 @@
+//! Configuration as an operator meets it: `quire config check`, precedence, aliases, and the
+//! errors that stop the process.
+
+use crate::support::app::quire_command;
+
+fn check(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = quire_command(args);
+    cmd.current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run quire");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn file_env_and_aliases_stack_with_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quire.toml");
+    std::fs::write(
+        &file,
+        "data_dir = \"/srv/quire\"\n[http]\nlisten = \"0.0.0.0:9000\"\n[root_user]\nemail = \"file@x.io\"\npassword = \"from-the-file\"\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, err) = check(
+        dir.path(),
+        &["config", "check", "--config", f],
+        &[
+            ("RootUser__Email", "alias@x.io"),
+            ("QUIRE_HTTP__LISTEN", "127.0.0.1:7000"),
+            (
+                "ConnectionStrings__Database",
+                "Host=db;Port=5432;Database=q;Username=u;Password=s3cret;SSL Mode=Require",
+            ),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("data_dir = \"/srv/quire\"  # {f}:1")),
+        "{out}"
+    );
+    assert!(
+        out.contains("http.listen = \"127.0.0.1:7000\"  # env QUIRE_HTTP__LISTEN"),
+        "{out}"
+    );
+    assert!(
+        out.contains("root_user.email = \"alias@x.io\"  # env RootUser__Email (alias)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("root_user.password = \"***\"  # {f}:6")),
+        "{out}"
+    );
+    assert!(
+        out.contains("database.url = \"postgres://u:***@db:5432/q?sslmode=require\"  # env ConnectionStrings__Database (alias)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("s3cret") && !out.contains("from-the-file"),
+        "secrets leaked: {out}"
+    );
+}
+
+#[test]
+fn bad_values_stop_with_key_origin_and_remedy() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quire.toml");
+    std::fs::write(&file, "[render]\ntimeout = \"soon\"\n").unwrap();
+    let (code, _, err) = check(
+        dir.path(),
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains(&format!("render.timeout (from {}:2)", file.display())),
+        "{err}"
+    );
+    assert!(err.contains("expected a duration like \"30s\""), "{err}");
+
+    let (code, _, err) = check(dir.path(), &["app"], &[("QUIRE_HTTP__LISTEN", "localhost")]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("http.listen (from env QUIRE_HTTP__LISTEN)"),
+        "{err}"
+    );
+
+    let (code, _, err) = check(dir.path(), &["app"], &[("QUIRE_HA__ENABLED", "true")]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("HA mode needs a shared PostgreSQL database"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_an_error_not_a_silent_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = check(
+        dir.path(),
+        &["config", "check", "--config", "/nonexistent/quire.toml"],
+        &[],
+    );
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("/nonexistent/quire.toml (given by --config) does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_can_come_from_files_and_typos_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("pw");
+    std::fs::write(&secret, "file-secret-pw\n").unwrap();
+    let (code, out, _) = check(
+        dir.path(),
+        &["config", "check"],
+        &[
+            ("QUIRE_ROOT_USER__EMAIL", "a@b.c"),
+            ("QUIRE_ROOT_USER__PASSWORD_FILE", secret.to_str().unwrap()),
+            ("QUIRE_RENDR__TIMEOUT", "5s"),
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "root_user.password = \"***\"  # file {} (env QUIRE_ROOT_USER__PASSWORD_FILE)",
+            secret.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "# warning: unknown setting rendr.timeout (from env QUIRE_RENDR__TIMEOUT) is ignored"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn version_prints_versions() {
+    let out = quire_command(&["version"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.starts_with(&format!("quire {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(text.contains("typst 0.15"), "{text}");
+}

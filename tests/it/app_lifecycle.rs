@@ -1,0 +1,219 @@
+//! The process lifecycle: data survives restarts, SIGTERM drains without losing a job, systemd
+//! hears READY / STATUS / WATCHDOG / STOPPING on a real notify socket, and `quire healthcheck`
+//! tells ready from not.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::app::{AppOptions, Instance, invoice_data, quire_command};
+use crate::support::{Proc, free_port, wait_for};
+
+/// A template that keeps a worker busy for about `seconds` (at a few million loop steps a
+/// second), then renders normally.
+fn busy_template(seconds: u32) -> Value {
+    let outer = 1500 * seconds;
+    json!({"main.typ": format!("#let x = 0\n#for i in range({outer}) {{ for j in range(2000) {{ x += 1 }} }}\nDone: #x")})
+}
+
+#[tokio::test]
+async fn data_survives_a_restart() {
+    let mut app = Instance::start(AppOptions::default()).await;
+    let api = app.client().await.token_client("t").await;
+    api.create_template("kept", json!({"main.typ": "Kept"}))
+        .await;
+    let job = api.render("invoice", invoice_data()).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    api.wait_job(&id, Duration::from_secs(60)).await;
+    let pdf = api.pdf(&id).await;
+
+    app.restart().await;
+    let templates = api.get_json("/api/v1/templates").await;
+    let names: Vec<&str> = templates
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["invoice", "kept", "listing"],
+        "examples are not created twice"
+    );
+    assert_eq!(api.pdf(&id).await, pdf);
+    assert_eq!(
+        api.get_json(&format!("/api/v1/renders/{id}")).await["state"],
+        "succeeded"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_running_render_finish_and_turns_readiness_off() {
+    let mut app =
+        Instance::start(AppOptions::default().env("QUIRE_RENDER__DRAIN_TIMEOUT", "60s")).await;
+    let api = app.client().await.token_client("t").await;
+    api.create_template("busy", busy_template(3)).await;
+    let job = api.render("busy", json!({})).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_for("the job to run", Duration::from_secs(30), || async {
+        (api.get_json(&format!("/api/v1/renders/{id}")).await["stage"] == "compiling").then_some(())
+    })
+    .await;
+    app.proc.signal(libc_sigterm());
+    let ready = wait_for("readiness to turn off", Duration::from_secs(10), || async {
+        let r = reqwest::get(format!("{}/readyz", app.url)).await.ok()?;
+        (r.status() == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "draining");
+    let status = app
+        .proc
+        .wait_exit(Duration::from_secs(90))
+        .expect("exits after the render");
+    assert!(status.success(), "{status:?}");
+    app.start_again().await;
+    let j = api.get_json(&format!("/api/v1/renders/{id}")).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["attempts"], 0);
+}
+
+#[tokio::test]
+async fn sigterm_hands_an_unfinished_render_back_to_the_queue() {
+    let mut app =
+        Instance::start(AppOptions::default().env("QUIRE_RENDER__DRAIN_TIMEOUT", "1s")).await;
+    let api = app.client().await.token_client("t").await;
+    api.create_template("busy", busy_template(8)).await;
+    let job = api.render("busy", json!({})).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_for("the job to run", Duration::from_secs(30), || async {
+        (api.get_json(&format!("/api/v1/renders/{id}")).await["stage"] == "compiling").then_some(())
+    })
+    .await;
+    let asked = Instant::now();
+    app.proc.signal(libc_sigterm());
+    let status = app
+        .proc
+        .wait_exit(Duration::from_secs(30))
+        .expect("exits after the drain bound");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // After the restart the job is still there, queued again with no attempt used, and it runs.
+    app.start_again().await;
+    let events = api.get_json(&format!("/api/v1/renders/{id}/events")).await;
+    let handed_back = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["message"] == "instance shutting down");
+    assert!(handed_back, "{events}");
+    let done = api.wait_job(&id, Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 0);
+}
+
+#[tokio::test]
+async fn a_killed_instance_loses_no_job() {
+    let mut app = Instance::start(AppOptions::default()).await;
+    let api = app.client().await.token_client("t").await;
+    api.create_template("busy", busy_template(5)).await;
+    let job = api.render("busy", json!({})).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_for("the job to run", Duration::from_secs(30), || async {
+        (api.get_json(&format!("/api/v1/renders/{id}")).await["state"] == "running").then_some(())
+    })
+    .await;
+    app.restart().await;
+    let done = api.wait_job(&id, Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        done["attempts"], 1,
+        "the abandoned run counts as an attempt"
+    );
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+/// Reads datagrams until one starts with `prefix`.
+fn expect_datagram(sock: &UnixDatagram, prefix: &str, seen: &mut Vec<String>) {
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(msg.clone());
+            if msg.starts_with(prefix) {
+                return;
+            }
+        }
+    }
+    panic!("no {prefix} datagram; got {seen:?}");
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_status_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = free_port();
+    let mut cmd = quire_command(&["app"]);
+    cmd.env("QUIRE_DATA_DIR", dir.path())
+        .env("QUIRE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000");
+    let mut proc = Proc::spawn("notify", cmd, dir.path());
+    let mut seen = Vec::new();
+    expect_datagram(&sock, "READY=1", &mut seen);
+    assert!(
+        seen.iter()
+            .any(|m| m.starts_with("STATUS=serving on 127.0.0.1:")),
+        "{seen:?}"
+    );
+    let watchdog_from = seen.len();
+    for _ in 0..3 {
+        expect_datagram(&sock, "WATCHDOG=1", &mut seen);
+    }
+    assert!(
+        seen[watchdog_from..].iter().all(|m| m == "WATCHDOG=1"),
+        "{seen:?}"
+    );
+    proc.signal(libc_sigterm());
+    expect_datagram(&sock, "STOPPING=1", &mut seen);
+    assert!(
+        proc.wait_exit(Duration::from_secs(30))
+            .expect("exits")
+            .success()
+    );
+}
+
+#[tokio::test]
+async fn healthcheck_probes_readiness() {
+    let mut app = Instance::start(AppOptions::default()).await;
+    let probe = |url: String| {
+        quire_command(&["healthcheck", "--url", &url, "--timeout", "2s"])
+            .status()
+            .unwrap()
+    };
+    assert!(probe(app.url.clone()).success());
+    // Without --url it probes the configured listen address.
+    let by_config = quire_command(&["healthcheck"])
+        .env("QUIRE_HTTP__LISTEN", format!("0.0.0.0:{}", app.port))
+        .status()
+        .unwrap();
+    assert!(by_config.success());
+    app.proc.kill9();
+    let out = quire_command(&["healthcheck", "--url", &app.url, "--timeout", "2s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unhealthy"));
+}

@@ -1,16 +1,16 @@
 //! The nats-server child process, held so that it never outlives quire: it runs in its own
 //! process group (a Ctrl-C on quire's terminal does not reach it: quire decides how it stops),
 //! gets SIGKILL from the kernel when quire dies (even by `kill -9`), is killed when its handle
-//! drops, and is addressed only through a pidfd for its own pid, never by name.
+//! drops, and is signalled only through a pidfd for its own pid, never found by name.
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::mpsc;
 
 use rustix::process::{Pid, PidfdFlags, Signal};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::oneshot;
 
 /// Spawns children from one thread that lives as long as the supervisor. The kernel sends the
@@ -27,11 +27,14 @@ struct Request {
 }
 
 impl Spawner {
+    /// Starts the thread; call it inside the runtime, which the children are registered with.
     pub fn start() -> io::Result<Spawner> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         let (tx, rx) = mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("nats-spawner".into())
             .spawn(move || {
+                let _runtime = runtime.enter();
                 for Request { mut command, reply } in rx {
                     let _ = reply.send(spawn_tied(&mut command));
                 }
@@ -68,7 +71,7 @@ impl Drop for Spawner {
 
 fn spawn_tied(command: &mut Command) -> io::Result<Child> {
     let parent = rustix::process::getpid();
-    command.process_group(0);
+    command.process_group(0).kill_on_drop(true);
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
     // are allowed. It makes two raw syscalls (prctl, getppid) and builds an io::Error from an
     // errno, which does not allocate. Nothing else happens here.
@@ -85,84 +88,42 @@ fn spawn_tied(command: &mut Command) -> io::Result<Child> {
     command.spawn()
 }
 
-/// A running nats-server. Dropping it kills the process and reaps it.
+/// A running nats-server. Dropping it kills the process (tokio reaps it).
 pub struct NatsChild {
     child: Child,
+    pid: u32,
+    /// Signals go through a pidfd: once the child is reaped its pid may belong to another
+    /// process, but the pidfd still means this one (and signalling it fails harmlessly).
     pidfd: OwnedFd,
-    /// Wakes `exited`; any child's exit raises it, so each wake-up checks this one.
-    sigchld: tokio::signal::unix::Signal,
-    status: Option<ExitStatus>,
 }
 
 impl NatsChild {
-    fn new(mut child: Child) -> io::Result<NatsChild> {
-        // The child is not reaped before `wait`, so its pid cannot have been reused yet: the
-        // pidfd refers to this very process for the rest of its life.
-        let opened = Pid::from_raw(child.id() as i32)
-            .ok_or_else(|| io::Error::other("child has no pid"))
-            .and_then(|pid| Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?))
-            .and_then(|pidfd| Ok((pidfd, signal(SignalKind::child())?)));
-        match opened {
-            Ok((pidfd, sigchld)) => Ok(NatsChild {
-                child,
-                pidfd,
-                sigchld,
-                status: None,
-            }),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(e)
-            }
-        }
+    fn new(child: Child) -> io::Result<NatsChild> {
+        // The child cannot have been reaped yet (nobody waited for it), so its pid is still its.
+        let pid = child
+            .id()
+            .ok_or_else(|| io::Error::other("child exited at once"))?;
+        let raw = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("child has no pid"))?;
+        let pidfd = rustix::process::pidfd_open(raw, PidfdFlags::empty())?;
+        Ok(NatsChild { child, pid, pidfd })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// The child's output pipes, for relaying its log.
-    pub fn take_output(
-        &mut self,
-    ) -> (
-        Option<std::process::ChildStdout>,
-        Option<std::process::ChildStderr>,
-    ) {
+    pub fn take_output(&mut self) -> (Option<ChildStdout>, Option<ChildStderr>) {
         (self.child.stdout.take(), self.child.stderr.take())
     }
 
-    /// Sends `signal` unless the child has exited already.
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
-        match self.status {
-            Some(_) => Ok(()),
-            None => Ok(rustix::process::pidfd_send_signal(&self.pidfd, signal)?),
-        }
+        Ok(rustix::process::pidfd_send_signal(&self.pidfd, signal)?)
     }
 
     /// Resolves when the child exits, with its status. Cancel-safe.
     pub async fn exited(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        // The SIGCHLD listener exists since before the first check, so no exit is missed.
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                self.status = Some(status);
-                return Ok(status);
-            }
-            if self.sigchld.recv().await.is_none() {
-                return Err(io::Error::other("SIGCHLD listener closed"));
-            }
-        }
-    }
-}
-
-impl Drop for NatsChild {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.signal(Signal::KILL);
-            let _ = self.child.wait();
-        }
+        self.child.wait().await
     }
 }
 
@@ -213,7 +174,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(describe_exit(status), "killed by signal 15 (SIGTERM)");
-        child.signal(Signal::KILL).unwrap();
+        assert!(
+            child.signal(Signal::KILL).is_err(),
+            "an exited child is never signalled"
+        );
 
         let mut child = spawner
             .spawn(command("sh", &["-c", "exit 3"]))
@@ -231,10 +195,18 @@ mod tests {
         let child = spawner.spawn(command("sleep", &["30"])).await.unwrap();
         let pid = child.pid();
         drop(child);
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "reaped and gone"
-        );
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.contains(") Z "))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while running() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep {pid} outlived its handle"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn command(program: &str, args: &[&str]) -> Command {

@@ -10,8 +10,10 @@ use tokio::task::JoinHandle;
 use super::monitor::Monitor;
 use crate::lifecycle::Shutdown;
 
-/// Polls quickly while unhealthy so readiness is noticed at once, slowly while healthy.
-const POLL_UNHEALTHY: Duration = Duration::from_millis(100);
+/// Polls quickly after a healthy answer went missing, so readiness is noticed at once, then
+/// slower and slower up to the healthy pace: nats-server logs a warning for every failed
+/// `/healthz`, and a node without JetStream quorum may fail it for a long time.
+const POLL_FIRST_RETRY: Duration = Duration::from_millis(100);
 const POLL_HEALTHY: Duration = Duration::from_secs(1);
 
 pub struct Health {
@@ -48,13 +50,17 @@ impl Drop for Health {
 /// Stops at drain: lame-duck mode fails `/healthz` on purpose, and every failed probe would
 /// add a warning to nats-server's log.
 async fn poll(monitor: Monitor, state: watch::Sender<bool>, shutdown: Shutdown) {
+    let mut retry = POLL_FIRST_RETRY;
     while !shutdown.is_draining() {
         let healthy = monitor.healthz().await.is_ok();
         state.send_if_modified(|s| std::mem::replace(s, healthy) != healthy);
         let pause = if healthy {
+            retry = POLL_FIRST_RETRY;
             POLL_HEALTHY
         } else {
-            POLL_UNHEALTHY
+            let pause = retry;
+            retry = (retry * 2).min(POLL_HEALTHY);
+            pause
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}

@@ -20,17 +20,16 @@ pub enum Level {
 /// (a Go panic, a start-up error) are warnings: nats-server writes them only when something
 /// is wrong.
 pub fn parse(line: &str) -> (Level, &str) {
-    let rest = strip_pid(line);
-    let rest = strip_timestamp(rest);
-    let level = match rest.get(..6) {
-        Some("[TRC] ") => Level::Trace,
-        Some("[DBG] ") => Level::Debug,
-        Some("[INF] ") => Level::Info,
-        Some("[WRN] ") => Level::Warn,
-        Some("[ERR] " | "[FTL] ") => Level::Error,
+    let rest = strip_timestamp(strip_pid(line));
+    let level = match rest.get(..5) {
+        Some("[TRC]") => Level::Trace,
+        Some("[DBG]") => Level::Debug,
+        Some("[INF]") => Level::Info,
+        Some("[WRN]") => Level::Warn,
+        Some("[ERR]" | "[FTL]") => Level::Error,
         _ => return (Level::Warn, line),
     };
-    (level, &rest[6..])
+    (level, rest[5..].strip_prefix(' ').unwrap_or(&rest[5..]))
 }
 
 fn strip_pid(line: &str) -> &str {
@@ -53,9 +52,12 @@ fn strip_timestamp(s: &str) -> &str {
     }
 }
 
-/// Emits one line at its level.
+/// Emits one line at its level; the empty lines of nats-server's start-up banner are dropped.
 pub fn relay_line(pid: u32, line: &str) {
-    let (level, message) = parse(line.trim_end());
+    let (level, message) = parse(line.trim_end_matches(['\n', '\r']));
+    if message.trim().is_empty() {
+        return;
+    }
     match level {
         Level::Trace => tracing::trace!(target: TARGET, pid, "{message}"),
         Level::Debug => tracing::debug!(target: TARGET, pid, "{message}"),
@@ -101,6 +103,11 @@ mod tests {
         );
         assert_eq!(parse("[7] [DBG] x"), (Level::Debug, "x"));
         assert_eq!(parse("[7] [TRC] y"), (Level::Trace, "y"));
+        assert_eq!(parse("[7] [INF]"), (Level::Info, ""), "a blank banner line");
+        assert_eq!(
+            parse("[7] [INF]   Version:  2.9.10"),
+            (Level::Info, "  Version:  2.9.10")
+        );
     }
 
     #[test]

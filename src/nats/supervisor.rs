@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
@@ -191,7 +191,7 @@ impl Supervisor {
     }
 
     async fn start(&mut self) -> Result<NatsChild, NatsError> {
-        let mut command = Command::new(&self.binary);
+        let mut command = tokio::process::Command::new(&self.binary);
         command
             .arg("-c")
             .arg(self.node.conf_path())
@@ -206,19 +206,20 @@ impl Supervisor {
                 std::env::vars_os()
                     .filter(|(k, _)| k.to_str().is_some_and(|k| k.starts_with("GO"))),
             );
-        let spawn_error = |source| NatsError::Spawn {
-            binary: self.binary.clone(),
-            source,
-        };
-        let mut child = self.spawner.spawn(command).await.map_err(spawn_error)?;
+        let mut child = self
+            .spawner
+            .spawn(command)
+            .await
+            .map_err(|source| NatsError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
         let pid = child.pid();
         let (stdout, stderr) = child.take_output();
         if let Some(out) = stdout {
-            let out = tokio::process::ChildStdout::from_std(out).map_err(spawn_error)?;
             tokio::spawn(logs::relay(pid, BufReader::new(out)));
         }
         if let Some(err) = stderr {
-            let err = tokio::process::ChildStderr::from_std(err).map_err(spawn_error)?;
             tokio::spawn(logs::relay(pid, BufReader::new(err)));
         }
         tracing::info!(pid, "nats-server started");

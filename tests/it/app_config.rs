@@ -154,3 +154,13 @@ fn version_prints_versions() {
     );
     assert!(text.contains("typst 0.15"), "{text}");
 }
+
+#[test]
+fn the_packaged_default_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/quire.toml");
+    let (code, out, err) = check(dir.path(), &["config", "check", "--config", file], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("data_dir = \"/var/lib/quire\""), "{out}");
+    assert!(!out.contains("# warning"), "{out}");
+}

@@ -217,3 +217,23 @@ async fn healthcheck_probes_readiness() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unhealthy"));
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_instance_id_on_every_line() {
+    let app = Instance::start(AppOptions::default().env("QUIRE_LOG__FORMAT", "json")).await;
+    let api = app.client().await;
+    // A worker's own output is relayed through the log too.
+    api.create_template("loud", json!({"main.typ": "#let s = \"x\" * 50000000\n#let a = range(40).map(i => s + str(i))"})).await;
+    let r = api.post("/api/v1/render", &json!({"template": "loud"})).await;
+    assert_eq!(r.status(), 422);
+    let log = app.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 3);
+    let instance = lines[0]["instance"].as_str().unwrap().to_owned();
+    assert!(lines.iter().all(|l| l["instance"] == instance.as_str()), "{log}");
+    assert!(lines.iter().any(|l| l["message"] == "listening"), "{log}");
+    assert!(lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("memory allocation"))), "{log}");
+}

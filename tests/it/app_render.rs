@@ -291,3 +291,31 @@ async fn templates_keep_immutable_versions_and_jobs_pin_theirs() {
         .await;
     assert!(pdf_text(&r.bytes().await.unwrap()).contains("Version two"));
 }
+
+#[test]
+fn quire_render_works_offline_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/src/app/examples/invoice");
+    let out = dir.path().join("out.pdf");
+    let status = crate::support::app::quire_command(&["render", &format!("{examples}/main.typ"), "--data"])
+        .arg(format!("{examples}/data.json"))
+        .args(["--input", "title=Quote", "-o"])
+        .arg(&out)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let text = pdf_text(&std::fs::read(&out).unwrap());
+    assert!(text.contains("Quote") && text.contains("EUR 3,216.60"), "{text}");
+
+    let broken = dir.path().join("broken.typ");
+    std::fs::write(&broken, "ok\n#let x = (1 + )\n").unwrap();
+    let failed = crate::support::app::quire_command(&["render", broken.to_str().unwrap(), "-o"])
+        .arg(dir.path().join("never.pdf"))
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("broken.typ:2:14: error: expected expression"), "{err}");
+    assert!(!dir.path().join("never.pdf").exists(), "no half-written output");
+}

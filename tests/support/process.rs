@@ -83,7 +83,7 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        if std::thread::panicking() || super::verbose() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(80).collect();
             eprintln!(

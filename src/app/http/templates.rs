@@ -22,7 +22,7 @@ use crate::app::state::AppState;
 use crate::app::templates::{self, params};
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "the file's text as a string, or {\"base64\": \"…\"} for binary files")]
 pub enum FileContent {
     Text(String),
     Base64 { base64: String },

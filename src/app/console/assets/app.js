@@ -262,9 +262,11 @@ const pages = {
       source.value = f.text !== undefined ? f.text : `(binary file, ${Math.round((f.base64.length * 3) / 4)} bytes)`;
       showTabs();
     };
+    // The API takes a text file as a string and anything else as {base64}.
+    const wireFiles = () => Object.fromEntries([...files].map(([p, f]) => [p, f.text !== undefined ? f.text : { base64: f.base64 }]));
     const body = () => ({
       entry: data.version.entry,
-      files: Object.fromEntries(files),
+      files: wireFiles(),
       parameters: readJson(params, "parameters") || [],
       sample_data: readJson(sample, "sample data"),
     });

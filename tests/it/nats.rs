@@ -165,6 +165,16 @@ async fn bad_config_is_refused_naming_the_key_its_origin_and_what_is_valid() {
         log.contains("nats_server.binary \"/nonexistent/nats-server\" is not an executable file"),
         "{log}"
     );
+
+    let (code, log) = refused(
+        "tls.cert_file = \"/nonexistent/nats.pem\"\ntls.key_file = \"/nonexistent/nats.key\"",
+    );
+    assert_eq!(code, Some(78), "{log}");
+    assert!(
+        log.contains("nats-server rejects the config generated from [nats_server]"),
+        "{log}"
+    );
+    assert!(log.contains("/nonexistent/nats.pem"), "{log}");
 }
 
 /// Publishes a growing sequence number until dropped; the count is what was sent so far.

@@ -156,94 +156,109 @@ pub struct NatsTlsConfig {
 /// Rules that span fields or need more than a type can say. `origin` names where a key's value
 /// came from, for the message.
 pub fn validate(c: &NatsServerConfig, origin: &dyn Fn(&str) -> String) -> Vec<Problem> {
-    let mut out = Vec::new();
-    let mut bad = |key: &str, message: String| {
+    [
+        port_problems(c),
+        name_problems(c),
+        route_problems(c),
+        limit_problems(c),
+        auth_problems(&c.auth),
+        tls_problems(&c.tls),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(key, message)| {
         let key = format!("nats_server.{key}");
         // A list item's origin is the list's: figment records none per item.
         let list = key
             .rsplit_once('.')
             .filter(|(_, last)| last.parse::<usize>().is_ok());
         let origin = origin(list.map_or(key.as_str(), |(list, _)| list));
-        out.push(Problem {
+        Problem {
             origin,
             key,
             message,
-        });
-    };
+        }
+    })
+    .collect()
+}
 
+/// A key below `nats_server` and what is wrong with its value.
+type Found = Vec<(String, String)>;
+
+fn port_problems(c: &NatsServerConfig) -> Found {
     let ports = [
         ("port", c.port),
         ("monitor_port", c.monitor_port),
         ("cluster_port", c.cluster_port),
     ];
+    let mut out = Found::new();
     for (i, (key, port)) in ports.iter().enumerate() {
         if *port == 0 {
-            bad(key, "must be a port between 1 and 65535".into());
+            out.push((key.to_string(), "must be a port between 1 and 65535".into()));
         } else if let Some((first, _)) = ports[..i].iter().find(|(_, p)| p == port) {
-            bad(
-                key,
-                format!("port {port} is already nats_server.{first}: each port needs its own"),
-            );
+            let message =
+                format!("port {port} is already nats_server.{first}: each port needs its own");
+            out.push((key.to_string(), message));
         }
     }
-    if let Some(name) = &c.server_name
-        && let Err(e) = check_name(name)
-    {
-        bad("server_name", e);
-    }
-    if let Err(e) = check_name(&c.cluster_name) {
-        bad("cluster_name", e);
-    }
-    for (key, value) in [
-        ("advertise", &c.advertise),
-        ("cluster_advertise", &c.cluster_advertise),
-    ] {
-        if let Some(v) = value
-            && let Err(e) = check_host_port(v)
-        {
-            bad(key, e);
-        }
-    }
-    for (i, route) in c.routes.iter().enumerate() {
-        if let Err(e) = check_route(route) {
-            bad(&format!("routes.{i}"), e);
-        }
-    }
+    out
+}
+
+fn name_problems(c: &NatsServerConfig) -> Found {
+    let names = [
+        ("server_name", c.server_name.as_deref()),
+        ("cluster_name", Some(c.cluster_name.as_str())),
+    ];
+    let addresses = [
+        ("advertise", c.advertise.as_deref()),
+        ("cluster_advertise", c.cluster_advertise.as_deref()),
+    ];
+    let names = names
+        .into_iter()
+        .filter_map(|(key, v)| Some((key, check_name(v?).err()?)));
+    let addresses = addresses
+        .into_iter()
+        .filter_map(|(key, v)| Some((key, check_host_port(v?).err()?)));
+    names
+        .chain(addresses)
+        .map(|(key, e)| (key.to_owned(), e))
+        .collect()
+}
+
+fn route_problems(c: &NatsServerConfig) -> Found {
+    let failed = c
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, check_route(r).err()?)));
+    failed.map(|(i, e)| (format!("routes.{i}"), e)).collect()
+}
+
+fn limit_problems(c: &NatsServerConfig) -> Found {
+    let mut out = Found::new();
     if c.max_payload.bytes() == 0 || c.max_payload > MAX_PAYLOAD_LIMIT {
-        bad(
-            "max_payload",
-            format!(
-                "{} is out of range: between 1B and {MAX_PAYLOAD_LIMIT}",
-                c.max_payload
-            ),
+        let message = format!(
+            "{} is out of range: between 1B and {MAX_PAYLOAD_LIMIT}",
+            c.max_payload
         );
+        out.push(("max_payload".into(), message));
     }
     if c.lame_duck_duration < MIN_LAME_DUCK_DURATION {
-        bad(
-            "lame_duck_duration",
-            format!(
-                "{} is too short: nats-server needs at least {MIN_LAME_DUCK_DURATION}",
-                c.lame_duck_duration
-            ),
+        let message = format!(
+            "{} is too short: nats-server needs at least {MIN_LAME_DUCK_DURATION}",
+            c.lame_duck_duration
         );
+        out.push(("lame_duck_duration".into(), message));
     }
     if c.lame_duck_grace_period >= c.lame_duck_duration {
-        bad(
-            "lame_duck_grace_period",
-            format!(
-                "must be shorter than lame_duck_duration ({})",
-                c.lame_duck_duration
-            ),
+        let message = format!(
+            "must be shorter than lame_duck_duration ({})",
+            c.lame_duck_duration
         );
+        out.push(("lame_duck_grace_period".into(), message));
     }
     if c.stop_timeout.get().is_zero() {
-        bad("stop_timeout", "must be longer than 0s".into());
-    }
-    for (key, message) in auth_problems(&c.auth)
-        .into_iter()
-        .chain(tls_problems(&c.tls))
-    {
-        bad(key, message.into());
+        out.push(("stop_timeout".into(), "must be longer than 0s".into()));
     }
     out
 }
@@ -296,8 +311,8 @@ fn check_route(route: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn auth_problems(auth: &NatsAuthConfig) -> Vec<(&'static str, &'static str)> {
-    let mut out = Vec::new();
+fn auth_problems(auth: &NatsAuthConfig) -> Found {
+    let mut out: Vec<(&str, &str)> = Vec::new();
     if auth.token.is_some() && (auth.user.is_some() || auth.password.is_some()) {
         out.push((
             "auth.token",
@@ -325,11 +340,11 @@ fn auth_problems(auth: &NatsAuthConfig) -> Vec<(&'static str, &'static str)> {
             "must be a non-empty name without spaces or quotes",
         ));
     }
-    out
+    owned(out)
 }
 
-fn tls_problems(tls: &NatsTlsConfig) -> Vec<(&'static str, &'static str)> {
-    let mut out = Vec::new();
+fn tls_problems(tls: &NatsTlsConfig) -> Found {
+    let mut out: Vec<(&str, &str)> = Vec::new();
     match (&tls.cert_file, &tls.key_file) {
         (Some(_), None) => out.push(("tls.cert_file", "tls.key_file must be set too")),
         (None, Some(_)) => out.push(("tls.key_file", "tls.cert_file must be set too")),
@@ -347,7 +362,14 @@ fn tls_problems(tls: &NatsTlsConfig) -> Vec<(&'static str, &'static str)> {
             "needs tls.ca_file, the CA that client certificates chain to",
         ));
     }
-    out
+    owned(out)
+}
+
+fn owned(found: Vec<(&str, &str)>) -> Found {
+    found
+        .into_iter()
+        .map(|(k, m)| (k.to_owned(), m.to_owned()))
+        .collect()
 }
 
 #[cfg(test)]

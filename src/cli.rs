@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigError, Loaded};
 use crate::lifecycle::{Lifecycle, Notifier};
-use crate::{app, healthcheck, instance, telemetry};
+use crate::{app, healthcheck, instance, nats, telemetry};
 
 /// Exit status for an invalid configuration (`EX_CONFIG`); systemd units list it in
 /// `RestartPreventExitStatus` so a typo does not restart in a loop.
@@ -29,6 +29,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the report service (HTTP API, console, render workers).
     App,
+    /// Run a supervised nats-server node of a NATS cluster; `quire nats status` inspects it.
+    #[command(args_conflicts_with_subcommands = true)]
+    Nats {
+        #[command(subcommand)]
+        action: Option<NatsAction>,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -58,6 +64,19 @@ pub enum Command {
 pub enum ConfigAction {
     /// Validate and print the effective configuration, secrets redacted, with each value's origin.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NatsAction {
+    /// Show the local node's health, cluster routes and connected clients; exit 1 when unhealthy.
+    Status {
+        /// Monitoring URL; default: nats_server.monitor_host and monitor_port.
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up on each request after this long.
+        #[arg(long, default_value = "5s")]
+        timeout: config::Span,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -172,9 +191,58 @@ fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Nats { action: None } => run_nats(loaded),
+        Command::Nats {
+            action: Some(NatsAction::Status { url, timeout }),
+        } => {
+            let url = url.unwrap_or_else(|| {
+                healthcheck::local_url(loaded.config.nats_server.monitor_addr())
+            });
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let status = rt.block_on(nats::status(&nats::Monitor::new(&url, timeout.get())));
+            print!("{}", status.text);
+            Ok(if status.healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Version | Command::RenderWorker(_) => {
             unreachable!("handled before loading config")
         }
+    }
+}
+
+/// `quire nats`. A missing nats-server or a config it rejects exits with `EXIT_CONFIG`: another
+/// start would fail the same way until the operator acts.
+fn run_nats(loaded: Loaded) -> anyhow::Result<ExitCode> {
+    let file = loaded.file.clone();
+    let reload: nats::Reload = Box::new(move || {
+        let loaded = config::load(file.as_deref(), &process_env())?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(loaded.config)
+    });
+    let config = Arc::new(loaded.config);
+    start_telemetry(&config, &loaded.warnings)?;
+    let result = runtime()?.block_on(async {
+        let lifecycle = Lifecycle::new(Notifier::from_env(&process_env()));
+        lifecycle
+            .watch_signals()
+            .map_err(nats::NatsError::Signals)?;
+        lifecycle.expect(&["nats"]);
+        nats::run(config, lifecycle, reload).await
+    });
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.is_config() => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_CONFIG))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("quire nats failed")),
     }
 }
 

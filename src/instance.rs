@@ -28,7 +28,8 @@ pub fn new_id(instance_name: Option<&str>, env: &[(String, String)]) -> String {
     format!("{}-{suffix:06x}", clean.trim_matches('-'))
 }
 
-fn hostname() -> String {
+/// This machine's host name, or `quire` when it has none.
+pub fn hostname() -> String {
     let name = rustix::system::uname()
         .nodename()
         .to_string_lossy()

@@ -6,6 +6,7 @@ pub mod config;
 pub mod healthcheck;
 pub mod instance;
 pub mod lifecycle;
+pub mod nats;
 pub mod telemetry;
 
 /// The version string every mode reports: crate version plus the git revision when the release

@@ -49,6 +49,7 @@ pub struct Config {
     pub render: RenderConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
+    pub nats_server: crate::nats::NatsServerConfig,
 }
 
 impl Default for Config {
@@ -70,6 +71,7 @@ impl Default for Config {
             render: RenderConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
+            nats_server: crate::nats::NatsServerConfig::default(),
         }
     }
 }
@@ -701,6 +703,9 @@ fn validate(loaded: &Loaded) -> Vec<Problem> {
             format!("\"{level}\" is not a log filter: use e.g. info, debug, or info,sqlx=warn"),
         );
     }
+    out.extend(crate::nats::validate(&c.nats_server, &|key| {
+        loaded.origin(key)
+    }));
     out
 }
 

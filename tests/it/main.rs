@@ -11,3 +11,4 @@ mod app_fonts;
 mod app_lifecycle;
 mod app_progress;
 mod app_render;
+mod nats;

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod nats;
 pub mod process;
 
 use std::net::TcpListener;

@@ -11,4 +11,5 @@ mod app_fonts;
 mod app_lifecycle;
 mod app_progress;
 mod app_render;
+mod ha;
 mod nats;

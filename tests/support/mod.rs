@@ -5,7 +5,9 @@
 
 pub mod app;
 pub mod browser;
+pub mod ha;
 pub mod nats;
+pub mod postgres;
 pub mod process;
 
 use std::net::TcpListener;

@@ -69,6 +69,18 @@ impl NatsServer {
     pub async fn start() -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (port, monitor_port) = (free_port(), free_port());
+        let proc = Self::spawn(port, monitor_port, dir.path());
+        let server = NatsServer {
+            port,
+            monitor_port,
+            proc,
+            _dir: dir,
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    fn spawn(port: u16, monitor_port: u16, dir: &Path) -> Proc {
         let mut cmd = Command::new(nats_server_bin());
         cmd.args([
             "-a",
@@ -78,19 +90,22 @@ impl NatsServer {
             "-m",
             &monitor_port.to_string(),
         ]);
-        let proc = Proc::spawn("nats-server", cmd, dir.path());
-        let server = NatsServer {
-            port,
-            monitor_port,
-            proc,
-            _dir: dir,
-        };
-        let monitor = server.monitor_url();
+        Proc::spawn("nats-server", cmd, dir)
+    }
+
+    async fn wait_healthy(&self) {
+        let monitor = self.monitor_url();
         wait_for("nats-server /healthz", NODE_TIMEOUT, || async {
             is_healthy(&monitor).await.then_some(())
         })
         .await;
-        server
+    }
+
+    /// Starts the server again on the same ports after `kill9`.
+    pub async fn restart(&mut self) {
+        self.proc.kill9();
+        self.proc = Self::spawn(self.port, self.monitor_port, self._dir.path());
+        self.wait_healthy().await;
     }
 
     pub fn url(&self) -> String {

@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/fonts", get(pages::fonts))
         .route("/tokens", get(pages::tokens))
         .route("/users", get(pages::users))
+        .route("/cluster", get(pages::cluster))
         .route("/assets/{file}", get(assets::serve))
 }
 
@@ -41,6 +42,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("/fonts", "Fonts", Role::Viewer),
     ("/tokens", "API tokens", Role::Viewer),
     ("/users", "Users", Role::Admin),
+    ("/cluster", "HA Instances", Role::Admin),
 ];
 
 /// A whole page: header with navigation, the content, the page's data for the script.

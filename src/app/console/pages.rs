@@ -479,3 +479,41 @@ pub async fn users(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
     }
     .into_response())
 }
+
+pub async fn cluster(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
+    if user.user.role < Role::Admin {
+        return Err(forbidden(&user, Role::Admin));
+    }
+    let overview = crate::app::http::cluster::load(&state)
+        .await
+        .map_err(fail)?;
+    let mode = if state.config.ha.enabled {
+        "high availability"
+    } else {
+        "single instance"
+    };
+    let content = html! {
+        h1 { "HA Instances" }
+        p.muted { "Mode: " (mode) ". This page refreshes every two seconds. " span #cluster-updated {} }
+        div #cluster-warnings {}
+        table.list #instances {
+            thead { tr { th { "Instance" } th { "State" } th { "Version" } th { "Address" } th { "Uptime" } th { "Roles" } th { "Last heartbeat" } th { "NATS" } th {} } }
+            tbody {}
+        }
+        h2 { "Leader roles" }
+        table.list #leases { thead { tr { th { "Role" } th { "Holder" } th { "Term" } th { "Expires" } } } tbody {} }
+        h2 { "Recent handovers" }
+        table.list #handovers { thead { tr { th { "Role" } th { "Term" } th { "Holder" } th { "From" } th { "Until" } th { "Ended" } } } tbody {} }
+        p #cluster-error .error hidden {}
+    };
+    let data = serde_json::to_value(&overview).unwrap_or_default();
+    Ok(Page {
+        title: "HA Instances",
+        name: "cluster",
+        user: Some(&user),
+        content,
+        data: Some(data),
+        wide: true,
+    }
+    .into_response())
+}

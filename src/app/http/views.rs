@@ -156,6 +156,8 @@ pub struct JobView {
     pub pages: Option<i64>,
     pub bytes: Option<i64>,
     pub attempts: i64,
+    /// The instance running (or that ran) the job.
+    pub instance: Option<String>,
     pub created_by: Option<String>,
     pub created_at: String,
     pub started_at: Option<String>,
@@ -199,6 +201,7 @@ impl From<&Job> for JobView {
             pages: j.pages,
             bytes: j.output_size,
             attempts: j.attempts,
+            instance: j.claimed_by.clone(),
             created_by: j.created_by.clone(),
             created_at: ts(j.created_at),
             started_at: j.started_at.map(ts),

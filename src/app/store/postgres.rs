@@ -33,6 +33,9 @@ impl PgStore {
             .min_connections(0)
             .acquire_timeout(cfg.connect_timeout().get())
             .connect_lazy_with(opts);
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            persistent: !cfg.pgbouncer,
+        })
     }
 }

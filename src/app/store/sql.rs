@@ -91,18 +91,68 @@ macro_rules! sql_store {
         type DbRow = <$db as sqlx::Database>::Row;
         type Tx = sqlx::Transaction<'static, $db>;
 
+        type Q = sqlx::query::Query<'static, $db, <$db as sqlx::Database>::Arguments>;
+
         /// A `Store` on this backend.
         pub struct $store {
             pool: sqlx::Pool<$db>,
+            /// False behind a transaction-mode pooler: statements are then unnamed and every
+            /// statement runs inside a transaction, so its parse and execute steps reach the same
+            /// server connection.
+            persistent: bool,
         }
 
         impl $store {
+            fn query(&self, sql: &'static str) -> Q {
+                sqlx::query(sql).persistent(self.persistent)
+            }
+
+            async fn opt(&self, q: Q) -> Result<Option<DbRow>> {
+                if self.persistent {
+                    return Ok(q.fetch_optional(&self.pool).await?);
+                }
+                let mut tx = self.pool.begin().await?;
+                let r = q.fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(r)
+            }
+
+            async fn one(&self, q: Q) -> Result<DbRow> {
+                if self.persistent {
+                    return Ok(q.fetch_one(&self.pool).await?);
+                }
+                let mut tx = self.pool.begin().await?;
+                let r = q.fetch_one(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(r)
+            }
+
+            async fn all(&self, q: Q) -> Result<Vec<DbRow>> {
+                if self.persistent {
+                    return Ok(q.fetch_all(&self.pool).await?);
+                }
+                let mut tx = self.pool.begin().await?;
+                let r = q.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(r)
+            }
+
+            async fn run(&self, q: Q) -> Result<<$db as sqlx::Database>::QueryResult> {
+                if self.persistent {
+                    return Ok(q.execute(&self.pool).await?);
+                }
+                let mut tx = self.pool.begin().await?;
+                let r = q.execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(r)
+            }
+
             async fn write_tx(&self) -> Result<Tx> {
                 Ok(self.pool.begin_with($begin).await?)
             }
 
-            async fn event(tx: &mut Tx, job_id: &str, e: &EventFields<'_>) -> Result<JobEvent> {
-                let row = sqlx::query(insert_event!($now))
+            async fn event(&self, tx: &mut Tx, job_id: &str, e: &EventFields<'_>) -> Result<JobEvent> {
+                let row = self.query(insert_event!($now))
                     .bind(job_id)
                     .bind(e.state.as_str())
                     .bind(e.stage)
@@ -116,10 +166,10 @@ macro_rules! sql_store {
                 event_row(&row)
             }
 
-            async fn insert_version(tx: &mut Tx, template_id: &str, version: i64, v: &NewVersion) -> Result<TemplateVersion> {
+            async fn insert_version(&self, tx: &mut Tx, template_id: &str, version: i64, v: &NewVersion) -> Result<TemplateVersion> {
                 let size: i64 = v.files.iter().map(|f| f.content.len() as i64).sum();
                 let params = serde_json::to_string(&v.parameters).map_err(|_| StoreError::Corrupt("parameters"))?;
-                let row = sqlx::query(concat!(
+                let row = self.query(concat!(
                     "INSERT INTO template_versions (", version_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, ",
                     $now, ", $7) RETURNING ", version_cols!()
                 ))
@@ -133,7 +183,7 @@ macro_rules! sql_store {
                 .fetch_one(&mut **tx)
                 .await?;
                 for f in &v.files {
-                    sqlx::query("INSERT INTO template_files (template_id, version, path, content) VALUES ($1, $2, $3, $4)")
+                    self.query("INSERT INTO template_files (template_id, version, path, content) VALUES ($1, $2, $3, $4)")
                         .bind(template_id)
                         .bind(version)
                         .bind(&f.path)
@@ -145,7 +195,7 @@ macro_rules! sql_store {
             }
 
             async fn fetch_user(&self, sql: &'static str, key: &str) -> Result<Option<User>> {
-                let row = sqlx::query(sql).bind(key).fetch_optional(&self.pool).await?;
+                let row = self.opt(self.query(sql).bind(key)).await?;
                 row.as_ref().map(user_row).transpose()
             }
         }
@@ -292,13 +342,14 @@ macro_rules! sql_store {
         }
 
         fn already_exists(e: &sqlx::Error) -> bool {
-            matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() || d.code().as_deref() == Some("42P07"))
+            // unique_violation, duplicate_object, duplicate_table
+            matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("23505" | "42710" | "42P07")))
         }
 
-        fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+        fn conflict(e: StoreError, what: impl FnOnce() -> String) -> StoreError {
             match &e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what()),
-                _ => e.into(),
+                StoreError::Database(sqlx::Error::Database(d)) if d.is_unique_violation() => StoreError::Conflict(what()),
+                _ => e,
             }
         }
 
@@ -330,7 +381,7 @@ macro_rules! sql_store {
                 if !$lock.is_empty() {
                     sqlx::raw_sql($lock).execute(&mut *tx).await?;
                 }
-                let applied: Vec<(i64, String)> = sqlx::query("SELECT version, checksum FROM schema_migrations")
+                let applied: Vec<(i64, String)> = self.query("SELECT version, checksum FROM schema_migrations")
                     .fetch_all(&mut *tx)
                     .await?
                     .iter()
@@ -342,7 +393,7 @@ macro_rules! sql_store {
                         name: m.name.to_owned(),
                         source,
                     })?;
-                    sqlx::query(concat!(
+                    self.query(concat!(
                         "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, ",
                         $now, ")"
                     ))
@@ -358,13 +409,13 @@ macro_rules! sql_store {
             }
 
             async fn ping(&self) -> Result<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                self.run(self.query("SELECT 1")).await?;
                 Ok(())
             }
 
             async fn schema_version(&self) -> Result<i64> {
-                let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-                    .fetch_one(&self.pool)
+                let row = self.one(self.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                    )
                     .await?;
                 Ok(row.try_get(0)?)
             }
@@ -376,11 +427,11 @@ macro_rules! sql_store {
             async fn upsert_root(&self, email: &str, password_hash: &str) -> Result<User> {
                 let mut tx = self.write_tx().await?;
                 // A root user renamed in the config leaves its old account as a plain admin.
-                sqlx::query("UPDATE users SET is_root = 0 WHERE is_root = 1 AND email <> $1")
+                self.query("UPDATE users SET is_root = 0 WHERE is_root = 1 AND email <> $1")
                     .bind(email)
                     .execute(&mut *tx)
                     .await?;
-                let row = sqlx::query(concat!(
+                let row = self.query(concat!(
                     "INSERT INTO users (id, email, role, password_hash, is_root, disabled, created_at, updated_at) \
                      VALUES ($1, $2, 'admin', $3, 1, 0, ", $now, ", ", $now, ") \
                      ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash, role = 'admin', \
@@ -396,14 +447,14 @@ macro_rules! sql_store {
             }
 
             async fn root_user(&self) -> Result<Option<User>> {
-                let row = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE is_root = 1"))
-                    .fetch_optional(&self.pool)
+                let row = self.opt(self.query(concat!("SELECT ", user_cols!(), " FROM users WHERE is_root = 1"))
+                    )
                     .await?;
                 row.as_ref().map(user_row).transpose()
             }
 
             async fn create_user(&self, new: &NewUser) -> Result<User> {
-                let row = sqlx::query(concat!(
+                let row = self.one(self.query(concat!(
                     "INSERT INTO users (id, email, role, password_hash, is_root, disabled, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, 0, 0, ", $now, ", ", $now, ") RETURNING ", user_cols!()
                 ))
@@ -411,7 +462,7 @@ macro_rules! sql_store {
                 .bind(&new.email)
                 .bind(new.role.as_str())
                 .bind(&new.password_hash)
-                .fetch_one(&self.pool)
+                )
                 .await
                 .map_err(|e| conflict(e, || format!("a user with email {}", new.email)))?;
                 user_row(&row)
@@ -426,14 +477,14 @@ macro_rules! sql_store {
             }
 
             async fn users(&self) -> Result<Vec<User>> {
-                let rows = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users ORDER BY email"))
-                    .fetch_all(&self.pool)
+                let rows = self.all(self.query(concat!("SELECT ", user_cols!(), " FROM users ORDER BY email"))
+                    )
                     .await?;
                 rows.iter().map(user_row).collect()
             }
 
             async fn update_user(&self, id: &str, c: &UserChanges) -> Result<Option<User>> {
-                let row = sqlx::query(concat!(
+                let row = self.opt(self.query(concat!(
                     "UPDATE users SET role = COALESCE($2, role), password_hash = COALESCE($3, password_hash), \
                      disabled = COALESCE($4, disabled), updated_at = ", $now, " WHERE id = $1 RETURNING ", user_cols!()
                 ))
@@ -441,18 +492,18 @@ macro_rules! sql_store {
                 .bind(c.role.map(Role::as_str))
                 .bind(&c.password_hash)
                 .bind(c.disabled.map(i64::from))
-                .fetch_optional(&self.pool)
+                )
                 .await?;
                 row.as_ref().map(user_row).transpose()
             }
 
             async fn delete_user(&self, id: &str) -> Result<bool> {
-                let r = sqlx::query("DELETE FROM users WHERE id = $1 AND is_root = 0").bind(id).execute(&self.pool).await?;
+                let r = self.run(self.query("DELETE FROM users WHERE id = $1 AND is_root = 0").bind(id)).await?;
                 Ok(r.rows_affected() > 0)
             }
 
             async fn create_session(&self, s: &Session) -> Result<()> {
-                sqlx::query(
+                self.run(self.query(
                     "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&s.token_hash)
@@ -460,13 +511,13 @@ macro_rules! sql_store {
                 .bind(&s.csrf_token)
                 .bind(s.created_at)
                 .bind(s.expires_at)
-                .execute(&self.pool)
+                )
                 .await?;
                 Ok(())
             }
 
             async fn session(&self, token_hash: &str, now: Millis) -> Result<Option<(Session, User)>> {
-                let row = sqlx::query(concat!(
+                let row = self.opt(self.query(concat!(
                     "SELECT s.token_hash, s.csrf_token, s.created_at AS s_created_at, s.expires_at AS s_expires_at, ",
                     "u.id, u.email, u.role, u.password_hash, u.is_root, u.disabled, u.created_at ",
                     "FROM sessions s JOIN users u ON u.id = s.user_id ",
@@ -474,7 +525,7 @@ macro_rules! sql_store {
                 ))
                 .bind(token_hash)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                )
                 .await?;
                 let Some(r) = row else { return Ok(None) };
                 let user = user_row(&r)?;
@@ -489,17 +540,17 @@ macro_rules! sql_store {
             }
 
             async fn delete_session(&self, token_hash: &str) -> Result<()> {
-                sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+                self.run(self.query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash)).await?;
                 Ok(())
             }
 
             async fn delete_user_sessions(&self, user_id: &str) -> Result<()> {
-                sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+                self.run(self.query("DELETE FROM sessions WHERE user_id = $1").bind(user_id)).await?;
                 Ok(())
             }
 
             async fn create_token(&self, t: &ApiToken, token_hash: &str) -> Result<()> {
-                sqlx::query(
+                self.run(self.query(
                     "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, created_at, last_used_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
                 )
@@ -510,32 +561,32 @@ macro_rules! sql_store {
                 .bind(&t.prefix)
                 .bind(t.created_at)
                 .bind(t.expires_at)
-                .execute(&self.pool)
+                )
                 .await?;
                 Ok(())
             }
 
             async fn tokens(&self, user_id: &str) -> Result<Vec<ApiToken>> {
-                let rows = sqlx::query(concat!(
+                let rows = self.all(self.query(concat!(
                     "SELECT ", token_cols!(), " FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC"
                 ))
                 .bind(user_id)
-                .fetch_all(&self.pool)
+                )
                 .await?;
                 rows.iter().map(token_row).collect()
             }
 
             async fn delete_token(&self, user_id: &str, id: &str) -> Result<bool> {
-                let r = sqlx::query("DELETE FROM api_tokens WHERE user_id = $1 AND id = $2")
+                let r = self.run(self.query("DELETE FROM api_tokens WHERE user_id = $1 AND id = $2")
                     .bind(user_id)
                     .bind(id)
-                    .execute(&self.pool)
+                    )
                     .await?;
                 Ok(r.rows_affected() > 0)
             }
 
             async fn token_user(&self, token_hash: &str, now: Millis) -> Result<Option<(ApiToken, User)>> {
-                let row = sqlx::query(concat!(
+                let row = self.opt(self.query(concat!(
                     "SELECT t.id AS t_id, t.name, t.prefix, t.created_at AS t_created_at, t.last_used_at, t.expires_at, ",
                     "u.id, u.email, u.role, u.password_hash, u.is_root, u.disabled, u.created_at ",
                     "FROM api_tokens t JOIN users u ON u.id = t.user_id ",
@@ -543,7 +594,7 @@ macro_rules! sql_store {
                 ))
                 .bind(token_hash)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                )
                 .await?;
                 let Some(r) = row else { return Ok(None) };
                 let user = user_row(&r)?;
@@ -559,10 +610,10 @@ macro_rules! sql_store {
                 // Record use at most once a minute: a write per API call would be most of the
                 // database's work under load.
                 if token.last_used_at.is_none_or(|t| t < now - 60_000) {
-                    sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
+                    self.run(self.query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
                         .bind(&token.id)
                         .bind(now)
-                        .execute(&self.pool)
+                        )
                         .await?;
                 }
                 Ok(Some((token, user)))
@@ -570,7 +621,7 @@ macro_rules! sql_store {
 
             async fn create_template(&self, name: &str, description: &str, v: &NewVersion) -> Result<(Template, TemplateVersion)> {
                 let mut tx = self.write_tx().await?;
-                let row = sqlx::query(concat!(
+                let row = self.query(concat!(
                     "INSERT INTO templates (id, name, description, latest_version, created_at, updated_at) VALUES ($1, $2, $3, 1, ",
                     $now, ", ", $now, ") RETURNING id, name, description, latest_version, created_at, updated_at"
                 ))
@@ -579,9 +630,9 @@ macro_rules! sql_store {
                 .bind(description)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| conflict(e, || format!("a template named {name}")))?;
+                .map_err(|e| conflict(e.into(), || format!("a template named {name}")))?;
                 let template = template_row(&row)?;
-                let version = Self::insert_version(&mut tx, &template.id, 1, v).await?;
+                let version = self.insert_version(&mut tx, &template.id, 1, v).await?;
                 tx.commit().await?;
                 Ok((template, version))
             }
@@ -593,7 +644,7 @@ macro_rules! sql_store {
                 v: &NewVersion,
             ) -> Result<Option<(Template, TemplateVersion)>> {
                 let mut tx = self.write_tx().await?;
-                let row = sqlx::query(concat!(
+                let row = self.query(concat!(
                     "UPDATE templates SET latest_version = latest_version + 1, description = COALESCE($2, description), ",
                     "updated_at = ", $now, " WHERE id = $1 RETURNING id, name, description, latest_version, created_at, updated_at"
                 ))
@@ -603,58 +654,58 @@ macro_rules! sql_store {
                 .await?;
                 let Some(row) = row else { return Ok(None) };
                 let template = template_row(&row)?;
-                let version = Self::insert_version(&mut tx, &template.id, template.latest_version, v).await?;
+                let version = self.insert_version(&mut tx, &template.id, template.latest_version, v).await?;
                 tx.commit().await?;
                 Ok(Some((template, version)))
             }
 
             async fn templates(&self) -> Result<Vec<Template>> {
-                let rows = sqlx::query(
+                let rows = self.all(self.query(
                     "SELECT id, name, description, latest_version, created_at, updated_at FROM templates ORDER BY name",
                 )
-                .fetch_all(&self.pool)
+                )
                 .await?;
                 rows.iter().map(template_row).collect()
             }
 
             async fn template(&self, id_or_name: &str) -> Result<Option<Template>> {
-                let row = sqlx::query(
+                let row = self.opt(self.query(
                     "SELECT id, name, description, latest_version, created_at, updated_at FROM templates WHERE id = $1 OR name = $1",
                 )
                 .bind(id_or_name)
-                .fetch_optional(&self.pool)
+                )
                 .await?;
                 row.as_ref().map(template_row).transpose()
             }
 
             async fn versions(&self, template_id: &str) -> Result<Vec<TemplateVersion>> {
-                let rows = sqlx::query(concat!(
+                let rows = self.all(self.query(concat!(
                     "SELECT ", version_cols!(), " FROM template_versions WHERE template_id = $1 ORDER BY version DESC"
                 ))
                 .bind(template_id)
-                .fetch_all(&self.pool)
+                )
                 .await?;
                 rows.iter().map(version_row).collect()
             }
 
             async fn version(&self, template_id: &str, version: i64) -> Result<Option<TemplateVersion>> {
-                let row = sqlx::query(concat!(
+                let row = self.opt(self.query(concat!(
                     "SELECT ", version_cols!(), " FROM template_versions WHERE template_id = $1 AND version = $2"
                 ))
                 .bind(template_id)
                 .bind(version)
-                .fetch_optional(&self.pool)
+                )
                 .await?;
                 row.as_ref().map(version_row).transpose()
             }
 
             async fn files(&self, template_id: &str, version: i64) -> Result<Vec<TemplateFile>> {
-                let rows = sqlx::query(
+                let rows = self.all(self.query(
                     "SELECT path, content FROM template_files WHERE template_id = $1 AND version = $2 ORDER BY path",
                 )
                 .bind(template_id)
                 .bind(version)
-                .fetch_all(&self.pool)
+                )
                 .await?;
                 rows.iter()
                     .map(|r| Ok(TemplateFile { path: r.try_get("path")?, content: r.try_get("content")? }))
@@ -662,20 +713,20 @@ macro_rules! sql_store {
             }
 
             async fn delete_template(&self, template_id: &str) -> Result<bool> {
-                let r = sqlx::query("DELETE FROM templates WHERE id = $1").bind(template_id).execute(&self.pool).await?;
+                let r = self.run(self.query("DELETE FROM templates WHERE id = $1").bind(template_id)).await?;
                 Ok(r.rows_affected() > 0)
             }
 
             async fn enqueue(&self, job: &NewJob, queue_limit: i64) -> Result<(Job, JobEvent)> {
                 let mut tx = self.write_tx().await?;
-                let depth: i64 = sqlx::query("SELECT COUNT(*) FROM render_jobs WHERE state = 'queued'")
+                let depth: i64 = self.query("SELECT COUNT(*) FROM render_jobs WHERE state = 'queued'")
                     .fetch_one(&mut *tx)
                     .await?
                     .try_get(0)?;
                 if depth >= queue_limit {
                     return Err(StoreError::QueueFull(depth));
                 }
-                let row = sqlx::query(concat!(
+                let row = self.query(concat!(
                     "INSERT INTO render_jobs (id, template_id, template_name, template_version, data, parameters, state, ",
                     "stage, progress, created_by, created_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 'queued', 0, $7, ",
                     $now, ", 0) RETURNING ", job_cols!()
@@ -690,21 +741,21 @@ macro_rules! sql_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let job = job_row(&row)?;
-                let event = Self::event(&mut tx, &job.id, &EventFields::state(JobState::Queued, "queued", 0, None)).await?;
+                let event = self.event(&mut tx, &job.id, &EventFields::state(JobState::Queued, "queued", 0, None)).await?;
                 tx.commit().await?;
                 Ok((job, event))
             }
 
             async fn job(&self, id: &str) -> Result<Option<Job>> {
-                let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM render_jobs WHERE id = $1"))
+                let row = self.opt(self.query(concat!("SELECT ", job_cols!(), " FROM render_jobs WHERE id = $1"))
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    )
                     .await?;
                 row.as_ref().map(job_row).transpose()
             }
 
             async fn jobs(&self, f: &JobFilter) -> Result<Vec<Job>> {
-                let rows = sqlx::query(concat!(
+                let rows = self.all(self.query(concat!(
                     "SELECT ", job_summary_cols!(), " FROM render_jobs WHERE ($1 IS NULL OR created_by = $1) ",
                     "AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR template_id = $3) AND ($4 IS NULL OR created_at < $4) ",
                     "ORDER BY created_at DESC, id DESC LIMIT $5"
@@ -714,19 +765,19 @@ macro_rules! sql_store {
                 .bind(&f.template_id)
                 .bind(f.before)
                 .bind(f.limit)
-                .fetch_all(&self.pool)
+                )
                 .await?;
                 rows.iter().map(job_row).collect()
             }
 
             async fn queue_depth(&self) -> Result<i64> {
-                let row = sqlx::query("SELECT COUNT(*) FROM render_jobs WHERE state = 'queued'").fetch_one(&self.pool).await?;
+                let row = self.one(self.query("SELECT COUNT(*) FROM render_jobs WHERE state = 'queued'")).await?;
                 Ok(row.try_get(0)?)
             }
 
             async fn claim(&self, instance: &str, token: &str, lease_ms: i64) -> Result<Option<(Job, JobEvent)>> {
                 let mut tx = self.write_tx().await?;
-                let row = sqlx::query(concat!(
+                let row = self.query(concat!(
                     "UPDATE render_jobs SET state = 'running', stage = 'starting', progress = 5, claimed_by = $1, ",
                     "claim_token = $2, claim_expires_at = ", $now, " + $3, started_at = ", $now, " ",
                     "WHERE id = (SELECT id FROM render_jobs WHERE state = 'queued' ORDER BY created_at, id LIMIT 1 ",
@@ -739,27 +790,27 @@ macro_rules! sql_store {
                 .await?;
                 let Some(row) = row else { return Ok(None) };
                 let job = job_row(&row)?;
-                let event = Self::event(&mut tx, &job.id, &EventFields::state(JobState::Running, "starting", 5, None)).await?;
+                let event = self.event(&mut tx, &job.id, &EventFields::state(JobState::Running, "starting", 5, None)).await?;
                 tx.commit().await?;
                 Ok(Some((job, event)))
             }
 
             async fn renew_claim(&self, job_id: &str, token: &str, lease_ms: i64) -> Result<bool> {
-                let r = sqlx::query(concat!(
+                let r = self.run(self.query(concat!(
                     "UPDATE render_jobs SET claim_expires_at = ", $now, " + $3 ",
                     "WHERE id = $1 AND claim_token = $2 AND state = 'running'"
                 ))
                 .bind(job_id)
                 .bind(token)
                 .bind(lease_ms)
-                .execute(&self.pool)
+                )
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
 
             async fn progress(&self, job_id: &str, token: &str, p: &Progress) -> Result<Option<JobEvent>> {
                 let mut tx = self.write_tx().await?;
-                let r = sqlx::query(
+                let r = self.query(
                     "UPDATE render_jobs SET stage = $3, progress = $4, pages = COALESCE($5, pages) \
                      WHERE id = $1 AND claim_token = $2 AND state = 'running'",
                 )
@@ -782,7 +833,7 @@ macro_rules! sql_store {
                     pages: p.pages,
                     output_size: None,
                 };
-                let event = Self::event(&mut tx, job_id, &fields).await?;
+                let event = self.event(&mut tx, job_id, &fields).await?;
                 tx.commit().await?;
                 Ok(Some(event))
             }
@@ -793,7 +844,7 @@ macro_rules! sql_store {
                     Outcome::Succeeded { pdf, pages } => (JobState::Succeeded, "done", None, Some(*pages), Some(pdf.len() as i64)),
                     Outcome::Failed(e) => (JobState::Failed, "failed", Some(e), None, None),
                 };
-                let r = sqlx::query(concat!(
+                let r = self.query(concat!(
                     "UPDATE render_jobs SET state = $3, stage = $4, progress = 100, error = $5, pages = COALESCE($6, pages), ",
                     "output_size = $7, finished_at = ", $now, ", expires_at = ", $now, " + $8, claim_token = NULL, ",
                     "claim_expires_at = NULL WHERE id = $1 AND claim_token = $2 AND state = 'running'"
@@ -812,7 +863,7 @@ macro_rules! sql_store {
                     return Ok(None);
                 }
                 if let Outcome::Succeeded { pdf, .. } = outcome {
-                    sqlx::query(
+                    self.query(
                         "INSERT INTO render_outputs (job_id, pdf) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET pdf = excluded.pdf",
                     )
                     .bind(job_id)
@@ -822,14 +873,14 @@ macro_rules! sql_store {
                 }
                 let message = error.map(|e| e.message.as_str());
                 let fields = EventFields { state, stage, progress: 100, message, error, pages, output_size: size };
-                let event = Self::event(&mut tx, job_id, &fields).await?;
+                let event = self.event(&mut tx, job_id, &fields).await?;
                 tx.commit().await?;
                 Ok(Some(event))
             }
 
             async fn release(&self, job_id: &str, token: &str, reason: &str) -> Result<Option<JobEvent>> {
                 let mut tx = self.write_tx().await?;
-                let r = sqlx::query(
+                let r = self.query(
                     "UPDATE render_jobs SET state = 'queued', stage = 'queued', progress = 0, claimed_by = NULL, \
                      claim_token = NULL, claim_expires_at = NULL WHERE id = $1 AND claim_token = $2 AND state = 'running'",
                 )
@@ -840,7 +891,7 @@ macro_rules! sql_store {
                 if r.rows_affected() != 1 {
                     return Ok(None);
                 }
-                let event = Self::event(&mut tx, job_id, &EventFields::state(JobState::Queued, "queued", 0, Some(reason))).await?;
+                let event = self.event(&mut tx, job_id, &EventFields::state(JobState::Queued, "queued", 0, Some(reason))).await?;
                 tx.commit().await?;
                 Ok(Some(event))
             }
@@ -849,12 +900,12 @@ macro_rules! sql_store {
                 let mut tx = self.write_tx().await?;
                 let rows = match scope {
                     Abandoned::All => {
-                        sqlx::query(concat!("SELECT id, attempts, claimed_by FROM render_jobs WHERE state = 'running' ", $skip))
+                        self.query(concat!("SELECT id, attempts, claimed_by FROM render_jobs WHERE state = 'running' ", $skip))
                             .fetch_all(&mut *tx)
                             .await?
                     }
                     Abandoned::Expired { stale_ms } => {
-                        sqlx::query(concat!(
+                        self.query(concat!(
                             "SELECT id, attempts, claimed_by FROM render_jobs WHERE state = 'running' AND (claim_expires_at < ",
                             $now, " OR claimed_by IN (SELECT id FROM instances WHERE heartbeat_at < ", $now, " - $1)) ", $skip
                         ))
@@ -877,7 +928,7 @@ macro_rules! sql_store {
                             ),
                             diagnostics: Vec::new(),
                         };
-                        sqlx::query(concat!(
+                        self.query(concat!(
                             "UPDATE render_jobs SET state = 'failed', stage = 'failed', progress = 100, attempts = $2, error = $3, ",
                             "finished_at = ", $now, ", expires_at = ", $now, " + $4, claim_token = NULL, claim_expires_at = NULL ",
                             "WHERE id = $1"
@@ -892,9 +943,9 @@ macro_rules! sql_store {
                             error: Some(&err),
                             ..EventFields::state(JobState::Failed, "failed", 100, Some(&err.message))
                         };
-                        events.push(Self::event(&mut tx, &id, &fields).await?);
+                        events.push(self.event(&mut tx, &id, &fields).await?);
                     } else {
-                        sqlx::query(
+                        self.query(
                             "UPDATE render_jobs SET state = 'queued', stage = 'queued', progress = 0, attempts = $2, \
                              claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL WHERE id = $1",
                         )
@@ -903,7 +954,7 @@ macro_rules! sql_store {
                         .execute(&mut *tx)
                         .await?;
                         let msg = format!("back in the queue: {holder} stopped while running it");
-                        events.push(Self::event(&mut tx, &id, &EventFields::state(JobState::Queued, "queued", 0, Some(&msg))).await?);
+                        events.push(self.event(&mut tx, &id, &EventFields::state(JobState::Queued, "queued", 0, Some(&msg))).await?);
                     }
                 }
                 tx.commit().await?;
@@ -912,7 +963,7 @@ macro_rules! sql_store {
 
             async fn cancel(&self, job_id: &str, retention_ms: i64) -> Result<Option<(Job, Option<JobEvent>)>> {
                 let mut tx = self.write_tx().await?;
-                let row = sqlx::query(concat!(
+                let row = self.query(concat!(
                     "UPDATE render_jobs SET state = 'cancelled', stage = 'cancelled', finished_at = ", $now, ", ",
                     "expires_at = ", $now, " + $2, claim_token = NULL, claim_expires_at = NULL ",
                     "WHERE id = $1 AND state IN ('queued', 'running') RETURNING ", job_cols!()
@@ -927,45 +978,45 @@ macro_rules! sql_store {
                 };
                 let job = job_row(&row)?;
                 let fields = EventFields::state(JobState::Cancelled, "cancelled", job.progress, Some("cancelled"));
-                let event = Self::event(&mut tx, job_id, &fields).await?;
+                let event = self.event(&mut tx, job_id, &fields).await?;
                 tx.commit().await?;
                 Ok(Some((job, Some(event))))
             }
 
             async fn output(&self, job_id: &str) -> Result<Option<Vec<u8>>> {
-                let row = sqlx::query("SELECT pdf FROM render_outputs WHERE job_id = $1")
+                let row = self.opt(self.query("SELECT pdf FROM render_outputs WHERE job_id = $1")
                     .bind(job_id)
-                    .fetch_optional(&self.pool)
+                    )
                     .await?;
                 Ok(row.map(|r| r.try_get(0)).transpose()?)
             }
 
             async fn purge_expired(&self) -> Result<u64> {
-                let r = sqlx::query(concat!("DELETE FROM render_jobs WHERE expires_at IS NOT NULL AND expires_at < ", $now))
-                    .execute(&self.pool)
+                let r = self.run(self.query(concat!("DELETE FROM render_jobs WHERE expires_at IS NOT NULL AND expires_at < ", $now))
+                    )
                     .await?;
-                sqlx::query(concat!("DELETE FROM sessions WHERE expires_at < ", $now)).execute(&self.pool).await?;
+                self.run(self.query(concat!("DELETE FROM sessions WHERE expires_at < ", $now))).await?;
                 Ok(r.rows_affected())
             }
 
             async fn events_after(&self, job_id: &str, after_seq: i64) -> Result<Vec<JobEvent>> {
-                let rows = sqlx::query(concat!(
+                let rows = self.all(self.query(concat!(
                     "SELECT ", event_cols!(), " FROM render_events WHERE job_id = $1 AND seq > $2 ORDER BY seq"
                 ))
                 .bind(job_id)
                 .bind(after_seq)
-                .fetch_all(&self.pool)
+                )
                 .await?;
                 rows.iter().map(event_row).collect()
             }
 
             async fn db_now(&self) -> Result<Millis> {
-                let row = sqlx::query(concat!("SELECT ", $now)).fetch_one(&self.pool).await?;
+                let row = self.one(self.query(concat!("SELECT ", $now))).await?;
                 Ok(row.try_get(0)?)
             }
 
             async fn register_instance(&self, i: &InstanceInfo) -> Result<()> {
-                sqlx::query(concat!(
+                self.run(self.query(concat!(
                     "INSERT INTO instances (id, name, version, build, address, started_at, heartbeat_at, key_fingerprint, ",
                     "license_fingerprint, schema_version) VALUES ($1, $2, $3, $4, $5, $6, ", $now, ", $7, $8, $9) ",
                     "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, address = excluded.address, ",
@@ -980,71 +1031,71 @@ macro_rules! sql_store {
                 .bind(&i.key_fingerprint)
                 .bind(&i.license_fingerprint)
                 .bind(i.schema_version)
-                .execute(&self.pool)
+                )
                 .await?;
                 Ok(())
             }
 
             async fn heartbeat(&self, id: &str, draining: bool, nats: &str) -> Result<Option<bool>> {
-                let row = sqlx::query(concat!(
+                let row = self.opt(self.query(concat!(
                     "UPDATE instances SET heartbeat_at = ", $now, ", draining = $2, nats = $3 WHERE id = $1 RETURNING drain_requested"
                 ))
                 .bind(id)
                 .bind(i64::from(draining))
                 .bind(nats)
-                .fetch_optional(&self.pool)
+                )
                 .await?;
                 Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.map(|d| d != 0))
             }
 
             async fn instance_stopped(&self, id: &str) -> Result<()> {
-                sqlx::query(concat!("UPDATE instances SET stopped_at = ", $now, " WHERE id = $1"))
+                self.run(self.query(concat!("UPDATE instances SET stopped_at = ", $now, " WHERE id = $1"))
                     .bind(id)
-                    .execute(&self.pool)
+                    )
                     .await?;
                 Ok(())
             }
 
             async fn instances(&self) -> Result<(Millis, Vec<InstanceRow>)> {
                 let now = self.db_now().await?;
-                let rows = sqlx::query(concat!("SELECT ", instance_cols!(), " FROM instances ORDER BY started_at, id"))
-                    .fetch_all(&self.pool)
+                let rows = self.all(self.query(concat!("SELECT ", instance_cols!(), " FROM instances ORDER BY started_at, id"))
+                    )
                     .await?;
                 Ok((now, rows.iter().map(instance_row).collect::<Result<_>>()?))
             }
 
             async fn forget_instances(&self, older_than_ms: i64) -> Result<u64> {
-                let r = sqlx::query(concat!("DELETE FROM instances WHERE heartbeat_at < ", $now, " - $1"))
+                let r = self.run(self.query(concat!("DELETE FROM instances WHERE heartbeat_at < ", $now, " - $1"))
                     .bind(older_than_ms)
-                    .execute(&self.pool)
+                    )
                     .await?;
                 Ok(r.rows_affected())
             }
 
             async fn request_drain(&self, id: &str, drain: bool) -> Result<bool> {
-                let r = sqlx::query("UPDATE instances SET drain_requested = $2 WHERE id = $1")
+                let r = self.run(self.query("UPDATE instances SET drain_requested = $2 WHERE id = $1")
                     .bind(id)
                     .bind(i64::from(drain))
-                    .execute(&self.pool)
+                    )
                     .await?;
                 Ok(r.rows_affected() == 1)
             }
 
             async fn acquire_lease(&self, role: &str, holder: &str, lease_ms: i64) -> Result<Option<Grant>> {
-                let row = sqlx::query(concat!(
+                let row = self.opt(self.query(concat!(
                     "UPDATE leases SET holder = $2, term = term + 1, expires_at = ", $now, " + $3, acquired_at = ", $now, " ",
                     "WHERE role = $1 AND (holder IS NULL OR expires_at <= ", $now, ") RETURNING term, expires_at"
                 ))
                 .bind(role)
                 .bind(holder)
                 .bind(lease_ms)
-                .fetch_optional(&self.pool)
+                )
                 .await?;
                 row.as_ref().map(grant_row).transpose()
             }
 
             async fn renew_lease(&self, role: &str, holder: &str, term: i64, lease_ms: i64) -> Result<Option<Grant>> {
-                let row = sqlx::query(concat!(
+                let row = self.opt(self.query(concat!(
                     "UPDATE leases SET expires_at = ", $now, " + $4 WHERE role = $1 AND holder = $2 AND term = $3 ",
                     "AND expires_at > ", $now, " RETURNING term, expires_at"
                 ))
@@ -1052,27 +1103,27 @@ macro_rules! sql_store {
                 .bind(holder)
                 .bind(term)
                 .bind(lease_ms)
-                .fetch_optional(&self.pool)
+                )
                 .await?;
                 row.as_ref().map(grant_row).transpose()
             }
 
             async fn release_lease(&self, role: &str, holder: &str, term: i64) -> Result<bool> {
-                let r = sqlx::query(concat!(
+                let r = self.run(self.query(concat!(
                     "UPDATE leases SET holder = NULL, expires_at = ", $now, " WHERE role = $1 AND holder = $2 AND term = $3 ",
                     "AND expires_at > ", $now
                 ))
                 .bind(role)
                 .bind(holder)
                 .bind(term)
-                .execute(&self.pool)
+                )
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
 
             async fn leases(&self) -> Result<Vec<Lease>> {
-                let rows = sqlx::query("SELECT role, holder, term, expires_at, acquired_at FROM leases ORDER BY role")
-                    .fetch_all(&self.pool)
+                let rows = self.all(self.query("SELECT role, holder, term, expires_at, acquired_at FROM leases ORDER BY role")
+                    )
                     .await?;
                 rows.iter()
                     .map(|r| {
@@ -1088,11 +1139,11 @@ macro_rules! sql_store {
             }
 
             async fn lease_history(&self, limit: i64) -> Result<Vec<Handover>> {
-                let rows = sqlx::query(
+                let rows = self.all(self.query(
                     "SELECT role, term, holder, held_from, held_until, ended FROM lease_history ORDER BY held_from DESC, role LIMIT $1",
                 )
                 .bind(limit)
-                .fetch_all(&self.pool)
+                )
                 .await?;
                 rows.iter()
                     .map(|r| {
@@ -1109,31 +1160,31 @@ macro_rules! sql_store {
             }
 
             async fn cache_version(&self, kind: &str) -> Result<i64> {
-                let row = sqlx::query("SELECT version FROM cache_versions WHERE kind = $1").bind(kind).fetch_optional(&self.pool).await?;
+                let row = self.opt(self.query("SELECT version FROM cache_versions WHERE kind = $1").bind(kind)).await?;
                 Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
             }
 
             async fn bump_cache(&self, kind: &str) -> Result<i64> {
-                let row = sqlx::query(
+                let row = self.one(self.query(
                     "INSERT INTO cache_versions (kind, version) VALUES ($1, 1) ON CONFLICT (kind) DO UPDATE \
                      SET version = cache_versions.version + 1 RETURNING version",
                 )
                 .bind(kind)
-                .fetch_one(&self.pool)
+                )
                 .await?;
                 Ok(row.try_get(0)?)
             }
 
             async fn flag(&self, key: &str) -> Result<Option<String>> {
-                let row = sqlx::query("SELECT value FROM flags WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+                let row = self.opt(self.query("SELECT value FROM flags WHERE key = $1").bind(key)).await?;
                 Ok(row.map(|r| r.try_get(0)).transpose()?)
             }
 
             async fn set_flag(&self, key: &str, value: &str) -> Result<()> {
-                sqlx::query("INSERT INTO flags (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                self.run(self.query("INSERT INTO flags (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
                     .bind(key)
                     .bind(value)
-                    .execute(&self.pool)
+                    )
                     .await?;
                 Ok(())
             }

@@ -43,6 +43,9 @@ impl SqliteStore {
             .acquire_timeout(cfg.connect_timeout().get())
             .connect_with(opts)
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            persistent: true,
+        })
     }
 }

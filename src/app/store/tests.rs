@@ -677,6 +677,32 @@ mod postgres {
 
     every_case!(run_all);
 
+    macro_rules! run_all_through_pgbouncer {
+        ($($case:ident),*) => {
+            /// The same cases through PgBouncer in transaction mode (Debian's 1.18, which keeps no
+            /// prepared statements across server connections).
+            #[tokio::test]
+            async fn every_case_through_pgbouncer() {
+                let pg = tokio::task::spawn_blocking(server::Postgres::start).await.unwrap();
+                let mut cfg = crate::config::DatabaseConfig::default();
+                cfg.pgbouncer = true;
+                $(
+                    let direct = pg.fresh_database().await;
+                    let db = direct.rsplit('/').next().unwrap().to_owned();
+                    let bouncer = server::PgBouncer::start(&pg, &db);
+                    PgStore::open(&direct, &crate::config::DatabaseConfig::default(), "migrate").await.unwrap().migrate().await.unwrap();
+                    let store = PgStore::open(&bouncer.url(&db), &cfg, "quire store tests").await.unwrap();
+                    eprintln!("pgbouncer: {}", stringify!($case));
+                    super::$case(&store).await;
+                    store.close().await;
+                    drop(bouncer);
+                )*
+            }
+        };
+    }
+
+    every_case!(run_all_through_pgbouncer);
+
     #[tokio::test]
     async fn instances_migrating_at_once_agree() {
         let pg = tokio::task::spawn_blocking(server::Postgres::start)

@@ -382,6 +382,77 @@ const pages = {
     }
   },
 
+  cluster() {
+    const time = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "");
+    const uptime = (s) => (s >= 86400 ? `${Math.floor(s / 86400)}d ` : "") + new Date(s * 1000).toISOString().slice(11, 19);
+    const cell = (tr, text, cls) => {
+      const td = tr.insertCell();
+      td.textContent = text;
+      if (cls) td.className = cls;
+      return td;
+    };
+    const fill = (id, rows, build) => {
+      const body = $(`#${id} tbody`);
+      body.innerHTML = "";
+      for (const r of rows) build(body.insertRow(), r);
+    };
+    const render = (o) => {
+      const warn = $("#cluster-warnings");
+      warn.innerHTML = "";
+      for (const w of o.warnings) {
+        const p = document.createElement("p");
+        p.className = "error";
+        p.textContent = `⚠ ${w}`;
+        warn.appendChild(p);
+      }
+      fill("instances", o.instances, (tr, i) => {
+        cell(tr, i.you ? `${i.id} (you are here)` : i.id);
+        const state = i.draining && i.state === "active" ? "draining" : i.state;
+        cell(tr, "").appendChild(Object.assign(document.createElement("span"), { className: `state ${state === "active" ? "succeeded" : state === "stale" ? "failed" : "queued"}`, textContent: state }));
+        cell(tr, `${i.version} (${i.build})`);
+        cell(tr, i.address, "muted");
+        cell(tr, uptime(i.uptime_seconds));
+        cell(tr, i.roles.join(", "));
+        cell(tr, `${(i.heartbeat_age_ms / 1000).toFixed(1)} s ago`, "muted");
+        cell(tr, i.nats, "muted");
+        const actions = cell(tr, "");
+        if (i.state === "active") {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.className = "secondary";
+          b.textContent = i.drain_requested ? "Resume" : "Drain";
+          b.onclick = () => api("POST", `/api/v1/cluster/instances/${i.id}/${i.drain_requested ? "resume" : "drain"}`).then(refresh, (e) => showError($("#cluster-error"), e));
+          actions.appendChild(b);
+        }
+      });
+      fill("leases", o.leases, (tr, l) => {
+        cell(tr, l.role);
+        cell(tr, l.holder || "(free)");
+        cell(tr, l.term);
+        cell(tr, l.holder ? time(l.expires_at) : "", "muted");
+      });
+      fill("handovers", o.handovers, (tr, h) => {
+        cell(tr, h.role);
+        cell(tr, h.term);
+        cell(tr, h.holder);
+        cell(tr, time(h.from), "muted");
+        cell(tr, time(h.until), "muted");
+        cell(tr, h.ended || "holding");
+      });
+      $("#cluster-updated").textContent = `Updated ${time(o.now)}.`;
+    };
+    const refresh = async () => {
+      try {
+        render(await api("GET", "/api/v1/cluster"));
+        $("#cluster-error").hidden = true;
+      } catch (e) {
+        showError($("#cluster-error"), e);
+      }
+    };
+    render(pageData());
+    setInterval(refresh, 2000);
+  },
+
   users() {
     const form = $("#new-user");
     form.addEventListener("submit", async (e) => {

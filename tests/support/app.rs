@@ -107,6 +107,11 @@ impl Instance {
         self.proc.log()
     }
 
+    /// Whether the process is still running (without reaping it).
+    pub fn proc_running(&self) -> bool {
+        self.proc.exit_status().is_none()
+    }
+
     pub async fn client(&self) -> TestClient {
         TestClient::login(&self.url, ROOT_EMAIL, ROOT_PASSWORD).await
     }

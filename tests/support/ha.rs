@@ -26,23 +26,35 @@ pub struct HaCluster {
     pub pg: Postgres,
     pub db_url: String,
     pub fonts: tempfile::TempDir,
+    /// The HA timing settings every instance gets.
+    timings: Vec<(String, String)>,
 }
 
 impl HaCluster {
-    /// PostgreSQL, NATS, and `n` instances started one after the other.
+    /// PostgreSQL, NATS, and `n` instances with `FAST_HA` timings, started one after the other.
     pub async fn start(n: usize) -> HaCluster {
+        Self::start_with(n, FAST_HA).await
+    }
+
+    /// Like `start`, with the given HA timing settings (empty: the defaults).
+    pub async fn start_with(n: usize, timings: &[(&str, &str)]) -> HaCluster {
         let pg = tokio::task::spawn_blocking(Postgres::start)
             .await
             .expect("postgres thread");
         let db_url = pg.fresh_database().await;
         let nats = NatsServer::start().await;
         let fonts = tempfile::tempdir().expect("fonts dir");
+        let timings = timings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut cluster = HaCluster {
             instances: Vec::new(),
             nats,
             pg,
             db_url,
             fonts,
+            timings,
         };
         for _ in 0..n {
             cluster.add(AppOptions::default()).await;
@@ -60,7 +72,7 @@ impl HaCluster {
                 "QUIRE_FONTS__DIR",
                 self.fonts.path().to_str().expect("utf-8 path"),
             );
-        for (k, v) in FAST_HA {
+        for (k, v) in &self.timings {
             o = o.env(k, v);
         }
         o.env.extend(extra.env);

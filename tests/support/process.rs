@@ -65,6 +65,15 @@ impl Proc {
         }
     }
 
+    /// The exit status, if the process has exited (checked through /proc, so it needs no `&mut`).
+    pub fn exit_status(&self) -> Option<()> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().chars().next())?;
+        matches!(state, Some('Z') | Some('X')).then_some(())
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

@@ -9,7 +9,7 @@
 //! `--quick` uses short leases and fewer rounds.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -33,6 +33,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
     pub version: String,
     pub instance: String,
@@ -49,6 +54,10 @@ pub struct Metrics {
     pub workers_busy: Gauge,
     pub workers_replaced: Gauge,
     pub jobs_requeued: Counter,
+    /// Mail sends by outcome: `sent`, `retry`, `failed`.
+    pub mail: Family<OutcomeLabels, Counter>,
+    /// Schedule fire times by outcome: `fired`, `skipped` (misfire policy), `failed`.
+    pub occurrences: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -114,8 +123,22 @@ impl Metrics {
             "Jobs put back in the queue after their instance stopped",
             jobs_requeued.clone(),
         );
+        let mail = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "mails",
+            "Mail sends by outcome (sent, retry, failed)",
+            mail.clone(),
+        );
+        let occurrences = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "schedule_occurrences",
+            "Schedule fire times by outcome (fired, skipped, failed)",
+            occurrences.clone(),
+        );
         Metrics {
             registry,
+            mail,
+            occurrences,
             http_requests,
             http_duration,
             renders,

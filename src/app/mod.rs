@@ -10,9 +10,12 @@ pub mod examples;
 pub mod fonts;
 pub mod http;
 pub mod jobs;
+pub mod mail;
 pub mod metrics;
 pub mod model;
 pub mod render;
+pub mod schedule;
+pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod templates;
@@ -148,6 +151,7 @@ pub async fn run(
         }
     }
 
+    let sealer = secrets::Sealer::new(config.encryption.key.as_ref());
     let availability = cluster::Availability::default();
     let roles = cluster::Roles::default();
     let state = state::AppState::new(state::Shared {
@@ -160,7 +164,7 @@ pub async fn run(
         jobs: jobs.clone(),
         cache,
         fonts,
-        metrics,
+        metrics: metrics.clone(),
         limiter: auth::ratelimit::LoginLimiter::new(
             config.auth.login_max_failures,
             config.auth.login_window.get(),
@@ -169,6 +173,7 @@ pub async fn run(
         schema_version,
         availability: availability.clone(),
         roles: roles.clone(),
+        sealer: sealer.clone(),
     });
 
     let listen = config.http.listen;
@@ -219,6 +224,26 @@ pub async fn run(
         settings,
         shutdown.clone(),
     );
+    schedule::scheduler::Scheduler {
+        store: store.clone(),
+        roles: roles.clone(),
+        bus: bus.clone(),
+        metrics: metrics.clone(),
+        instance: instance.clone(),
+        mail: config.mail.clone(),
+        sealer: sealer.clone(),
+    }
+    .spawn(shutdown.clone());
+    mail::mailer::Mailer {
+        store: store.clone(),
+        roles: roles.clone(),
+        bus: bus.clone(),
+        metrics: metrics.clone(),
+        config: config.mail.clone(),
+        sealer,
+        instance: instance.clone(),
+    }
+    .spawn(shutdown.clone());
     cluster::janitor::spawn(
         jobs.clone(),
         store.clone(),

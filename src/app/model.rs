@@ -341,3 +341,215 @@ pub struct Handover {
     /// `released` or `expired` once it ended.
     pub ended: Option<String>,
 }
+
+/// What to do with fire times that passed while no scheduler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Misfire {
+    /// Run only the latest missed occurrence, if it is within the misfire window.
+    Latest,
+    /// Run none of them.
+    Skip,
+    /// Run every one of them.
+    All,
+}
+
+impl Misfire {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::Latest => "latest",
+            Misfire::Skip => "skip",
+            Misfire::All => "all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Misfire> {
+        match s {
+            "latest" => Some(Misfire::Latest),
+            "skip" => Some(Misfire::Skip),
+            "all" => Some(Misfire::All),
+            _ => None,
+        }
+    }
+}
+
+/// A schedule as created or updated.
+#[derive(Debug, Clone)]
+pub struct ScheduleSpec {
+    pub name: String,
+    pub template_id: String,
+    pub template_name: String,
+    pub cron: String,
+    pub timezone: String,
+    /// JSON object.
+    pub parameters: String,
+    /// JSON value: the render's data.
+    pub data: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    pub enabled: bool,
+    pub hold_for_review: bool,
+    pub jitter_ms: i64,
+    pub misfire: Misfire,
+    pub misfire_window_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub id: String,
+    pub spec: ScheduleSpec,
+    /// The next nominal fire time (before jitter); `None` when disabled or never again.
+    pub next_fire_at: Option<Millis>,
+    pub last_fire_at: Option<Millis>,
+    pub skipped_total: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub created_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OccurrenceState {
+    /// Its render job runs.
+    Rendering,
+    /// Rendered; waits for an approver before delivery.
+    Held,
+    /// Mails are in the outbox.
+    Delivering,
+    /// Every recipient got the mail.
+    Delivered,
+    /// The render failed, or a mail failed for good.
+    Failed,
+    /// An approver turned it down.
+    Rejected,
+}
+
+impl OccurrenceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OccurrenceState::Rendering => "rendering",
+            OccurrenceState::Held => "held",
+            OccurrenceState::Delivering => "delivering",
+            OccurrenceState::Delivered => "delivered",
+            OccurrenceState::Failed => "failed",
+            OccurrenceState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OccurrenceState> {
+        [
+            Self::Rendering,
+            Self::Held,
+            Self::Delivering,
+            Self::Delivered,
+            Self::Failed,
+            Self::Rejected,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// One fire time of a schedule; unique per (schedule, fire_at).
+#[derive(Debug, Clone)]
+pub struct Occurrence {
+    pub id: String,
+    pub schedule_id: String,
+    pub fire_at: Millis,
+    pub created_at: Millis,
+    /// The scheduler term (fencing token) and instance that created it.
+    pub term: i64,
+    pub instance: String,
+    pub job_id: Option<String>,
+    pub state: OccurrenceState,
+    pub error: Option<String>,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<Millis>,
+}
+
+/// A fire time the scheduler decided to run, with its render job (none when the schedule's
+/// template or parameters no longer work; then `error` says why).
+#[derive(Debug, Clone)]
+pub struct Firing {
+    pub fire_at: Millis,
+    pub job: Option<NewJob>,
+    pub error: Option<String>,
+}
+
+/// Proof that the caller holds a leader role; writes check it in the same transaction.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub role: &'static str,
+    pub holder: String,
+    pub term: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailState {
+    Queued,
+    Sending,
+    Sent,
+    Failed,
+}
+
+impl MailState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailState::Queued => "queued",
+            MailState::Sending => "sending",
+            MailState::Sent => "sent",
+            MailState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MailState> {
+        [Self::Queued, Self::Sending, Self::Sent, Self::Failed]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+/// One mail to one recipient.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub id: String,
+    pub occurrence_id: Option<String>,
+    pub job_id: Option<String>,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub attachment_name: Option<String>,
+    /// Stable per row, so a mail sent twice (the crash window) is recognisably the same mail.
+    pub message_id: String,
+    pub state: MailState,
+    pub attempts: i64,
+    pub next_attempt_at: Millis,
+    /// The server's last reply or the connection error.
+    pub last_reply: Option<String>,
+    pub sent_at: Option<Millis>,
+    pub created_at: Millis,
+}
+
+/// A mail for the outbox.
+#[derive(Debug, Clone)]
+pub struct NewMail {
+    pub id: String,
+    pub occurrence_id: Option<String>,
+    pub job_id: Option<String>,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub attachment_name: Option<String>,
+    pub message_id: String,
+}
+
+/// An occurrence whose render job has finished, with what is needed to move it on.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub occurrence: Occurrence,
+    pub schedule: Schedule,
+    pub job_state: JobState,
+    pub job_error: Option<JobError>,
+}

@@ -11,6 +11,7 @@ use super::fonts::FontLibrary;
 use super::jobs::Jobs;
 use super::metrics::Metrics;
 use super::render::RenderPool;
+use super::secrets::Sealer;
 use super::store::Store;
 use super::templates::FileCache;
 use crate::config::Config;
@@ -38,6 +39,8 @@ pub struct Shared {
     pub availability: Availability,
     /// The leader roles this instance holds.
     pub roles: Roles,
+    /// Seals secrets stored in the database.
+    pub sealer: Sealer,
 }
 
 impl AppState {

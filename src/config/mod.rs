@@ -328,11 +328,33 @@ pub struct EncryptionConfig {
     pub vector: Option<Secret>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MailConfig {
+    /// `smtp://user:pass@host:587` (STARTTLS), `smtps://…:465` (TLS), `?tls=none` for plain.
+    /// When unset, the settings saved in the console apply.
     pub smtp_url: Option<Secret>,
     pub from: Option<String>,
+    /// First retry delay of a failed send; doubles per attempt up to `retry_max`.
+    pub retry_initial: Span,
+    pub retry_max: Span,
+    /// A mail still failing after this many attempts fails for good.
+    pub max_attempts: u32,
+    /// One SMTP conversation at most.
+    pub timeout: Span,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            smtp_url: None,
+            from: None,
+            retry_initial: Span::secs(30),
+            retry_max: Span::secs(3600),
+            max_attempts: 10,
+            timeout: Span::secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

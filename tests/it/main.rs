@@ -13,3 +13,4 @@ mod app_progress;
 mod app_render;
 mod ha;
 mod nats;
+mod schedules;

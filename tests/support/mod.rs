@@ -9,6 +9,7 @@ pub mod ha;
 pub mod nats;
 pub mod postgres;
 pub mod process;
+pub mod smtp;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -42,6 +42,7 @@ struct Inner {
     hints: broadcast::Sender<Hint>,
     wake_jobs: Notify,
     wake_leases: Notify,
+    wake_mail: Notify,
     remote: OnceLock<nats::Link>,
 }
 
@@ -55,6 +56,7 @@ impl Bus {
                 hints: broadcast::channel(64).0,
                 wake_jobs: Notify::new(),
                 wake_leases: Notify::new(),
+                wake_mail: Notify::new(),
                 remote: OnceLock::new(),
             }),
         }
@@ -107,6 +109,16 @@ impl Bus {
         self.inner.wake_leases.notified().await
     }
 
+    /// Mail was queued: the mailer (wherever it runs) sends it now rather than at its next tick.
+    pub fn wake_mail(&self) {
+        self.inner.wake_mail.notify_one();
+        self.send(nats::Message::WakeMail);
+    }
+
+    pub async fn mail_woken(&self) {
+        self.inner.wake_mail.notified().await
+    }
+
     /// Tells other instances that something they cache changed.
     pub fn cache_changed(&self, kind: &str) {
         self.send(nats::Message::Cache(kind.to_owned()));
@@ -147,6 +159,7 @@ impl Bus {
             nats::Message::Event(e) => self.deliver_event(Arc::new(e)),
             nats::Message::WakeJobs => self.inner.wake_jobs.notify_one(),
             nats::Message::WakeLeases => self.inner.wake_leases.notify_one(),
+            nats::Message::WakeMail => self.inner.wake_mail.notify_one(),
             nats::Message::Cache(kind) => self.deliver_hint(Hint::CacheChanged(kind)),
             nats::Message::Hint(h) => self.deliver_hint(h),
         }

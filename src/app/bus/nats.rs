@@ -35,6 +35,7 @@ pub enum Message {
     Event(JobEvent),
     WakeJobs,
     WakeLeases,
+    WakeMail,
     Cache(String),
     Hint(Hint),
 }

@@ -11,6 +11,7 @@ mod fonts;
 mod health;
 pub mod problem;
 mod renders;
+mod schedules;
 mod serve;
 mod session;
 mod templates;
@@ -74,6 +75,24 @@ pub fn router(state: AppState) -> Router {
         .route("/preview", post(renders::preview))
         .route("/fonts", get(fonts::list))
         .route("/fonts/{name}", put(fonts::upload).delete(fonts::remove))
+        .route("/schedules", get(schedules::list).post(schedules::create))
+        .route(
+            "/schedules/{id}",
+            get(schedules::get)
+                .put(schedules::update)
+                .delete(schedules::delete),
+        )
+        .route("/schedules/{id}/occurrences", get(schedules::occurrences))
+        .route("/occurrences/{id}", get(schedules::occurrence))
+        .route("/occurrences/{id}/approve", post(schedules::approve))
+        .route("/occurrences/{id}/reject", post(schedules::reject))
+        .route("/deliveries", get(schedules::deliveries))
+        .route("/deliveries/{id}/resend", post(schedules::resend))
+        .route("/cron/preview", get(schedules::preview))
+        .route(
+            "/settings/mail",
+            get(schedules::mail_settings).put(schedules::save_mail_settings),
+        )
         .route("/cluster", get(cluster::overview))
         .route("/cluster/instances", get(cluster::overview))
         .route("/cluster/instances/{id}/drain", post(cluster::drain))

@@ -42,6 +42,11 @@ pub const SQLITE: &[Migration] = &[
         name: "cluster",
         sql: include_str!("migrations/sqlite/0002_cluster.sql"),
     },
+    Migration {
+        version: 3,
+        name: "schedules",
+        sql: include_str!("migrations/sqlite/0003_schedules.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -54,6 +59,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         name: "cluster",
         sql: include_str!("migrations/postgres/0002_cluster.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "schedules",
+        sql: include_str!("migrations/postgres/0003_schedules.sql"),
     },
 ];
 

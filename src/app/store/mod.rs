@@ -205,6 +205,74 @@ pub trait Store: Send + Sync + 'static {
     async fn cache_version(&self, kind: &str) -> Result<i64>;
     async fn bump_cache(&self, kind: &str) -> Result<i64>;
 
+    // --- schedules, occurrences, outbox
+    async fn create_schedule(
+        &self,
+        spec: &ScheduleSpec,
+        next_fire_at: Option<Millis>,
+        by: Option<&str>,
+    ) -> Result<Schedule>;
+    async fn update_schedule(
+        &self,
+        id: &str,
+        spec: &ScheduleSpec,
+        next_fire_at: Option<Millis>,
+    ) -> Result<Option<Schedule>>;
+    async fn schedules(&self) -> Result<Vec<Schedule>>;
+    /// By id or by name.
+    async fn schedule(&self, id_or_name: &str) -> Result<Option<Schedule>>;
+    async fn delete_schedule(&self, id: &str) -> Result<bool>;
+    /// Enabled schedules whose next fire time has come, with the database clock.
+    async fn due_schedules(&self, limit: i64) -> Result<(Millis, Vec<Schedule>)>;
+    /// In one transaction, under the scheduler's fence: records the firings (occurrences and
+    /// their render jobs) and moves the schedule to `new_next`. False, with nothing written, when
+    /// the fence no longer holds or the schedule moved on meanwhile (another leader fired it).
+    async fn fire_schedule(
+        &self,
+        schedule_id: &str,
+        expected_next: Millis,
+        firings: &[Firing],
+        new_next: Option<Millis>,
+        skipped: i64,
+        fence: &Fence,
+    ) -> Result<bool>;
+    async fn occurrences(&self, schedule_id: &str, limit: i64) -> Result<Vec<Occurrence>>;
+    async fn occurrence(&self, id: &str) -> Result<Option<Occurrence>>;
+    /// Occurrences in `rendering` whose job has finished.
+    async fn rendered_occurrences(&self, limit: i64) -> Result<Vec<Rendered>>;
+    /// Moves a rendered occurrence on (to held, delivering with `mails`, or failed), under the
+    /// scheduler's fence; false when it was moved already or the fence is gone.
+    async fn settle_occurrence(
+        &self,
+        id: &str,
+        state: OccurrenceState,
+        mails: &[NewMail],
+        error: Option<&str>,
+        fence: &Fence,
+    ) -> Result<bool>;
+    /// Approves (queueing `mails`) or rejects a held occurrence; `None` when it is not held.
+    async fn review_occurrence(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        mails: &[NewMail],
+    ) -> Result<Option<Occurrence>>;
+    /// Claims due queued mails for sending, under the mailer's fence.
+    async fn claim_mails(&self, limit: i64, lease_ms: i64, fence: &Fence) -> Result<Vec<Mail>>;
+    /// The server accepted the mail.
+    async fn mail_sent(&self, id: &str, reply: &str) -> Result<()>;
+    /// Sending failed: retry at `retry_at`, or give up when `None`.
+    async fn mail_failed(&self, id: &str, reply: &str, retry_at: Option<Millis>) -> Result<()>;
+    /// Mails left `sending` by a mailer that died: back to the queue. This is the crash window —
+    /// the server may have accepted them — and why each mail has a stable Message-ID.
+    async fn recover_mails(&self) -> Result<u64>;
+    async fn mails_of(&self, occurrence_id: &str) -> Result<Vec<Mail>>;
+    /// Mails in a state (all when `None`), newest first.
+    async fn mails(&self, state: Option<MailState>, limit: i64) -> Result<Vec<Mail>>;
+    /// Queues a sent or failed mail again.
+    async fn resend_mail(&self, id: &str) -> Result<Option<Mail>>;
+
     // --- small persistent flags
     async fn flag(&self, key: &str) -> Result<Option<String>>;
     async fn set_flag(&self, key: &str, value: &str) -> Result<()>;

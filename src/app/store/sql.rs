@@ -56,6 +56,46 @@ macro_rules! instance_cols {
     };
 }
 
+macro_rules! schedule_cols {
+    () => {
+        "id, name, template_id, template_name, cron, timezone, parameters, data, recipients, subject, body, \
+         enabled, hold_for_review, jitter_ms, misfire, misfire_window_ms, next_fire_at, last_fire_at, \
+         skipped_total, created_at, updated_at, created_by"
+    };
+}
+
+macro_rules! occurrence_cols {
+    () => {
+        "id, schedule_id, fire_at, created_at, term, instance, job_id, state, error, reviewed_by, reviewed_at"
+    };
+}
+
+macro_rules! mail_cols {
+    () => {
+        "id, occurrence_id, job_id, recipient, subject, body, attachment_name, message_id, state, attempts, \
+         next_attempt_at, last_reply, sent_at, created_at"
+    };
+}
+
+/// Holds only while the fence's lease does: a write guarded by it fails after a change of leader.
+macro_rules! fence_check {
+    ($now:literal) => {
+        concat!("SELECT term FROM leases WHERE role = $1 AND holder = $2 AND term = $3 AND expires_at > ", $now)
+    };
+}
+
+/// The state of an occurrence follows its mails: delivering while any is on its way, failed if
+/// any failed for good, delivered when all are sent.
+macro_rules! occurrence_follows_mails {
+    () => {
+        "UPDATE occurrences SET state = CASE \
+           WHEN EXISTS (SELECT 1 FROM outbox WHERE occurrence_id = $1 AND state IN ('queued', 'sending')) THEN 'delivering' \
+           WHEN EXISTS (SELECT 1 FROM outbox WHERE occurrence_id = $1 AND state = 'failed') THEN 'failed' \
+           ELSE 'delivered' END \
+         WHERE id = $1 AND state IN ('delivering', 'delivered', 'failed')"
+    };
+}
+
 /// Appends the next event of a job; run after the statement that changed the job row (which
 /// holds the row lock, so two writers cannot pick the same sequence number).
 macro_rules! insert_event {
@@ -192,6 +232,70 @@ macro_rules! sql_store {
                         .await?;
                 }
                 version_row(&row)
+            }
+
+            /// Updates the occurrence of a mail row just changed (`row` holds its occurrence id).
+            async fn follow_mails(&self, tx: &mut Tx, row: Option<DbRow>) -> Result<()> {
+                let occ: Option<String> = match row {
+                    Some(r) => r.try_get(0)?,
+                    None => None,
+                };
+                if let Some(occ) = occ {
+                    self.query(occurrence_follows_mails!()).bind(occ).execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            /// Whether `fence` still holds, checked inside `tx`.
+            async fn fenced(&self, tx: &mut Tx, fence: &Fence) -> Result<bool> {
+                let row = self
+                    .query(fence_check!($now))
+                    .bind(fence.role)
+                    .bind(&fence.holder)
+                    .bind(fence.term)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn insert_mails(&self, tx: &mut Tx, mails: &[NewMail]) -> Result<()> {
+                for m in mails {
+                    self.query(concat!(
+                        "INSERT INTO outbox (id, occurrence_id, job_id, recipient, subject, body, attachment_name, message_id, ",
+                        "state, attempts, next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, ",
+                        $now, ", ", $now, ", ", $now, ")"
+                    ))
+                    .bind(&m.id)
+                    .bind(&m.occurrence_id)
+                    .bind(&m.job_id)
+                    .bind(&m.recipient)
+                    .bind(&m.subject)
+                    .bind(&m.body)
+                    .bind(&m.attachment_name)
+                    .bind(&m.message_id)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            async fn insert_job(&self, tx: &mut Tx, job: &NewJob) -> Result<Job> {
+                let row = self
+                    .query(concat!(
+                        "INSERT INTO render_jobs (id, template_id, template_name, template_version, data, parameters, state, ",
+                        "stage, progress, created_by, created_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 'queued', 0, $7, ",
+                        $now, ", 0) RETURNING ", job_cols!()
+                    ))
+                    .bind(&job.id)
+                    .bind(&job.template_id)
+                    .bind(&job.template_name)
+                    .bind(job.template_version)
+                    .bind(&job.data)
+                    .bind(&job.parameters)
+                    .bind(&job.created_by)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                job_row(&row)
             }
 
             async fn fetch_user(&self, sql: &'static str, key: &str) -> Result<Option<User>> {
@@ -334,6 +438,74 @@ macro_rules! sql_store {
                 drain_requested: r.try_get::<i64, _>("drain_requested")? != 0,
                 nats: r.try_get("nats")?,
                 stopped_at: r.try_get("stopped_at")?,
+            })
+        }
+
+        fn schedule_row(r: &DbRow) -> Result<Schedule> {
+            let recipients: String = r.try_get("recipients")?;
+            let misfire: String = r.try_get("misfire")?;
+            Ok(Schedule {
+                id: r.try_get("id")?,
+                spec: ScheduleSpec {
+                    name: r.try_get("name")?,
+                    template_id: r.try_get("template_id")?,
+                    template_name: r.try_get("template_name")?,
+                    cron: r.try_get("cron")?,
+                    timezone: r.try_get("timezone")?,
+                    parameters: r.try_get("parameters")?,
+                    data: r.try_get("data")?,
+                    recipients: serde_json::from_str(&recipients).map_err(|_| StoreError::Corrupt("schedules.recipients"))?,
+                    subject: r.try_get("subject")?,
+                    body: r.try_get("body")?,
+                    enabled: r.try_get::<i64, _>("enabled")? != 0,
+                    hold_for_review: r.try_get::<i64, _>("hold_for_review")? != 0,
+                    jitter_ms: r.try_get("jitter_ms")?,
+                    misfire: Misfire::parse(&misfire).ok_or(StoreError::Corrupt("schedules.misfire"))?,
+                    misfire_window_ms: r.try_get("misfire_window_ms")?,
+                },
+                next_fire_at: r.try_get("next_fire_at")?,
+                last_fire_at: r.try_get("last_fire_at")?,
+                skipped_total: r.try_get("skipped_total")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+                created_by: r.try_get("created_by")?,
+            })
+        }
+
+        fn occurrence_row(r: &DbRow) -> Result<Occurrence> {
+            let state: String = r.try_get("state")?;
+            Ok(Occurrence {
+                id: r.try_get("id")?,
+                schedule_id: r.try_get("schedule_id")?,
+                fire_at: r.try_get("fire_at")?,
+                created_at: r.try_get("created_at")?,
+                term: r.try_get("term")?,
+                instance: r.try_get("instance")?,
+                job_id: r.try_get("job_id")?,
+                state: OccurrenceState::parse(&state).ok_or(StoreError::Corrupt("occurrences.state"))?,
+                error: r.try_get("error")?,
+                reviewed_by: r.try_get("reviewed_by")?,
+                reviewed_at: r.try_get("reviewed_at")?,
+            })
+        }
+
+        fn mail_row(r: &DbRow) -> Result<Mail> {
+            let state: String = r.try_get("state")?;
+            Ok(Mail {
+                id: r.try_get("id")?,
+                occurrence_id: r.try_get("occurrence_id")?,
+                job_id: r.try_get("job_id")?,
+                recipient: r.try_get("recipient")?,
+                subject: r.try_get("subject")?,
+                body: r.try_get("body")?,
+                attachment_name: r.try_get("attachment_name")?,
+                message_id: r.try_get("message_id")?,
+                state: MailState::parse(&state).ok_or(StoreError::Corrupt("outbox.state"))?,
+                attempts: r.try_get("attempts")?,
+                next_attempt_at: r.try_get("next_attempt_at")?,
+                last_reply: r.try_get("last_reply")?,
+                sent_at: r.try_get("sent_at")?,
+                created_at: r.try_get("created_at")?,
             })
         }
 
@@ -726,21 +898,7 @@ macro_rules! sql_store {
                 if depth >= queue_limit {
                     return Err(StoreError::QueueFull(depth));
                 }
-                let row = self.query(concat!(
-                    "INSERT INTO render_jobs (id, template_id, template_name, template_version, data, parameters, state, ",
-                    "stage, progress, created_by, created_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 'queued', 0, $7, ",
-                    $now, ", 0) RETURNING ", job_cols!()
-                ))
-                .bind(&job.id)
-                .bind(&job.template_id)
-                .bind(&job.template_name)
-                .bind(job.template_version)
-                .bind(&job.data)
-                .bind(&job.parameters)
-                .bind(&job.created_by)
-                .fetch_one(&mut *tx)
-                .await?;
-                let job = job_row(&row)?;
+                let job = self.insert_job(&mut tx, job).await?;
                 let event = self.event(&mut tx, &job.id, &EventFields::state(JobState::Queued, "queued", 0, None)).await?;
                 tx.commit().await?;
                 Ok((job, event))
@@ -1173,6 +1331,353 @@ macro_rules! sql_store {
                 )
                 .await?;
                 Ok(row.try_get(0)?)
+            }
+
+            async fn create_schedule(&self, spec: &ScheduleSpec, next_fire_at: Option<Millis>, by: Option<&str>) -> Result<Schedule> {
+                let row = self
+                    .one(self.query(concat!(
+                        "INSERT INTO schedules (", schedule_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ",
+                        "$12, $13, $14, $15, $16, $17, NULL, 0, ", $now, ", ", $now, ", $18) RETURNING ", schedule_cols!()
+                    ))
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(&spec.name)
+                    .bind(&spec.template_id)
+                    .bind(&spec.template_name)
+                    .bind(&spec.cron)
+                    .bind(&spec.timezone)
+                    .bind(&spec.parameters)
+                    .bind(&spec.data)
+                    .bind(serde_json::to_string(&spec.recipients).unwrap_or_default())
+                    .bind(&spec.subject)
+                    .bind(&spec.body)
+                    .bind(i64::from(spec.enabled))
+                    .bind(i64::from(spec.hold_for_review))
+                    .bind(spec.jitter_ms)
+                    .bind(spec.misfire.as_str())
+                    .bind(spec.misfire_window_ms)
+                    .bind(next_fire_at)
+                    .bind(by))
+                    .await
+                    .map_err(|e| conflict(e, || format!("a schedule named {}", spec.name)))?;
+                schedule_row(&row)
+            }
+
+            async fn update_schedule(&self, id: &str, spec: &ScheduleSpec, next_fire_at: Option<Millis>) -> Result<Option<Schedule>> {
+                let row = self
+                    .opt(self.query(concat!(
+                        "UPDATE schedules SET name = $2, template_id = $3, template_name = $4, cron = $5, timezone = $6, ",
+                        "parameters = $7, data = $8, recipients = $9, subject = $10, body = $11, enabled = $12, ",
+                        "hold_for_review = $13, jitter_ms = $14, misfire = $15, misfire_window_ms = $16, next_fire_at = $17, ",
+                        "updated_at = ", $now, " WHERE id = $1 RETURNING ", schedule_cols!()
+                    ))
+                    .bind(id)
+                    .bind(&spec.name)
+                    .bind(&spec.template_id)
+                    .bind(&spec.template_name)
+                    .bind(&spec.cron)
+                    .bind(&spec.timezone)
+                    .bind(&spec.parameters)
+                    .bind(&spec.data)
+                    .bind(serde_json::to_string(&spec.recipients).unwrap_or_default())
+                    .bind(&spec.subject)
+                    .bind(&spec.body)
+                    .bind(i64::from(spec.enabled))
+                    .bind(i64::from(spec.hold_for_review))
+                    .bind(spec.jitter_ms)
+                    .bind(spec.misfire.as_str())
+                    .bind(spec.misfire_window_ms)
+                    .bind(next_fire_at))
+                    .await
+                    .map_err(|e| conflict(e, || format!("a schedule named {}", spec.name)))?;
+                row.as_ref().map(schedule_row).transpose()
+            }
+
+            async fn schedules(&self) -> Result<Vec<Schedule>> {
+                let rows = self.all(self.query(concat!("SELECT ", schedule_cols!(), " FROM schedules ORDER BY name"))).await?;
+                rows.iter().map(schedule_row).collect()
+            }
+
+            async fn schedule(&self, id_or_name: &str) -> Result<Option<Schedule>> {
+                let row = self
+                    .opt(self.query(concat!("SELECT ", schedule_cols!(), " FROM schedules WHERE id = $1 OR name = $1")).bind(id_or_name))
+                    .await?;
+                row.as_ref().map(schedule_row).transpose()
+            }
+
+            async fn delete_schedule(&self, id: &str) -> Result<bool> {
+                let r = self.run(self.query("DELETE FROM schedules WHERE id = $1").bind(id)).await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn due_schedules(&self, limit: i64) -> Result<(Millis, Vec<Schedule>)> {
+                let now = self.db_now().await?;
+                let rows = self
+                    .all(self.query(concat!(
+                        "SELECT ", schedule_cols!(), " FROM schedules WHERE enabled = 1 AND next_fire_at IS NOT NULL ",
+                        "AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2"
+                    ))
+                    .bind(now)
+                    .bind(limit))
+                    .await?;
+                Ok((now, rows.iter().map(schedule_row).collect::<Result<_>>()?))
+            }
+
+            async fn fire_schedule(
+                &self,
+                schedule_id: &str,
+                expected_next: Millis,
+                firings: &[Firing],
+                new_next: Option<Millis>,
+                skipped: i64,
+                fence: &Fence,
+            ) -> Result<bool> {
+                let mut tx = self.write_tx().await?;
+                if !self.fenced(&mut tx, fence).await? {
+                    return Ok(false);
+                }
+                let last = firings.iter().map(|f| f.fire_at).max();
+                let moved = self
+                    .query(concat!(
+                        "UPDATE schedules SET next_fire_at = $3, last_fire_at = COALESCE($4, last_fire_at), ",
+                        "skipped_total = skipped_total + $5 WHERE id = $1 AND next_fire_at = $2"
+                    ))
+                    .bind(schedule_id)
+                    .bind(expected_next)
+                    .bind(new_next)
+                    .bind(last)
+                    .bind(skipped)
+                    .execute(&mut *tx)
+                    .await?;
+                if moved.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                for f in firings {
+                    if let Some(job) = &f.job {
+                        self.insert_job(&mut tx, job).await?;
+                        self.event(&mut tx, &job.id, &EventFields::state(JobState::Queued, "queued", 0, None)).await?;
+                    }
+                    let state = if f.job.is_some() { "rendering" } else { "failed" };
+                    self.query(concat!(
+                        "INSERT INTO occurrences (id, schedule_id, fire_at, created_at, term, instance, job_id, state, error) ",
+                        "VALUES ($1, $2, $3, ", $now, ", $4, $5, $6, $7, $8)"
+                    ))
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(schedule_id)
+                    .bind(f.fire_at)
+                    .bind(fence.term)
+                    .bind(&fence.holder)
+                    .bind(f.job.as_ref().map(|j| j.id.as_str()))
+                    .bind(state)
+                    .bind(&f.error)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn occurrences(&self, schedule_id: &str, limit: i64) -> Result<Vec<Occurrence>> {
+                let rows = self
+                    .all(self.query(concat!(
+                        "SELECT ", occurrence_cols!(), " FROM occurrences WHERE schedule_id = $1 ORDER BY fire_at DESC LIMIT $2"
+                    ))
+                    .bind(schedule_id)
+                    .bind(limit))
+                    .await?;
+                rows.iter().map(occurrence_row).collect()
+            }
+
+            async fn occurrence(&self, id: &str) -> Result<Option<Occurrence>> {
+                let row = self.opt(self.query(concat!("SELECT ", occurrence_cols!(), " FROM occurrences WHERE id = $1")).bind(id)).await?;
+                row.as_ref().map(occurrence_row).transpose()
+            }
+
+            async fn rendered_occurrences(&self, limit: i64) -> Result<Vec<Rendered>> {
+                let rows = self
+                    .all(self.query(
+                        "SELECT o.id AS occurrence_id, j.state AS job_state, j.error AS job_error FROM occurrences o \
+                         JOIN render_jobs j ON j.id = o.job_id \
+                         WHERE o.state = 'rendering' AND j.state IN ('succeeded', 'failed', 'cancelled') \
+                         ORDER BY o.fire_at LIMIT $1",
+                    )
+                    .bind(limit))
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let id: String = r.try_get("occurrence_id")?;
+                    let state: String = r.try_get("job_state")?;
+                    let Some(occurrence) = self.occurrence(&id).await? else { continue };
+                    let Some(schedule) = self.schedule(&occurrence.schedule_id).await? else { continue };
+                    out.push(Rendered {
+                        occurrence,
+                        schedule,
+                        job_state: JobState::parse(&state).ok_or(StoreError::Corrupt("render_jobs.state"))?,
+                        job_error: parse_error(r.try_get("job_error")?)?,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn settle_occurrence(
+                &self,
+                id: &str,
+                state: OccurrenceState,
+                mails: &[NewMail],
+                error: Option<&str>,
+                fence: &Fence,
+            ) -> Result<bool> {
+                let mut tx = self.write_tx().await?;
+                if !self.fenced(&mut tx, fence).await? {
+                    return Ok(false);
+                }
+                let moved = self
+                    .query("UPDATE occurrences SET state = $2, error = $3 WHERE id = $1 AND state = 'rendering'")
+                    .bind(id)
+                    .bind(state.as_str())
+                    .bind(error)
+                    .execute(&mut *tx)
+                    .await?;
+                if moved.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                self.insert_mails(&mut tx, mails).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn review_occurrence(&self, id: &str, approve: bool, by: &str, mails: &[NewMail]) -> Result<Option<Occurrence>> {
+                let mut tx = self.write_tx().await?;
+                let state = if approve { "delivering" } else { "rejected" };
+                let row = self
+                    .query(concat!(
+                        "UPDATE occurrences SET state = $2, reviewed_by = $3, reviewed_at = ", $now, " ",
+                        "WHERE id = $1 AND state = 'held' RETURNING ", occurrence_cols!()
+                    ))
+                    .bind(id)
+                    .bind(state)
+                    .bind(by)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                if approve {
+                    self.insert_mails(&mut tx, mails).await?;
+                }
+                tx.commit().await?;
+                Ok(Some(occurrence_row(&row)?))
+            }
+
+            async fn claim_mails(&self, limit: i64, lease_ms: i64, fence: &Fence) -> Result<Vec<Mail>> {
+                let mut tx = self.write_tx().await?;
+                if !self.fenced(&mut tx, fence).await? {
+                    return Ok(Vec::new());
+                }
+                let ids = self
+                    .query(concat!(
+                        "SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ", $now,
+                        " ORDER BY next_attempt_at, id LIMIT $1 ", $skip
+                    ))
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut out = Vec::with_capacity(ids.len());
+                for r in ids {
+                    let id: String = r.try_get(0)?;
+                    let row = self
+                        .query(concat!(
+                            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, claimed_by = $2, claim_expires_at = ",
+                            $now, " + $3, updated_at = ", $now, " WHERE id = $1 RETURNING ", mail_cols!()
+                        ))
+                        .bind(&id)
+                        .bind(&fence.holder)
+                        .bind(lease_ms)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    out.push(mail_row(&row)?);
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn mail_sent(&self, id: &str, reply: &str) -> Result<()> {
+                let mut tx = self.write_tx().await?;
+                let row = self
+                    .query(concat!(
+                        "UPDATE outbox SET state = 'sent', sent_at = ", $now, ", last_reply = $2, claimed_by = NULL, ",
+                        "claim_expires_at = NULL, updated_at = ", $now, " WHERE id = $1 RETURNING occurrence_id"
+                    ))
+                    .bind(id)
+                    .bind(reply)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                self.follow_mails(&mut tx, row).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn mail_failed(&self, id: &str, reply: &str, retry_at: Option<Millis>) -> Result<()> {
+                let mut tx = self.write_tx().await?;
+                let row = self
+                    .query(concat!(
+                        "UPDATE outbox SET state = CASE WHEN $3 IS NULL THEN 'failed' ELSE 'queued' END, ",
+                        "next_attempt_at = COALESCE($3, next_attempt_at), last_reply = $2, claimed_by = NULL, ",
+                        "claim_expires_at = NULL, updated_at = ", $now, " WHERE id = $1 RETURNING occurrence_id"
+                    ))
+                    .bind(id)
+                    .bind(reply)
+                    .bind(retry_at)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                self.follow_mails(&mut tx, row).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn recover_mails(&self) -> Result<u64> {
+                let r = self
+                    .run(self.query(concat!(
+                        "UPDATE outbox SET state = 'queued', claimed_by = NULL, claim_expires_at = NULL, updated_at = ", $now,
+                        " WHERE state = 'sending' AND claim_expires_at < ", $now
+                    )))
+                    .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn mails_of(&self, occurrence_id: &str) -> Result<Vec<Mail>> {
+                let rows = self
+                    .all(self.query(concat!("SELECT ", mail_cols!(), " FROM outbox WHERE occurrence_id = $1 ORDER BY recipient"))
+                    .bind(occurrence_id))
+                    .await?;
+                rows.iter().map(mail_row).collect()
+            }
+
+            async fn mails(&self, state: Option<MailState>, limit: i64) -> Result<Vec<Mail>> {
+                let rows = self
+                    .all(self.query(concat!(
+                        "SELECT ", mail_cols!(), " FROM outbox WHERE ($1 IS NULL OR state = $1) ORDER BY created_at DESC, id LIMIT $2"
+                    ))
+                    .bind(state.map(MailState::as_str))
+                    .bind(limit))
+                    .await?;
+                rows.iter().map(mail_row).collect()
+            }
+
+            async fn resend_mail(&self, id: &str) -> Result<Option<Mail>> {
+                let mut tx = self.write_tx().await?;
+                let row = self
+                    .query(concat!(
+                        "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ", $now, ", updated_at = ", $now,
+                        " WHERE id = $1 AND state IN ('sent', 'failed') RETURNING ", mail_cols!()
+                    ))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let mail = mail_row(&row)?;
+                if let Some(occ) = &mail.occurrence_id {
+                    self.query(occurrence_follows_mails!()).bind(occ).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(Some(mail))
             }
 
             async fn flag(&self, key: &str) -> Result<Option<String>> {

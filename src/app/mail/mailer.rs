@@ -1,0 +1,177 @@
+//! The `mailer` role: sends queued mails one at a time, retrying with backoff on transient
+//! failures, and records the server's reply per recipient. A mail is claimed (`sending`) before
+//! the SMTP conversation and marked `sent` after it; if the process dies in between, the claim
+//! lapses and the mail is sent again — the one window for a duplicate, which the stable
+//! Message-ID lets mail clients recognise.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::MailSettings;
+use crate::app::bus::Bus;
+use crate::app::cluster::Roles;
+use crate::app::metrics::Metrics;
+use crate::app::model::{Fence, Mail, now_ms};
+use crate::app::secrets::Sealer;
+use crate::app::store::Store;
+use crate::config::MailConfig;
+use crate::lifecycle::Shutdown;
+
+/// A claimed mail may be resent after this long without an answer.
+const CLAIM_MS: i64 = 5 * 60_000;
+/// Mails claimed per round; the role is re-checked before each send.
+const BATCH: i64 = 5;
+
+pub struct Mailer {
+    pub store: Arc<dyn Store>,
+    pub roles: Roles,
+    pub bus: Bus,
+    pub metrics: Arc<Metrics>,
+    pub config: MailConfig,
+    pub sealer: Sealer,
+    pub instance: String,
+}
+
+impl Mailer {
+    pub fn spawn(self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut warned_unconfigured = false;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = self.bus.mail_woken() => {}
+                    _ = shutdown.draining() => return,
+                }
+                let Some(term) = self.roles.term("mailer") else {
+                    continue;
+                };
+                let fence = Fence {
+                    role: "mailer",
+                    holder: self.instance.clone(),
+                    term,
+                };
+                match super::settings(self.store.as_ref(), &self.config, &self.sealer).await {
+                    Ok(Some(settings)) => {
+                        warned_unconfigured = false;
+                        self.round(&settings, &fence).await;
+                    }
+                    Ok(None) => {
+                        if !warned_unconfigured {
+                            tracing::warn!(
+                                "mail is queued but no SMTP server is configured (mail.smtp_url or the console's mail settings)"
+                            );
+                            warned_unconfigured = true;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "mail settings unusable"),
+                }
+            }
+        })
+    }
+
+    async fn round(&self, settings: &MailSettings, fence: &Fence) {
+        match self.store.recover_mails().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                mails = n,
+                "mails left sending by a stopped mailer go out again (possible duplicates)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not recover mails"),
+        }
+        let mails = match self.store.claim_mails(BATCH, CLAIM_MS, fence).await {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(error = %e, "could not claim mails"),
+        };
+        for mail in mails {
+            // Stop before the lease can have run out; unsent claims lapse and go back.
+            if self.roles.term("mailer") != Some(fence.term) {
+                return;
+            }
+            self.deliver(settings, &mail).await;
+        }
+    }
+
+    async fn deliver(&self, settings: &MailSettings, mail: &Mail) {
+        let pdf = match &mail.job_id {
+            Some(job) => match self.store.output(job).await {
+                Ok(pdf) => pdf,
+                Err(e) => {
+                    return tracing::warn!(mail = %mail.id, error = %e, "could not read the PDF; will retry");
+                }
+            },
+            None => None,
+        };
+        if mail.job_id.is_some() && pdf.is_none() {
+            return self
+                .give_up(mail, "the report's PDF is gone (past render.retention)")
+                .await;
+        }
+        match super::send(settings, mail, pdf, self.config.timeout.get()).await {
+            Ok(reply) => {
+                self.metrics
+                    .mail
+                    .get_or_create(&crate::app::metrics::OutcomeLabels { outcome: "sent" })
+                    .inc();
+                tracing::info!(mail = %mail.id, to = %mail.recipient, reply = %reply, "mail sent");
+                if let Err(e) = self.store.mail_sent(&mail.id, &reply).await {
+                    // The server has it; if this record is lost the mail goes out again.
+                    tracing::error!(mail = %mail.id, error = %e, "mail sent but not recorded");
+                }
+            }
+            Err(f) if f.transient && mail.attempts < i64::from(self.config.max_attempts) => {
+                let retry_at = now_ms() + backoff(&self.config, mail.attempts);
+                self.metrics
+                    .mail
+                    .get_or_create(&crate::app::metrics::OutcomeLabels { outcome: "retry" })
+                    .inc();
+                tracing::warn!(mail = %mail.id, to = %mail.recipient, attempt = mail.attempts, error = %f.message, "mail not sent; will retry");
+                if let Err(e) = self
+                    .store
+                    .mail_failed(&mail.id, &f.message, Some(retry_at))
+                    .await
+                {
+                    tracing::warn!(mail = %mail.id, error = %e, "could not record the failure");
+                }
+            }
+            Err(f) => self.give_up(mail, &f.message).await,
+        }
+    }
+
+    async fn give_up(&self, mail: &Mail, reason: &str) {
+        self.metrics
+            .mail
+            .get_or_create(&crate::app::metrics::OutcomeLabels { outcome: "failed" })
+            .inc();
+        tracing::error!(mail = %mail.id, to = %mail.recipient, attempts = mail.attempts, error = %reason, "mail failed for good");
+        if let Err(e) = self.store.mail_failed(&mail.id, reason, None).await {
+            tracing::warn!(mail = %mail.id, error = %e, "could not record the failure");
+        }
+    }
+}
+
+/// Delay before attempt `attempts + 1`: `retry_initial` doubling per attempt, at most `retry_max`.
+pub fn backoff(config: &MailConfig, attempts: i64) -> i64 {
+    let initial = config.retry_initial.get().as_millis() as i64;
+    let max = config.retry_max.get().as_millis() as i64;
+    let exp = attempts.clamp(1, 30) - 1;
+    initial.saturating_mul(1 << exp).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Span;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let c = MailConfig {
+            retry_initial: Span::secs(30),
+            retry_max: Span::secs(300),
+            ..MailConfig::default()
+        };
+        let delays: Vec<i64> = (1..=6).map(|a| backoff(&c, a) / 1000).collect();
+        assert_eq!(delays, vec![30, 60, 120, 240, 300, 300]);
+    }
+}

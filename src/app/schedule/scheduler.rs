@@ -1,0 +1,239 @@
+//! The `scheduler` role: every second, fire due schedules (occurrences + render jobs, one
+//! transaction per schedule, fenced by the role's term) and move rendered occurrences on — to
+//! review when the schedule holds them, else to the outbox, one mail per recipient.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+
+use super::cron::Cron;
+use super::{GRACE_MS, fill, jitter, plan};
+use crate::app::bus::Bus;
+use crate::app::cluster::Roles;
+use crate::app::metrics::{Metrics, OutcomeLabels};
+use crate::app::model::{
+    Fence, Firing, JobState, NewJob, NewMail, OccurrenceState, Rendered, Schedule,
+};
+use crate::app::store::{Store, StoreError};
+use crate::app::templates::params;
+use crate::lifecycle::Shutdown;
+
+pub struct Scheduler {
+    pub store: Arc<dyn Store>,
+    pub roles: Roles,
+    pub bus: Bus,
+    pub metrics: Arc<Metrics>,
+    pub instance: String,
+    /// For the sender address, which names the domain of Message-IDs.
+    pub mail: crate::config::MailConfig,
+    pub sealer: crate::app::secrets::Sealer,
+}
+
+impl Scheduler {
+    pub fn spawn(self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.draining() => return,
+                }
+                let Some(term) = self.roles.term("scheduler") else {
+                    continue;
+                };
+                let fence = Fence {
+                    role: "scheduler",
+                    holder: self.instance.clone(),
+                    term,
+                };
+                if let Err(e) = self.fire_due(&fence).await {
+                    tracing::warn!(error = %e, "could not fire schedules");
+                }
+                if let Err(e) = self.settle(&fence).await {
+                    tracing::warn!(error = %e, "could not move rendered occurrences on");
+                }
+            }
+        })
+    }
+
+    async fn fire_due(&self, fence: &Fence) -> Result<(), StoreError> {
+        let (now, due) = self.store.due_schedules(100).await?;
+        for s in due {
+            let Some(next) = s.next_fire_at else { continue };
+            if now < next + jitter(&s.id, next, s.spec.jitter_ms) {
+                continue;
+            }
+            let (Ok(cron), Ok(tz)) = (s.spec.cron.parse::<Cron>(), TimeZone::get(&s.spec.timezone))
+            else {
+                tracing::error!(schedule = %s.spec.name, "schedule has an unusable cron expression or time zone");
+                continue;
+            };
+            let p = plan(
+                &cron,
+                &tz,
+                next,
+                now,
+                s.spec.misfire,
+                s.spec.misfire_window_ms,
+                GRACE_MS + s.spec.jitter_ms,
+            );
+            let mut firings = Vec::with_capacity(p.fires.len());
+            for fire_at in &p.fires {
+                firings.push(self.firing(&s, *fire_at).await?);
+            }
+            if !self
+                .store
+                .fire_schedule(&s.id, next, &firings, p.next, p.skipped, fence)
+                .await?
+            {
+                // Another leader got there first, or this one lost the role: nothing was written.
+                continue;
+            }
+            self.count(&firings, p.skipped);
+            if p.skipped > 0 {
+                tracing::warn!(schedule = %s.spec.name, skipped = p.skipped, policy = s.spec.misfire.as_str(), "missed fire times skipped");
+            }
+            if firings.iter().any(|f| f.job.is_some()) {
+                self.bus.wake_workers();
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, firings: &[Firing], skipped: i64) {
+        let m = &self.metrics.occurrences;
+        for f in firings {
+            let outcome = if f.job.is_some() { "fired" } else { "failed" };
+            m.get_or_create(&OutcomeLabels { outcome }).inc();
+        }
+        if skipped > 0 {
+            m.get_or_create(&OutcomeLabels { outcome: "skipped" })
+                .inc_by(skipped as u64);
+        }
+    }
+
+    /// The render job of one fire time, from the template's latest version; an error instead
+    /// when the template is gone or the saved parameters no longer fit it.
+    async fn firing(&self, s: &Schedule, fire_at: i64) -> Result<Firing, StoreError> {
+        let failed = |error: String| Firing {
+            fire_at,
+            job: None,
+            error: Some(error),
+        };
+        let Some(t) = self.store.template(&s.spec.template_id).await? else {
+            return Ok(failed(format!(
+                "template {} no longer exists",
+                s.spec.template_name
+            )));
+        };
+        let Some(v) = self.store.version(&t.id, t.latest_version).await? else {
+            return Ok(failed("template version missing".into()));
+        };
+        let given: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&s.spec.parameters).unwrap_or_default();
+        let stored = match params::resolve(&v.parameters, &given) {
+            Ok(r) => r.stored,
+            Err(e) => return Ok(failed(format!("the template's parameters changed: {e}"))),
+        };
+        let job = NewJob {
+            id: uuid::Uuid::now_v7().to_string(),
+            template_id: t.id,
+            template_name: t.name,
+            template_version: v.version,
+            data: s.spec.data.clone(),
+            parameters: serde_json::Value::Object(stored).to_string(),
+            created_by: s.created_by.clone(),
+        };
+        Ok(Firing {
+            fire_at,
+            job: Some(job),
+            error: None,
+        })
+    }
+
+    async fn settle(&self, fence: &Fence) -> Result<(), StoreError> {
+        let rendered = self.store.rendered_occurrences(100).await?;
+        if rendered.is_empty() {
+            return Ok(());
+        }
+        let from = sender(self.store.as_ref(), &self.mail, &self.sealer).await;
+        for r in rendered {
+            let (state, mails, error) = match r.job_state {
+                JobState::Succeeded if r.schedule.spec.hold_for_review => {
+                    (OccurrenceState::Held, Vec::new(), None)
+                }
+                JobState::Succeeded => (
+                    OccurrenceState::Delivering,
+                    mails_for(&r.schedule, &r, from.as_deref()),
+                    None,
+                ),
+                _ => {
+                    let why = r.job_error.as_ref().map_or_else(
+                        || format!("render {}", r.job_state.as_str()),
+                        |e| e.message.clone(),
+                    );
+                    (OccurrenceState::Failed, Vec::new(), Some(why))
+                }
+            };
+            let queued = !mails.is_empty();
+            if self
+                .store
+                .settle_occurrence(&r.occurrence.id, state, &mails, error.as_deref(), fence)
+                .await?
+                && queued
+            {
+                self.bus.wake_mail();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sender address in effect, if mail is set up.
+pub async fn sender(
+    store: &dyn Store,
+    mail: &crate::config::MailConfig,
+    sealer: &crate::app::secrets::Sealer,
+) -> Option<String> {
+    crate::app::mail::settings(store, mail, sealer)
+        .await
+        .ok()
+        .flatten()
+        .map(|s| s.from)
+}
+
+/// One mail per recipient of a schedule, for one rendered occurrence.
+pub fn mails_for(s: &Schedule, r: &Rendered, from: Option<&str>) -> Vec<NewMail> {
+    let tz = TimeZone::get(&s.spec.timezone).unwrap_or(TimeZone::UTC);
+    let at = r.occurrence.fire_at;
+    let name = &s.spec.name;
+    let file: String = fill("{schedule}-{date}", name, at, &tz)
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    s.spec
+        .recipients
+        .iter()
+        .map(|to| {
+            let id = uuid::Uuid::now_v7().to_string();
+            NewMail {
+                message_id: crate::app::mail::message_id(&id, from),
+                id,
+                occurrence_id: Some(r.occurrence.id.clone()),
+                job_id: r.occurrence.job_id.clone(),
+                recipient: to.clone(),
+                subject: fill(&s.spec.subject, name, at, &tz),
+                body: fill(&s.spec.body, name, at, &tz),
+                attachment_name: Some(format!("{file}.pdf")),
+            }
+        })
+        .collect()
+}

@@ -28,6 +28,10 @@ pub fn routes() -> Router<AppState> {
         .route("/tokens", get(pages::tokens))
         .route("/users", get(pages::users))
         .route("/cluster", get(pages::cluster))
+        .route("/schedules", get(pages::schedules))
+        .route("/schedules/{id}", get(pages::schedule))
+        .route("/deliveries", get(pages::deliveries))
+        .route("/settings", get(pages::settings))
         .route("/assets/{file}", get(assets::serve))
 }
 
@@ -39,10 +43,13 @@ const NAV: &[(&str, &str, Role)] = &[
     ("/templates", "Templates", Role::Viewer),
     ("/render", "Render", Role::Viewer),
     ("/jobs", "Jobs", Role::Viewer),
+    ("/schedules", "Schedules", Role::Viewer),
+    ("/deliveries", "Deliveries", Role::Viewer),
     ("/fonts", "Fonts", Role::Viewer),
     ("/tokens", "API tokens", Role::Viewer),
     ("/users", "Users", Role::Admin),
     ("/cluster", "HA Instances", Role::Admin),
+    ("/settings", "Settings", Role::Admin),
 ];
 
 /// A whole page: header with navigation, the content, the page's data for the script.
@@ -102,7 +109,7 @@ fn header_bar(p: &Principal, active: &str) -> Markup {
             nav {
                 @for (href, label, role) in NAV {
                     @if p.user.role >= *role {
-                        a href=(href) class=[(href.trim_start_matches('/') == active || (active == "editor" && *href == "/templates") || (active == "job" && *href == "/jobs")).then_some("active")] { (label) }
+                        a href=(href) class=[(href.trim_start_matches('/') == active || (active == "editor" && *href == "/templates") || (active == "job" && *href == "/jobs") || (active == "schedule" && *href == "/schedules")).then_some("active")] { (label) }
                     }
                 }
             }

@@ -517,3 +517,169 @@ pub async fn cluster(State(state): State<AppState>, ConsoleUser(user): ConsoleUs
     }
     .into_response())
 }
+
+/// The schedule form's fields, filled from `s` when editing.
+fn schedule_form(templates: &[crate::app::model::Template], s: Option<&serde_json::Value>) -> Markup {
+    let get = |k: &str| s.and_then(|s| s.get(k)).cloned().unwrap_or(serde_json::Value::Null);
+    let text = |k: &str, default: &str| get(k).as_str().map_or_else(|| default.to_owned(), str::to_owned);
+    let recipients = get("recipients").as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let pretty = |v: serde_json::Value, default: &str| if v.is_null() { default.to_owned() } else { serde_json::to_string_pretty(&v).unwrap_or_default() };
+    let template = text("template", "");
+    let misfire = text("misfire", "latest");
+    let checked = |k: &str, default: bool| get(k).as_bool().unwrap_or(default);
+    html! {
+        div.row {
+            label { "Name" input type="text" name="name" required value=(text("name", "")); }
+            label { "Template"
+                select name="template" { @for t in templates { option value=(t.name) selected[t.name == template] { (t.name) } } }
+            }
+        }
+        div.row {
+            label { "Cron (sec min hour day month weekday; seconds optional)" input type="text" name="cron" required value=(text("cron", "0 8 * * MON-FRI")); }
+            label { "Time zone (IANA)" input type="text" name="timezone" required value=(text("timezone", "Europe/Berlin")); }
+        }
+        p #cron-preview .muted {}
+        label { "Recipients (comma or newline separated)" textarea name="recipients" rows="2" { (recipients) } }
+        div.row {
+            label { "Subject ({schedule}, {date}, {time})" input type="text" name="subject" value=(text("subject", "{schedule} — {date}")); }
+            label { "Body" input type="text" name="body" value=(text("body", "The report \"{schedule}\" for {date} is attached.")); }
+        }
+        label { "Parameters (JSON object)" textarea name="parameters" rows="3" spellcheck="false" { (pretty(get("parameters"), "{}")) } }
+        label { "Data (JSON, the template's data.json)" textarea name="data" rows="6" spellcheck="false" { (pretty(get("data"), "{}")) } }
+        div.row {
+            label { "Spread (jitter), e.g. 5m" input type="text" name="jitter" value=(text("jitter", "0s")); }
+            label { "After downtime"
+                select name="misfire" {
+                    option value="latest" selected[misfire == "latest"] { "run the latest missed time" }
+                    option value="skip" selected[misfire == "skip"] { "skip missed times" }
+                    option value="all" selected[misfire == "all"] { "run every missed time" }
+                }
+            }
+            label { "Misfire window" input type="text" name="misfire_window" value=(text("misfire_window", "1h")); }
+        }
+        div.actions {
+            label { input type="checkbox" name="enabled" checked[checked("enabled", true)]; " enabled" }
+            label { input type="checkbox" name="hold_for_review" checked[checked("hold_for_review", false)]; " hold for review before delivery" }
+        }
+    }
+}
+
+pub async fn schedules(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
+    let list = state.store.schedules().await.map_err(|e| fail(e.into()))?;
+    let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
+    let editor = user.user.role >= Role::Editor;
+    let content = html! {
+        h1 { "Schedules" }
+        table.list {
+            thead { tr { th { "Name" } th { "Template" } th { "When" } th { "Next" } th { "Recipients" } th { "State" } } }
+            tbody {
+                @for s in &list {
+                    tr {
+                        td { a href={"/schedules/" (s.id)} { (s.spec.name) } }
+                        td { (s.spec.template_name) }
+                        td { code { (s.spec.cron) } span.muted { " " (s.spec.timezone) } }
+                        td.muted { (s.next_fire_at.map(ts).unwrap_or_default()) }
+                        td.muted { (s.spec.recipients.join(", ")) }
+                        td { @if s.spec.enabled { span.state.succeeded { "enabled" } } @else { span.state { "paused" } } }
+                    }
+                }
+            }
+        }
+        @if list.is_empty() { p.muted { "No schedules yet." } }
+        @if editor {
+            h2 { "New schedule" }
+            form #schedule-form .card data-method="POST" data-url="/api/v1/schedules" {
+                (schedule_form(&templates, None))
+                div.actions { button type="submit" { "Create" } }
+                p.error hidden {}
+            }
+        }
+    };
+    Ok(Page { title: "Schedules", name: "schedules", user: Some(&user), content, data: None, wide: false }.into_response())
+}
+
+pub async fn schedule(State(state): State<AppState>, ConsoleUser(user): ConsoleUser, Path(id): Path<String>) -> PageResult {
+    let s = state.store.schedule(&id).await.map_err(|e| fail(e.into()))?.ok_or_else(|| fail(Problem::not_found("schedule")))?;
+    let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
+    let view = serde_json::to_value(crate::app::http::schedules::schedule_view(&s)).unwrap_or_default();
+    let editor = user.user.role >= Role::Editor;
+    let content = html! {
+        h1 { (s.spec.name) }
+        p.muted { "Next: " (s.next_fire_at.map(ts).unwrap_or_else(|| "never (paused)".into())) " · skipped after downtime: " (s.skipped_total) }
+        div #schedule .card data-id=(s.id) data-editor=(editor) {
+            h2 style="margin-top:0" { "Occurrences" }
+            table.list #occurrences {
+                thead { tr { th { "Fire time" } th { "State" } th { "Report" } th { "Deliveries" } th {} } }
+                tbody {}
+            }
+            p.error hidden {}
+        }
+        @if editor {
+            h2 { "Edit" }
+            form #schedule-form .card data-method="PUT" data-url={"/api/v1/schedules/" (s.id)} {
+                (schedule_form(&templates, Some(&view)))
+                div.actions { button type="submit" { "Save" } button #delete-schedule .danger type="button" { "Delete" } }
+                p.error hidden {}
+            }
+        }
+    };
+    Ok(Page { title: &s.spec.name, name: "schedule", user: Some(&user), content, data: Some(view), wide: false }.into_response())
+}
+
+pub async fn deliveries(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
+    let mails = state.store.mails(None, 200).await.map_err(|e| fail(e.into()))?;
+    let editor = user.user.role >= Role::Editor;
+    let content = html! {
+        h1 { "Deliveries" }
+        p.muted { "Every mail, one row per recipient, newest first. Failed mails stay here until sent again." }
+        p.error hidden {}
+        table.list {
+            thead { tr { th { "Created" } th { "Recipient" } th { "Subject" } th { "State" } th { "Attempts" } th { "Server reply" } th {} } }
+            tbody {
+                @for m in &mails {
+                    tr {
+                        td.muted { (ts(m.created_at)) }
+                        td { (m.recipient) }
+                        td { (m.subject) }
+                        td { span class={"state " (match m.state { crate::app::model::MailState::Sent => "succeeded", crate::app::model::MailState::Failed => "failed", _ => "queued" })} { (m.state.as_str()) } }
+                        td { (m.attempts) }
+                        td.muted { (m.last_reply.clone().unwrap_or_default()) }
+                        td { @if editor && matches!(m.state, crate::app::model::MailState::Sent | crate::app::model::MailState::Failed) { button.secondary type="button" data-resend=(m.id) { "Send again" } } }
+                    }
+                }
+            }
+        }
+    };
+    Ok(Page { title: "Deliveries", name: "deliveries", user: Some(&user), content, data: None, wide: false }.into_response())
+}
+
+pub async fn settings(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
+    if user.user.role < Role::Admin {
+        return Err(forbidden(&user, Role::Admin));
+    }
+    let current = crate::app::mail::settings(state.store.as_ref(), &state.config.mail, &state.sealer).await;
+    let configured = state.config.mail.smtp_url.is_some();
+    let content = html! {
+        h1 { "Settings" }
+        h2 { "Mail" }
+        div.card {
+            @match &current {
+                Ok(Some(s)) => p { "Sending through " code { (s.smtp.host) ":" (s.smtp.port) } " (" (format!("{:?}", s.smtp.tls).to_lowercase()) ") as " code { (s.from) } ", set in the " (s.source) "." },
+                Ok(None) => p.error { "No mail server is set: scheduled reports cannot be delivered." },
+                Err(e) => p.error { (e.to_string()) },
+            }
+            @if configured {
+                p.muted { "Mail is set in the configuration (mail.smtp_url, mail.from); change it there." }
+            } @else {
+                form #mail-settings {
+                    label { "SMTP URL (smtp://user:password@host:587 for STARTTLS, smtps://…:465 for TLS, ?tls=none for a plain relay)" input type="text" name="smtp_url" required autocomplete="off"; }
+                    label { "Sender" input type="text" name="from" required placeholder="Reports <reports@example.com>"; }
+                    div.actions { button type="submit" { "Save" } }
+                    p.muted { "The password is stored sealed with encryption.key." }
+                    p.error hidden {}
+                }
+            }
+        }
+    };
+    Ok(Page { title: "Settings", name: "settings", user: Some(&user), content, data: None, wide: false }.into_response())
+}

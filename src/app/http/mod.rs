@@ -11,7 +11,7 @@ mod fonts;
 mod health;
 pub mod problem;
 mod renders;
-mod schedules;
+pub mod schedules;
 mod serve;
 mod session;
 mod templates;

@@ -115,6 +115,61 @@ function progressUi(root) {
   };
 }
 
+// ---------------------------------------------------------------- schedule form
+
+// Binds the schedule form: a live preview of the next fire times, and saving through the API.
+function scheduleForm() {
+  const form = $("#schedule-form");
+  if (!form) return;
+  const preview = $("#cron-preview");
+  let timer;
+  const show = async () => {
+    try {
+      const q = new URLSearchParams({ cron: form.cron.value, timezone: form.timezone.value, count: "5" });
+      const res = await api("GET", `/api/v1/cron/preview?${q}`);
+      preview.className = "muted";
+      preview.textContent = `Next: ${res.upcoming.map((t) => t.replace("T", " ").slice(0, 19)).join(" · ")} (${form.timezone.value})`;
+    } catch (e) {
+      preview.className = "error";
+      preview.textContent = e.message;
+    }
+  };
+  for (const name of ["cron", "timezone"]) {
+    form[name].addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(show, 400);
+    });
+  }
+  show();
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const err = $(".error", form);
+    err.hidden = true;
+    try {
+      const body = {
+        name: form.name.value,
+        template: form.template.value,
+        cron: form.cron.value,
+        timezone: form.timezone.value,
+        recipients: form.recipients.value.split(/[\s,;]+/).filter(Boolean),
+        subject: form.subject.value,
+        body: form.body.value,
+        parameters: readJson(form.parameters, "parameters") || {},
+        data: readJson(form.data, "data") || {},
+        jitter: form.jitter.value,
+        misfire: form.misfire.value,
+        misfire_window: form.misfire_window.value,
+        enabled: form.enabled.checked,
+        hold_for_review: form.hold_for_review.checked,
+      };
+      const s = await api(form.dataset.method, form.dataset.url, body);
+      location.href = `/schedules/${s.id}`;
+    } catch (ex) {
+      showError(err, ex);
+    }
+  });
+}
+
 // ---------------------------------------------------------------- pages
 
 const pages = {
@@ -451,6 +506,87 @@ const pages = {
     };
     render(pageData());
     setInterval(refresh, 2000);
+  },
+
+  schedules() {
+    scheduleForm();
+  },
+
+  schedule() {
+    const root = $("#schedule");
+    const editor = root.dataset.editor === "true";
+    const cell = (tr, text) => {
+      const td = tr.insertCell();
+      td.textContent = text;
+      return td;
+    };
+    const button = (label, onclick, cls = "secondary") => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = cls;
+      b.textContent = label;
+      b.onclick = onclick;
+      return b;
+    };
+    const refresh = async () => {
+      try {
+        const occ = await api("GET", `/api/v1/schedules/${root.dataset.id}/occurrences?limit=50`);
+        const body = $("#occurrences tbody");
+        body.innerHTML = "";
+        for (const o of occ) {
+          const tr = body.insertRow();
+          cell(tr, o.fire_at.replace("T", " ").slice(0, 19));
+          const st = cell(tr, "");
+          st.appendChild(Object.assign(document.createElement("span"), { className: `state ${o.state === "delivered" ? "succeeded" : o.state === "failed" || o.state === "rejected" ? "failed" : "queued"}`, textContent: o.state }));
+          if (o.error) st.append(` ${o.error}`);
+          const pdf = cell(tr, "");
+          if (o.pdf) pdf.appendChild(Object.assign(document.createElement("a"), { href: o.pdf, textContent: "PDF" }));
+          const mails = cell(tr, "");
+          for (const m of o.mails) {
+            const line = document.createElement("div");
+            line.textContent = `${m.recipient}: ${m.state}${m.attempts > 1 ? ` (${m.attempts} attempts)` : ""}${m.last_reply ? ` — ${m.last_reply}` : ""} `;
+            if (editor && (m.state === "failed" || m.state === "sent")) line.appendChild(button("Send again", () => api("POST", `/api/v1/deliveries/${m.id}/resend`).then(refresh)));
+            mails.appendChild(line);
+          }
+          const actions = cell(tr, "");
+          if (editor && o.state === "held") {
+            actions.appendChild(button("Approve", () => api("POST", `/api/v1/occurrences/${o.id}/approve`).then(refresh), ""));
+            actions.appendChild(button("Reject", () => api("POST", `/api/v1/occurrences/${o.id}/reject`).then(refresh)));
+          }
+        }
+      } catch (e) {
+        showError($(".error", root), e);
+      }
+    };
+    refresh();
+    setInterval(refresh, 3000);
+    if (editor) {
+      scheduleForm();
+      $("#delete-schedule").addEventListener("click", async () => {
+        if (!confirm("Delete this schedule and its history?")) return;
+        await api("DELETE", `/api/v1/schedules/${root.dataset.id}`);
+        location.href = "/schedules";
+      });
+    }
+  },
+
+  deliveries() {
+    for (const b of $$("[data-resend]")) {
+      b.addEventListener("click", () => api("POST", `/api/v1/deliveries/${b.dataset.resend}/resend`).then(() => location.reload(), (e) => showError($(".error"), e)));
+    }
+  },
+
+  settings() {
+    const form = $("#mail-settings");
+    form?.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        await api("PUT", "/api/v1/settings/mail", { smtp_url: form.smtp_url.value, from: form.from.value });
+        location.reload();
+      } catch (ex) {
+        showError($(".error", form), ex);
+      }
+    });
   },
 
   users() {

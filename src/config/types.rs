@@ -71,7 +71,9 @@ impl FromStr for Span {
                 ));
             }
         };
-        Ok(Span(Duration::from_secs_f64(n * factor)))
+        Duration::try_from_secs_f64(n * factor)
+            .map(Span)
+            .map_err(|_| format!("duration \"{s}\" is out of range"))
     }
 }
 
@@ -298,6 +300,8 @@ mod tests {
                 .contains("unknown duration unit")
         );
         assert!("soon".parse::<Span>().is_err());
+        assert!("100000000000000000000000000d".parse::<Span>().unwrap_err().contains("out of range"));
+        assert!(format!("1{}", "0".repeat(400)).parse::<Span>().is_err(), "an infinite float is refused, not a panic");
     }
 
     #[test]

@@ -291,7 +291,15 @@ pub async fn update(
     let existing = find(&state, &id).await?;
     let bytes = extract::body(body, body_limit(&state), "render.max_data_size").await?;
     let req: ScheduleRequest = extract::json(&headers, &bytes)?;
-    let (spec, next) = spec(&state, req).await?;
+    let (spec, mut next) = spec(&state, req).await?;
+    // Unless when it fires changed, keep its place: recomputing from now could move it back
+    // past a fire time the scheduler just ran.
+    let same_timing = existing.spec.cron == spec.cron
+        && existing.spec.timezone == spec.timezone
+        && existing.spec.enabled == spec.enabled;
+    if same_timing && existing.next_fire_at.is_some() {
+        next = existing.next_fire_at;
+    }
     let s = state
         .store
         .update_schedule(&existing.id, &spec, next)

@@ -277,8 +277,15 @@ pub async fn file(
         .iter()
         .find(|f| f.path == path)
         .ok_or_else(|| Problem::not_found(format!("file {path}")))?;
+    // Template files are author content: never let the browser run them in Quire's origin (an
+    // SVG with a script would otherwise act with the viewer's session).
+    let name: String = f.path.rsplit('/').next().unwrap_or("file").chars().filter(|c| c.is_ascii_graphic() && *c != '"').collect();
     Ok((
-        [(header::CONTENT_TYPE, content_type(&f.path))],
+        [
+            (header::CONTENT_TYPE, content_type(&f.path).to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox".to_owned()),
+        ],
         f.content.clone(),
     )
         .into_response())

@@ -55,7 +55,7 @@ impl Mailer {
                 match super::settings(self.store.as_ref(), &self.config, &self.sealer).await {
                     Ok(Some(settings)) => {
                         warned_unconfigured = false;
-                        self.round(&settings, &fence).await;
+                        self.round(&settings, &fence, &shutdown).await;
                     }
                     Ok(None) => {
                         if !warned_unconfigured {
@@ -71,81 +71,74 @@ impl Mailer {
         })
     }
 
-    async fn round(&self, settings: &MailSettings, fence: &Fence) {
+    async fn round(&self, settings: &MailSettings, fence: &Fence, shutdown: &Shutdown) {
         match self.store.recover_mails().await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                mails = n,
-                "mails left sending by a stopped mailer go out again (possible duplicates)"
-            ),
+            Ok(n) => tracing::warn!(mails = n, "mails left sending by a stopped mailer go out again (possible duplicates)"),
             Err(e) => tracing::warn!(error = %e, "could not recover mails"),
         }
         let mails = match self.store.claim_mails(BATCH, CLAIM_MS, fence).await {
             Ok(m) => m,
             Err(e) => return tracing::warn!(error = %e, "could not claim mails"),
         };
-        for mail in mails {
-            // Stop before the lease can have run out; unsent claims lapse and go back.
-            if self.roles.term("mailer") != Some(fence.term) {
+        for (i, mail) in mails.iter().enumerate() {
+            // Stop before the lease can have run out, and on shutdown; what was not attempted
+            // goes straight back to the queue for whoever mails next.
+            if self.roles.term("mailer") != Some(fence.term) || shutdown.is_draining() {
+                let rest: Vec<String> = mails[i..].iter().map(|m| m.id.clone()).collect();
+                if let Err(e) = self.store.release_mails(&rest, &fence.holder).await {
+                    tracing::warn!(error = %e, "could not hand back claimed mails; their claims will lapse");
+                }
                 return;
             }
-            self.deliver(settings, &mail).await;
+            self.deliver(settings, mail, &fence.holder).await;
         }
     }
 
-    async fn deliver(&self, settings: &MailSettings, mail: &Mail) {
+    fn count(&self, outcome: &'static str) {
+        self.metrics.mail.get_or_create(&crate::app::metrics::OutcomeLabels { outcome }).inc();
+    }
+
+    async fn deliver(&self, settings: &MailSettings, mail: &Mail, holder: &str) {
         let pdf = match &mail.job_id {
             Some(job) => match self.store.output(job).await {
                 Ok(pdf) => pdf,
                 Err(e) => {
-                    return tracing::warn!(mail = %mail.id, error = %e, "could not read the PDF; will retry");
+                    tracing::warn!(mail = %mail.id, error = %e, "could not read the PDF; will retry");
+                    let _ = self.store.release_mails(std::slice::from_ref(&mail.id), holder).await;
+                    return;
                 }
             },
             None => None,
         };
         if mail.job_id.is_some() && pdf.is_none() {
-            return self
-                .give_up(mail, "the report's PDF is gone (past render.retention)")
-                .await;
+            return self.give_up(mail, holder, "the report's PDF is gone (past render.retention)").await;
         }
         match super::send(settings, mail, pdf, self.config.timeout.get()).await {
             Ok(reply) => {
-                self.metrics
-                    .mail
-                    .get_or_create(&crate::app::metrics::OutcomeLabels { outcome: "sent" })
-                    .inc();
+                self.count("sent");
                 tracing::info!(mail = %mail.id, to = %mail.recipient, reply = %reply, "mail sent");
-                if let Err(e) = self.store.mail_sent(&mail.id, &reply).await {
+                if let Err(e) = self.store.mail_sent(&mail.id, holder, &reply).await {
                     // The server has it; if this record is lost the mail goes out again.
                     tracing::error!(mail = %mail.id, error = %e, "mail sent but not recorded");
                 }
             }
             Err(f) if f.transient && mail.attempts < i64::from(self.config.max_attempts) => {
                 let retry_at = now_ms() + backoff(&self.config, mail.attempts);
-                self.metrics
-                    .mail
-                    .get_or_create(&crate::app::metrics::OutcomeLabels { outcome: "retry" })
-                    .inc();
+                self.count("retry");
                 tracing::warn!(mail = %mail.id, to = %mail.recipient, attempt = mail.attempts, error = %f.message, "mail not sent; will retry");
-                if let Err(e) = self
-                    .store
-                    .mail_failed(&mail.id, &f.message, Some(retry_at))
-                    .await
-                {
+                if let Err(e) = self.store.mail_failed(&mail.id, holder, &f.message, Some(retry_at)).await {
                     tracing::warn!(mail = %mail.id, error = %e, "could not record the failure");
                 }
             }
-            Err(f) => self.give_up(mail, &f.message).await,
+            Err(f) => self.give_up(mail, holder, &f.message).await,
         }
     }
 
-    async fn give_up(&self, mail: &Mail, reason: &str) {
-        self.metrics
-            .mail
-            .get_or_create(&crate::app::metrics::OutcomeLabels { outcome: "failed" })
-            .inc();
+    async fn give_up(&self, mail: &Mail, holder: &str, reason: &str) {
+        self.count("failed");
         tracing::error!(mail = %mail.id, to = %mail.recipient, attempts = mail.attempts, error = %reason, "mail failed for good");
-        if let Err(e) = self.store.mail_failed(&mail.id, reason, None).await {
+        if let Err(e) = self.store.mail_failed(&mail.id, holder, reason, None).await {
             tracing::warn!(mail = %mail.id, error = %e, "could not record the failure");
         }
     }

@@ -61,43 +61,38 @@ impl Scheduler {
     async fn fire_due(&self, fence: &Fence) -> Result<(), StoreError> {
         let (now, due) = self.store.due_schedules(100).await?;
         for s in due {
-            let Some(next) = s.next_fire_at else { continue };
-            if now < next + jitter(&s.id, next, s.spec.jitter_ms) {
-                continue;
+            // One schedule's trouble must not hold up the others.
+            if let Err(e) = self.fire(&s, now, fence).await {
+                tracing::warn!(schedule = %s.spec.name, error = %e, "could not fire the schedule");
             }
-            let (Ok(cron), Ok(tz)) = (s.spec.cron.parse::<Cron>(), TimeZone::get(&s.spec.timezone))
-            else {
-                tracing::error!(schedule = %s.spec.name, "schedule has an unusable cron expression or time zone");
-                continue;
-            };
-            let p = plan(
-                &cron,
-                &tz,
-                next,
-                now,
-                s.spec.misfire,
-                s.spec.misfire_window_ms,
-                GRACE_MS + s.spec.jitter_ms,
-            );
-            let mut firings = Vec::with_capacity(p.fires.len());
-            for fire_at in &p.fires {
-                firings.push(self.firing(&s, *fire_at).await?);
-            }
-            if !self
-                .store
-                .fire_schedule(&s.id, next, &firings, p.next, p.skipped, fence)
-                .await?
-            {
-                // Another leader got there first, or this one lost the role: nothing was written.
-                continue;
-            }
-            self.count(&firings, p.skipped);
-            if p.skipped > 0 {
-                tracing::warn!(schedule = %s.spec.name, skipped = p.skipped, policy = s.spec.misfire.as_str(), "missed fire times skipped");
-            }
-            if firings.iter().any(|f| f.job.is_some()) {
-                self.bus.wake_workers();
-            }
+        }
+        Ok(())
+    }
+
+    async fn fire(&self, s: &Schedule, now: i64, fence: &Fence) -> Result<(), StoreError> {
+        let Some(next) = s.next_fire_at else { return Ok(()) };
+        if now < next + jitter(&s.id, next, s.spec.jitter_ms) {
+            return Ok(());
+        }
+        let (Ok(cron), Ok(tz)) = (s.spec.cron.parse::<Cron>(), TimeZone::get(&s.spec.timezone)) else {
+            tracing::error!(schedule = %s.spec.name, "schedule has an unusable cron expression or time zone");
+            return Ok(());
+        };
+        let p = plan(&cron, &tz, next, now, s.spec.misfire, s.spec.misfire_window_ms, GRACE_MS + s.spec.jitter_ms);
+        let mut firings = Vec::with_capacity(p.fires.len());
+        for fire_at in &p.fires {
+            firings.push(self.firing(s, *fire_at).await?);
+        }
+        if !self.store.fire_schedule(&s.id, next, &firings, p.next, p.skipped, fence).await? {
+            // Another leader got there first, or this one lost the role: nothing was written.
+            return Ok(());
+        }
+        self.count(&firings, p.skipped);
+        if p.skipped > 0 {
+            tracing::warn!(schedule = %s.spec.name, skipped = p.skipped, policy = s.spec.misfire.as_str(), "missed fire times skipped");
+        }
+        if firings.iter().any(|f| f.job.is_some()) {
+            self.bus.wake_workers();
         }
         Ok(())
     }

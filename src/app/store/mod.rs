@@ -260,10 +260,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Occurrence>>;
     /// Claims due queued mails for sending, under the mailer's fence.
     async fn claim_mails(&self, limit: i64, lease_ms: i64, fence: &Fence) -> Result<Vec<Mail>>;
-    /// The server accepted the mail.
-    async fn mail_sent(&self, id: &str, reply: &str) -> Result<()>;
-    /// Sending failed: retry at `retry_at`, or give up when `None`.
-    async fn mail_failed(&self, id: &str, reply: &str, retry_at: Option<Millis>) -> Result<()>;
+    /// The server accepted the mail; recorded only while `holder`'s claim on it stands.
+    async fn mail_sent(&self, id: &str, holder: &str, reply: &str) -> Result<()>;
+    /// Sending failed: retry at `retry_at`, or give up when `None`; only under `holder`'s claim.
+    async fn mail_failed(&self, id: &str, holder: &str, reply: &str, retry_at: Option<Millis>) -> Result<()>;
+    /// Gives claimed mails that were not attempted back to the queue (drain, lost role).
+    async fn release_mails(&self, ids: &[String], holder: &str) -> Result<()>;
     /// Mails left `sending` by a mailer that died: back to the queue. This is the crash window —
     /// the server may have accepted them — and why each mail has a stable Message-ID.
     async fn recover_mails(&self) -> Result<u64>;

@@ -1452,25 +1452,27 @@ macro_rules! sql_store {
                     return Ok(false);
                 }
                 for f in firings {
-                    if let Some(job) = &f.job {
+                    let state = if f.job.is_some() { "rendering" } else { "failed" };
+                    // A fire time recorded before (a schedule edited back to it) is not run again.
+                    let inserted = self
+                        .query(concat!(
+                            "INSERT INTO occurrences (id, schedule_id, fire_at, created_at, term, instance, job_id, state, error) ",
+                            "VALUES ($1, $2, $3, ", $now, ", $4, $5, $6, $7, $8) ON CONFLICT (schedule_id, fire_at) DO NOTHING RETURNING id"
+                        ))
+                        .bind(uuid::Uuid::now_v7().to_string())
+                        .bind(schedule_id)
+                        .bind(f.fire_at)
+                        .bind(fence.term)
+                        .bind(&fence.holder)
+                        .bind(f.job.as_ref().map(|j| j.id.as_str()))
+                        .bind(state)
+                        .bind(&f.error)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let (Some(_), Some(job)) = (inserted, &f.job) {
                         self.insert_job(&mut tx, job).await?;
                         self.event(&mut tx, &job.id, &EventFields::state(JobState::Queued, "queued", 0, None)).await?;
                     }
-                    let state = if f.job.is_some() { "rendering" } else { "failed" };
-                    self.query(concat!(
-                        "INSERT INTO occurrences (id, schedule_id, fire_at, created_at, term, instance, job_id, state, error) ",
-                        "VALUES ($1, $2, $3, ", $now, ", $4, $5, $6, $7, $8)"
-                    ))
-                    .bind(uuid::Uuid::now_v7().to_string())
-                    .bind(schedule_id)
-                    .bind(f.fire_at)
-                    .bind(fence.term)
-                    .bind(&fence.holder)
-                    .bind(f.job.as_ref().map(|j| j.id.as_str()))
-                    .bind(state)
-                    .bind(&f.error)
-                    .execute(&mut *tx)
-                    .await?;
                 }
                 tx.commit().await?;
                 Ok(true)
@@ -1598,15 +1600,17 @@ macro_rules! sql_store {
                 Ok(out)
             }
 
-            async fn mail_sent(&self, id: &str, reply: &str) -> Result<()> {
+            async fn mail_sent(&self, id: &str, holder: &str, reply: &str) -> Result<()> {
                 let mut tx = self.write_tx().await?;
                 let row = self
                     .query(concat!(
                         "UPDATE outbox SET state = 'sent', sent_at = ", $now, ", last_reply = $2, claimed_by = NULL, ",
-                        "claim_expires_at = NULL, updated_at = ", $now, " WHERE id = $1 RETURNING occurrence_id"
+                        "claim_expires_at = NULL, updated_at = ", $now, " WHERE id = $1 AND state = 'sending' AND claimed_by = $3 ",
+                        "RETURNING occurrence_id"
                     ))
                     .bind(id)
                     .bind(reply)
+                    .bind(holder)
                     .fetch_optional(&mut *tx)
                     .await?;
                 self.follow_mails(&mut tx, row).await?;
@@ -1614,20 +1618,38 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn mail_failed(&self, id: &str, reply: &str, retry_at: Option<Millis>) -> Result<()> {
+            async fn mail_failed(&self, id: &str, holder: &str, reply: &str, retry_at: Option<Millis>) -> Result<()> {
                 let mut tx = self.write_tx().await?;
                 let row = self
                     .query(concat!(
                         "UPDATE outbox SET state = CASE WHEN $3 IS NULL THEN 'failed' ELSE 'queued' END, ",
                         "next_attempt_at = COALESCE($3, next_attempt_at), last_reply = $2, claimed_by = NULL, ",
-                        "claim_expires_at = NULL, updated_at = ", $now, " WHERE id = $1 RETURNING occurrence_id"
+                        "claim_expires_at = NULL, updated_at = ", $now, " WHERE id = $1 AND state = 'sending' AND claimed_by = $4 ",
+                        "RETURNING occurrence_id"
                     ))
                     .bind(id)
                     .bind(reply)
                     .bind(retry_at)
+                    .bind(holder)
                     .fetch_optional(&mut *tx)
                     .await?;
                 self.follow_mails(&mut tx, row).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn release_mails(&self, ids: &[String], holder: &str) -> Result<()> {
+                let mut tx = self.write_tx().await?;
+                for id in ids {
+                    self.query(concat!(
+                        "UPDATE outbox SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, claim_expires_at = NULL, ",
+                        "updated_at = ", $now, " WHERE id = $1 AND state = 'sending' AND claimed_by = $2"
+                    ))
+                    .bind(id)
+                    .bind(holder)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Lifecycle, within};
 
 /// Render workers are started from the running executable's inode, so an upgrade that replaces
 /// the file on disk never mixes versions inside one instance.
@@ -140,8 +140,10 @@ pub async fn run(
             stale_after: config.ha.stale_after.get(),
         },
     );
-    if !config.ha.enabled {
-        // A single instance is alone: whatever was running belonged to its previous run.
+    if !config.ha.enabled && store.backend() == "sqlite" {
+        // On its own SQLite file an instance is alone: whatever was running belonged to its
+        // previous run. (On PostgreSQL another instance may be running jobs even without HA
+        // mode — a rolling update — so there the janitor takes back only lapsed claims.)
         let requeued = jobs.recover_abandoned().await?;
         if requeued > 0 {
             tracing::warn!(
@@ -224,7 +226,7 @@ pub async fn run(
         settings,
         shutdown.clone(),
     );
-    schedule::scheduler::Scheduler {
+    let scheduler = schedule::scheduler::Scheduler {
         store: store.clone(),
         roles: roles.clone(),
         bus: bus.clone(),
@@ -234,7 +236,7 @@ pub async fn run(
         sealer: sealer.clone(),
     }
     .spawn(shutdown.clone());
-    mail::mailer::Mailer {
+    let mailer = mail::mailer::Mailer {
         store: store.clone(),
         roles: roles.clone(),
         bus: bus.clone(),
@@ -260,9 +262,18 @@ pub async fn run(
 
     shutdown.draining().await;
     availability.shut();
-    let _ = runner.await;
+    // Every wait below is bounded, and cut short by a second signal: a database that stopped
+    // answering must not hold the process.
+    let step = Duration::from_secs(10);
+    within(&shutdown, step, async {
+        let _ = runner.await;
+    })
+    .await;
     // Roles go first so another instance takes over while this one finishes its renders.
-    let _ = leader.await;
+    within(&shutdown, step, async {
+        let _ = leader.await;
+    })
+    .await;
     let running = jobs.running();
     if running > 0 {
         tracing::info!(jobs = running, bound = %config.render.drain_timeout, "waiting for running renders");
@@ -276,10 +287,19 @@ pub async fn run(
             "renders did not finish in time and went back to the queue"
         );
     }
+    within(&shutdown, step, async {
+        let _ = scheduler.await;
+    })
+    .await;
+    // A mail being handed to the server finishes (and is recorded) rather than being cut off.
+    within(&shutdown, config.mail.timeout.get() + step, async {
+        let _ = mailer.await;
+    })
+    .await;
     shutdown.stop();
-    let _ = server.await;
-    let _ = heartbeat.await;
-    store.close().await;
+    let _ = tokio::time::timeout(config.http.shutdown_timeout.get() + step, server).await;
+    let _ = tokio::time::timeout(step, heartbeat).await;
+    let _ = tokio::time::timeout(step, store.close()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -331,15 +351,11 @@ fn announce_root(root: auth::RootUser) {
         auth::RootUser::Configured(email) => {
             tracing::info!(email = %email, "root user matches the configuration")
         }
-        auth::RootUser::Generated {
-            email,
-            password,
-            saved_to,
-        } => tracing::warn!(
+        // The password goes to a file only the service user can read, never to the log.
+        auth::RootUser::Generated { email, saved_to } => tracing::warn!(
             email = %email,
-            password = %password,
-            saved_to = %saved_to.display(),
-            "no root user was configured: created one; sign in with this email and password (set root_user.email and root_user.password to choose your own)"
+            password_file = %saved_to.display(),
+            "no root user was configured: created one; its password is in the file (set root_user.email and root_user.password to choose your own)"
         ),
         auth::RootUser::Unchanged => {}
     }

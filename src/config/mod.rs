@@ -682,6 +682,22 @@ fn validate(loaded: &Loaded) -> Vec<Problem> {
     if let Some(0) = c.database.max_connections {
         bad("database.max_connections", "must be at least 1".into());
     }
+    let intervals = [
+        ("ha.lease", c.ha.lease),
+        ("ha.renew_every", c.ha.renew_every),
+        ("ha.heartbeat_every", c.ha.heartbeat_every),
+        ("ha.stale_after", c.ha.stale_after),
+        ("fonts.rescan_interval", c.fonts.rescan_interval),
+        ("http.keep_alive_timeout", c.http.keep_alive_timeout),
+        ("mail.retry_initial", c.mail.retry_initial),
+        ("mail.timeout", c.mail.timeout),
+        ("render.drain_timeout", c.render.drain_timeout),
+    ];
+    for (key, span) in intervals {
+        if span.get().is_zero() {
+            bad(key, "must be longer than 0s".into());
+        }
+    }
     let ha = &c.ha;
     if ha.safety_margin >= ha.lease
         || ha.renew_every.get() * 2 > ha.lease.get() - ha.safety_margin.get()
@@ -939,6 +955,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.config.http.listen, "127.0.0.1:7000".parse().unwrap());
+    }
+
+    #[test]
+    fn zero_intervals_are_refused() {
+        let err = load(None, &env(&[("QUIRE_HA__RENEW_EVERY", "0s")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("ha.renew_every (from env QUIRE_HA__RENEW_EVERY): must be longer than 0s"),
+            "{err}"
+        );
     }
 
     #[test]

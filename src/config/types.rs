@@ -300,8 +300,16 @@ mod tests {
                 .contains("unknown duration unit")
         );
         assert!("soon".parse::<Span>().is_err());
-        assert!("100000000000000000000000000d".parse::<Span>().unwrap_err().contains("out of range"));
-        assert!(format!("1{}", "0".repeat(400)).parse::<Span>().is_err(), "an infinite float is refused, not a panic");
+        assert!(
+            "100000000000000000000000000d"
+                .parse::<Span>()
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(
+            format!("1{}", "0".repeat(400)).parse::<Span>().is_err(),
+            "an infinite float is refused, not a panic"
+        );
     }
 
     #[test]

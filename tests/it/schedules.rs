@@ -266,6 +266,40 @@ async fn a_down_smtp_server_delays_mail_but_loses_none() {
 }
 
 #[tokio::test]
+async fn a_silent_smtp_server_times_out_and_the_mail_is_retried() {
+    let sink = SmtpSink::start().await;
+    sink.stall(true);
+    let app = Instance::start(mail_env(&sink).env("QUIRE_MAIL__TIMEOUT", "2s")).await;
+    let api = app.client().await;
+    let body = every_second("Stalled", &["frank@example.com"]);
+    let s = create(&api, body.clone()).await;
+    let waiting = wait_for("a mail that timed out", Duration::from_secs(30), || async {
+        occurrences(&api, &s).await.into_iter().find(|o| {
+            o["mails"].as_array().is_some_and(|m| {
+                m.iter().any(|m| {
+                    m["last_reply"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("no answer"))
+                })
+            })
+        })
+    })
+    .await;
+    set_enabled(&api, &s, body, false).await;
+    sink.stall(false);
+    let id = waiting["id"].as_str().unwrap().to_owned();
+    wait_for(
+        "the mail delivered once the server answers",
+        Duration::from_secs(30),
+        || async {
+            let o = api.get_json(&format!("/api/v1/occurrences/{id}")).await;
+            (o["state"] == "delivered").then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_refused_recipient_fails_visibly_and_can_be_resent() {
     let sink = SmtpSink::start().await;
     sink.refuse_recipients(Some(
@@ -342,12 +376,18 @@ async fn schedule_input_is_checked() {
         ("recipients", json!(["not-an-address"]), "recipients[0]"),
         ("recipients", json!([]), "recipients"),
         ("misfire", json!("sometimes"), "misfire"),
+        ("jitter", json!("100000000000000000000000000d"), "jitter"),
+        ("jitter", json!(format!("1{}", "0".repeat(400))), "jitter"),
+        ("jitter", json!("2h"), "jitter"),
+        ("misfire_window", json!("400d"), "misfire_window"),
     ] {
         let good = body[field].clone();
         body[field] = value;
         let r = api.post("/api/v1/schedules", &body).await;
-        assert_eq!(r.status(), 422, "{field}");
-        assert_eq!(r.json::<Value>().await.unwrap()["field"], expected);
+        let status = r.status();
+        let problem = r.json::<Value>().await.unwrap();
+        assert_eq!(status, 422, "{field}: {problem}");
+        assert_eq!(problem["field"], expected);
         body[field] = good;
     }
     let preview = api

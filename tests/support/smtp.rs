@@ -29,6 +29,8 @@ struct Shared {
     received: Vec<Received>,
     /// When set, recipients are refused with this reply (e.g. "550 5.1.1 no such user").
     refuse: Option<String>,
+    /// When set, the server goes silent after the message data instead of answering.
+    stall: bool,
 }
 
 pub struct SmtpSink {
@@ -83,6 +85,11 @@ impl SmtpSink {
 
     pub fn refuse_recipients(&self, reply: Option<&str>) {
         self.shared.lock().unwrap().refuse = reply.map(str::to_owned);
+    }
+
+    /// A server that takes the message and never answers (until `false`).
+    pub fn stall(&self, on: bool) {
+        self.shared.lock().unwrap().stall = on;
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -157,6 +164,11 @@ async fn session(stream: tokio::net::TcpStream, _peer: SocketAddr, shared: Arc<M
                 }
                 let unstuffed = line.strip_prefix('.').unwrap_or(&line);
                 data.extend_from_slice(unstuffed.as_bytes());
+            }
+            if shared.lock().unwrap().stall {
+                // Hold the connection open without a word, as a wedged server does.
+                let _ = lines.read_line(&mut line).await;
+                return;
             }
             let n = {
                 let mut s = shared.lock().unwrap();

@@ -61,11 +61,7 @@ pub enum RootUser {
     /// The configured root user exists with the configured password.
     Configured(String),
     /// No user existed and none was configured: one was created with a random password.
-    Generated {
-        email: String,
-        password: String,
-        saved_to: PathBuf,
-    },
+    Generated { email: String, saved_to: PathBuf },
     /// Not configured; users already exist.
     Unchanged,
 }
@@ -108,7 +104,11 @@ pub async fn ensure_root(store: &dyn Store, config: &Config) -> Result<RootUser,
     }
     let pw = token::secret()[..20].to_owned();
     let hash = password::hash_blocking(pw.clone()).await?;
-    store.upsert_root(DEFAULT_ROOT_EMAIL, &hash).await?;
+    // Several instances may start at once on an empty database: only the one whose insert wins
+    // keeps its password.
+    if !store.create_first_root(DEFAULT_ROOT_EMAIL, &hash).await? {
+        return Ok(RootUser::Unchanged);
+    }
     let path = config.data_dir.join("root-password.txt");
     save_private(&path, &format!("{DEFAULT_ROOT_EMAIL}\n{pw}\n")).map_err(|source| {
         RootError::Save {
@@ -118,7 +118,6 @@ pub async fn ensure_root(store: &dyn Store, config: &Config) -> Result<RootUser,
     })?;
     Ok(RootUser::Generated {
         email: DEFAULT_ROOT_EMAIL.to_owned(),
-        password: pw,
         saved_to: path,
     })
 }

@@ -519,11 +519,36 @@ pub async fn cluster(State(state): State<AppState>, ConsoleUser(user): ConsoleUs
 }
 
 /// The schedule form's fields, filled from `s` when editing.
-fn schedule_form(templates: &[crate::app::model::Template], s: Option<&serde_json::Value>) -> Markup {
-    let get = |k: &str| s.and_then(|s| s.get(k)).cloned().unwrap_or(serde_json::Value::Null);
-    let text = |k: &str, default: &str| get(k).as_str().map_or_else(|| default.to_owned(), str::to_owned);
-    let recipients = get("recipients").as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-    let pretty = |v: serde_json::Value, default: &str| if v.is_null() { default.to_owned() } else { serde_json::to_string_pretty(&v).unwrap_or_default() };
+fn schedule_form(
+    templates: &[crate::app::model::Template],
+    s: Option<&serde_json::Value>,
+) -> Markup {
+    let get = |k: &str| {
+        s.and_then(|s| s.get(k))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let text = |k: &str, default: &str| {
+        get(k)
+            .as_str()
+            .map_or_else(|| default.to_owned(), str::to_owned)
+    };
+    let recipients = get("recipients")
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let pretty = |v: serde_json::Value, default: &str| {
+        if v.is_null() {
+            default.to_owned()
+        } else {
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        }
+    };
     let template = text("template", "");
     let misfire = text("misfire", "latest");
     let checked = |k: &str, default: bool| get(k).as_bool().unwrap_or(default);
@@ -564,7 +589,10 @@ fn schedule_form(templates: &[crate::app::model::Template], s: Option<&serde_jso
     }
 }
 
-pub async fn schedules(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
+pub async fn schedules(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+) -> PageResult {
     let list = state.store.schedules().await.map_err(|e| fail(e.into()))?;
     let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
     let editor = user.user.role >= Role::Editor;
@@ -595,13 +623,31 @@ pub async fn schedules(State(state): State<AppState>, ConsoleUser(user): Console
             }
         }
     };
-    Ok(Page { title: "Schedules", name: "schedules", user: Some(&user), content, data: None, wide: false }.into_response())
+    Ok(Page {
+        title: "Schedules",
+        name: "schedules",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
 }
 
-pub async fn schedule(State(state): State<AppState>, ConsoleUser(user): ConsoleUser, Path(id): Path<String>) -> PageResult {
-    let s = state.store.schedule(&id).await.map_err(|e| fail(e.into()))?.ok_or_else(|| fail(Problem::not_found("schedule")))?;
+pub async fn schedule(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+    Path(id): Path<String>,
+) -> PageResult {
+    let s = state
+        .store
+        .schedule(&id)
+        .await
+        .map_err(|e| fail(e.into()))?
+        .ok_or_else(|| fail(Problem::not_found("schedule")))?;
     let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
-    let view = serde_json::to_value(crate::app::http::schedules::schedule_view(&s)).unwrap_or_default();
+    let view =
+        serde_json::to_value(crate::app::http::schedules::schedule_view(&s)).unwrap_or_default();
     let editor = user.user.role >= Role::Editor;
     let content = html! {
         h1 { (s.spec.name) }
@@ -623,11 +669,26 @@ pub async fn schedule(State(state): State<AppState>, ConsoleUser(user): ConsoleU
             }
         }
     };
-    Ok(Page { title: &s.spec.name, name: "schedule", user: Some(&user), content, data: Some(view), wide: false }.into_response())
+    Ok(Page {
+        title: &s.spec.name,
+        name: "schedule",
+        user: Some(&user),
+        content,
+        data: Some(view),
+        wide: false,
+    }
+    .into_response())
 }
 
-pub async fn deliveries(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
-    let mails = state.store.mails(None, 200).await.map_err(|e| fail(e.into()))?;
+pub async fn deliveries(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+) -> PageResult {
+    let mails = state
+        .store
+        .mails(None, 200)
+        .await
+        .map_err(|e| fail(e.into()))?;
     let editor = user.user.role >= Role::Editor;
     let content = html! {
         h1 { "Deliveries" }
@@ -650,14 +711,23 @@ pub async fn deliveries(State(state): State<AppState>, ConsoleUser(user): Consol
             }
         }
     };
-    Ok(Page { title: "Deliveries", name: "deliveries", user: Some(&user), content, data: None, wide: false }.into_response())
+    Ok(Page {
+        title: "Deliveries",
+        name: "deliveries",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
 }
 
 pub async fn settings(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
     if user.user.role < Role::Admin {
         return Err(forbidden(&user, Role::Admin));
     }
-    let current = crate::app::mail::settings(state.store.as_ref(), &state.config.mail, &state.sealer).await;
+    let current =
+        crate::app::mail::settings(state.store.as_ref(), &state.config.mail, &state.sealer).await;
     let configured = state.config.mail.smtp_url.is_some();
     let content = html! {
         h1 { "Settings" }
@@ -681,5 +751,13 @@ pub async fn settings(State(state): State<AppState>, ConsoleUser(user): ConsoleU
             }
         }
     };
-    Ok(Page { title: "Settings", name: "settings", user: Some(&user), content, data: None, wide: false }.into_response())
+    Ok(Page {
+        title: "Settings",
+        name: "settings",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
 }

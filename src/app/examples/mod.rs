@@ -20,7 +20,7 @@ pub async fn seed(store: &dyn Store) -> Result<bool, StoreError> {
     }
     for (name, description, version) in examples() {
         match store.create_template(name, description, &version).await {
-            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
             Err(e) => return Err(e),
         }
     }

@@ -2,13 +2,13 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::extract;
+use super::extract::{self, ApiPath};
 use super::problem::{ApiResult, Problem};
 use super::views::{TokenView, UserView, ts};
 use crate::app::auth::{MIN_PASSWORD_LEN, Principal, normalize_email, password, token};
@@ -93,7 +93,7 @@ pub async fn create_user(
 pub async fn update_user(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<UserView>> {
@@ -144,7 +144,7 @@ pub async fn update_user(
 pub async fn delete_user(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     p.require(Role::Admin)?;
     let target = state
@@ -226,7 +226,7 @@ pub async fn create_token(
 pub async fn delete_token(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     if state.store.delete_token(&p.user.id, &id).await? {
         Ok(StatusCode::NO_CONTENT)

@@ -2,9 +2,10 @@
 //! warnings; and draining or resuming an instance.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::extract::ApiPath;
 use super::problem::{ApiResult, Problem};
 use crate::app::auth::Principal;
 use crate::app::cluster::registry::{self, Overview, Thresholds};
@@ -32,7 +33,7 @@ pub async fn load(state: &AppState) -> ApiResult<Overview> {
 pub async fn drain(
     state: State<AppState>,
     p: Principal,
-    id: Path<String>,
+    id: ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     set_drain(state, p, id, true).await
 }
@@ -40,7 +41,7 @@ pub async fn drain(
 pub async fn resume(
     state: State<AppState>,
     p: Principal,
-    id: Path<String>,
+    id: ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     set_drain(state, p, id, false).await
 }
@@ -48,7 +49,7 @@ pub async fn resume(
 async fn set_drain(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     drain: bool,
 ) -> ApiResult<StatusCode> {
     p.require(Role::Admin)?;

@@ -12,16 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::ws::{
     CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
-use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
+use super::extract::{ApiPath, ApiQuery};
 use super::problem::ApiResult;
 use super::renders::visible_job;
 use super::views::EventView;
@@ -41,8 +42,8 @@ pub struct After {
 pub async fn events(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
-    Query(q): Query<After>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<After>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {

@@ -10,14 +10,58 @@ use serde::de::DeserializeOwned;
 
 use super::problem::{ApiResult, Problem};
 
-/// Reads the whole body, refusing more than `limit` bytes with 413.
+/// Reads the whole body, refusing more than `limit` bytes with 413 (and a body that breaks off
+/// with 400).
 pub async fn body(body: Body, limit: usize, limit_name: &str) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Problem::too_large(
-            "body",
-            format!("the request body is larger than {limit} bytes ({limit_name})"),
-        )
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if e.into_inner()
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            Problem::too_large(
+                "body",
+                format!("the request body is larger than {limit} bytes ({limit_name})"),
+            )
+        } else {
+            Problem::bad_request("body", "the request body could not be read")
+        }
     })
+}
+
+/// `axum::extract::Path` whose rejection is a problem document.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| Problem::bad_request("path", e.body_text()))
+    }
+}
+
+/// `axum::extract::Query` whose rejection is a problem document.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| Problem::invalid("query", e.body_text()))
+    }
 }
 
 /// Parses JSON: 415 for another content type, 400 for malformed JSON, 422 naming the field for
@@ -42,12 +86,15 @@ pub fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> ApiResult
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_owned() } else { path };
-                Problem::invalid(field, inner.to_string())
-            }
-            _ => Problem::bad_request("body", format!("malformed JSON: {inner}")),
+        // serde_json reports some shape errors (a `null` where an enum belongs) as syntax
+        // errors; JSON that parses on its own is well-formed, so the fault is the field's.
+        let well_formed = inner.classify() == serde_json::error::Category::Data
+            || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        if well_formed {
+            let field = if path == "." { "body".to_owned() } else { path };
+            Problem::invalid(field, inner.to_string())
+        } else {
+            Problem::bad_request("body", format!("malformed JSON: {inner}"))
         }
     })
 }
@@ -98,6 +145,13 @@ mod tests {
     #[allow(dead_code)]
     struct Item {
         qty: u32,
+        #[serde(default)]
+        unit: Unit,
+    }
+    #[derive(Debug, Default, serde::Deserialize)]
+    enum Unit {
+        #[default]
+        Piece,
     }
 
     fn json_headers() -> HeaderMap {
@@ -124,6 +178,15 @@ mod tests {
         assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         let e = json::<Body>(&json_headers(), br#"{"items":[]}"#).unwrap_err();
         assert!(e.detail.contains("missing field `name`"), "{}", e.detail);
+        // Well-formed JSON with a null where an enum belongs is the field's fault, not a syntax
+        // error, though serde_json classifies it as one.
+        let e = json::<Body>(
+            &json_headers(),
+            br#"{"name":"x","items":[{"qty":1,"unit":null}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.field.as_deref(), Some("items[0].unit"));
     }
 
     #[test]

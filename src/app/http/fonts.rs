@@ -2,12 +2,12 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::extract;
+use super::extract::{self, ApiPath};
 use super::problem::{ApiResult, Problem};
 use crate::app::auth::Principal;
 use crate::app::model::Role;
@@ -27,7 +27,7 @@ pub async fn list(State(state): State<AppState>, _p: Principal) -> ApiResult<Jso
 pub async fn upload(
     State(state): State<AppState>,
     p: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Body,
 ) -> ApiResult<Response> {
     p.require(Role::Editor)?;
@@ -50,7 +50,7 @@ pub async fn upload(
 pub async fn remove(
     State(state): State<AppState>,
     p: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     p.require(Role::Editor)?;
     if state.fonts.remove(&name)? {

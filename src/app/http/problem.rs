@@ -147,11 +147,12 @@ impl IntoResponse for Problem {
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => Problem::new(
+            StoreError::Conflict { what, field } => Problem::new(
                 StatusCode::CONFLICT,
                 "conflict",
                 format!("{what} already exists"),
-            ),
+            )
+            .field(field),
             StoreError::QueueFull(n) => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "queue-full",

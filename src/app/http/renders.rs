@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::extract;
+use super::extract::{self, ApiPath, ApiQuery};
 use super::problem::{ApiResult, Problem};
 use super::templates::{FileContent, decode_files};
 use super::views::{JobView, ts};
@@ -139,7 +139,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<JobView>>> {
     let job_state = q
         .state
@@ -200,7 +200,7 @@ pub async fn visible_job(state: &AppState, p: &Principal, id: &str) -> ApiResult
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobView>> {
     Ok(Json(JobView::from(&visible_job(&state, &p, &id).await?)))
 }
@@ -208,7 +208,7 @@ pub async fn get(
 pub async fn pdf(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let job = visible_job(&state, &p, &id).await?;
     if job.state != JobState::Succeeded {
@@ -265,7 +265,7 @@ fn pdf_response(name: &str, bytes: Vec<u8>, pages: i64) -> Response {
 pub async fn cancel(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobView>> {
     let job = visible_job(&state, &p, &id).await?;
     if job.state.is_final() {

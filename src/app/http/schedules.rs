@@ -3,14 +3,14 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::extract;
+use super::extract::{self, ApiPath, ApiQuery};
 use super::problem::{ApiResult, Problem};
 use super::views::ts;
 use crate::app::auth::{Principal, normalize_email};
@@ -48,8 +48,9 @@ struct ScheduleRequest {
     /// Spread the fire time by up to this much (e.g. "5m").
     #[serde(default)]
     jitter: Option<Span>,
-    #[serde(default = "latest")]
-    misfire: Misfire,
+    /// `null` or absent means the default, "latest".
+    #[serde(default)]
+    misfire: Option<Misfire>,
     #[serde(default)]
     misfire_window: Option<Span>,
 }
@@ -65,9 +66,6 @@ fn default_body() -> String {
 }
 fn yes() -> bool {
     true
-}
-fn latest() -> Misfire {
-    Misfire::Latest
 }
 
 /// Default misfire window: after downtime, a fire time up to an hour old still runs.
@@ -124,6 +122,14 @@ async fn spec(state: &AppState, req: ScheduleRequest) -> ApiResult<(ScheduleSpec
             "larger than render.max_data_size",
         ));
     }
+    let jitter = req.jitter.unwrap_or(Span::secs(0));
+    if jitter > Span::secs(3600) {
+        return Err(Problem::invalid("jitter", "at most 1h"));
+    }
+    let window = req.misfire_window.unwrap_or(WINDOW);
+    if window > Span::secs(30 * 86_400) {
+        return Err(Problem::invalid("misfire_window", "at most 30d"));
+    }
     let next = if req.enabled {
         next_fire(&cron, &tz, state.store.db_now().await?)
     } else {
@@ -142,9 +148,9 @@ async fn spec(state: &AppState, req: ScheduleRequest) -> ApiResult<(ScheduleSpec
         body: req.body,
         enabled: req.enabled,
         hold_for_review: req.hold_for_review,
-        jitter_ms: req.jitter.map_or(0, |j| j.get().as_millis() as i64),
-        misfire: req.misfire,
-        misfire_window_ms: req.misfire_window.unwrap_or(WINDOW).get().as_millis() as i64,
+        jitter_ms: jitter.get().as_millis() as i64,
+        misfire: req.misfire.unwrap_or(Misfire::Latest),
+        misfire_window_ms: window.get().as_millis() as i64,
     };
     Ok((spec, next))
 }
@@ -275,7 +281,7 @@ async fn find(state: &AppState, id: &str) -> ApiResult<Schedule> {
 pub async fn get(
     State(state): State<AppState>,
     _p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ScheduleView>> {
     Ok(Json(schedule_view(&find(&state, &id).await?)))
 }
@@ -283,7 +289,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<ScheduleView>> {
@@ -311,7 +317,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     p.require(Role::Editor)?;
     let s = find(&state, &id).await?;
@@ -397,8 +403,8 @@ pub struct Limit {
 pub async fn occurrences(
     State(state): State<AppState>,
     _p: Principal,
-    Path(id): Path<String>,
-    Query(q): Query<Limit>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<Limit>,
 ) -> ApiResult<Json<Vec<OccurrenceView>>> {
     let s = find(&state, &id).await?;
     let mut out = Vec::new();
@@ -415,7 +421,7 @@ pub async fn occurrences(
 pub async fn occurrence(
     State(state): State<AppState>,
     _p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<OccurrenceView>> {
     let o = state
         .store
@@ -428,7 +434,7 @@ pub async fn occurrence(
 pub async fn approve(
     state: State<AppState>,
     p: Principal,
-    id: Path<String>,
+    id: ApiPath<String>,
 ) -> ApiResult<Json<OccurrenceView>> {
     review(state, p, id, true).await
 }
@@ -436,7 +442,7 @@ pub async fn approve(
 pub async fn reject(
     state: State<AppState>,
     p: Principal,
-    id: Path<String>,
+    id: ApiPath<String>,
 ) -> ApiResult<Json<OccurrenceView>> {
     review(state, p, id, false).await
 }
@@ -444,7 +450,7 @@ pub async fn reject(
 async fn review(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     approve: bool,
 ) -> ApiResult<Json<OccurrenceView>> {
     p.require(Role::Editor)?;
@@ -489,7 +495,7 @@ pub struct DeliveryQuery {
 pub async fn deliveries(
     State(state): State<AppState>,
     _p: Principal,
-    Query(q): Query<DeliveryQuery>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> ApiResult<Json<Vec<MailView>>> {
     let filter = q
         .state
@@ -509,7 +515,7 @@ pub async fn deliveries(
 pub async fn resend(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<MailView>> {
     p.require(Role::Editor)?;
     let m = state.store.resend_mail(&id).await?.ok_or_else(|| {
@@ -532,7 +538,7 @@ pub struct PreviewQuery {
 }
 
 /// The next fire times of an expression, for the schedule form.
-pub async fn preview(_p: Principal, Query(q): Query<PreviewQuery>) -> ApiResult<Json<Value>> {
+pub async fn preview(_p: Principal, ApiQuery(q): ApiQuery<PreviewQuery>) -> ApiResult<Json<Value>> {
     let cron: Cron = q
         .cron
         .parse()

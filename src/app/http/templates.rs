@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::extract;
+use super::extract::{self, ApiPath};
 use super::problem::{ApiResult, Problem};
 use super::views::{TemplateView, VersionView};
 use crate::app::auth::Principal;
@@ -179,7 +179,7 @@ async fn find(state: &AppState, id: &str) -> ApiResult<Template> {
 pub async fn get(
     State(state): State<AppState>,
     _p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let t = find(&state, &id).await?;
     let v = state
@@ -197,7 +197,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -224,7 +224,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     p.require(Role::Editor)?;
     let t = find(&state, &id).await?;
@@ -236,7 +236,7 @@ pub async fn delete(
 pub async fn versions(
     State(state): State<AppState>,
     _p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Vec<VersionView>>> {
     let t = find(&state, &id).await?;
     Ok(Json(
@@ -253,7 +253,7 @@ pub async fn versions(
 pub async fn version(
     State(state): State<AppState>,
     _p: Principal,
-    Path((id, n)): Path<(String, i64)>,
+    ApiPath((id, n)): ApiPath<(String, i64)>,
 ) -> ApiResult<Json<VersionView>> {
     let t = find(&state, &id).await?;
     let v = state
@@ -269,7 +269,7 @@ pub async fn version(
 pub async fn file(
     State(state): State<AppState>,
     _p: Principal,
-    Path((id, n, path)): Path<(String, i64, String)>,
+    ApiPath((id, n, path)): ApiPath<(String, i64, String)>,
 ) -> ApiResult<Response> {
     let t = find(&state, &id).await?;
     let files = state.cache.get(state.store.as_ref(), &t.id, n).await?;
@@ -279,12 +279,25 @@ pub async fn file(
         .ok_or_else(|| Problem::not_found(format!("file {path}")))?;
     // Template files are author content: never let the browser run them in Quire's origin (an
     // SVG with a script would otherwise act with the viewer's session).
-    let name: String = f.path.rsplit('/').next().unwrap_or("file").chars().filter(|c| c.is_ascii_graphic() && *c != '"').collect();
+    let name: String = f
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or("file")
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"')
+        .collect();
     Ok((
         [
             (header::CONTENT_TYPE, content_type(&f.path).to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
-            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; sandbox".to_owned(),
+            ),
         ],
         f.content.clone(),
     )

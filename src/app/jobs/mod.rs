@@ -53,6 +53,8 @@ enum StopReason {
 }
 
 struct Running {
+    /// The claim this run holds; a later claim of the same job replaces the entry.
+    token: String,
     abort: CancellationToken,
     why: Arc<OnceLock<StopReason>>,
 }

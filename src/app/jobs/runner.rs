@@ -45,6 +45,7 @@ pub(super) async fn claim_loop(inner: Arc<Inner>, availability: Availability, sh
                 inner.lock_running().insert(
                     job.id.clone(),
                     Running {
+                        token: token.clone(),
                         abort: abort.clone(),
                         why: why.clone(),
                     },
@@ -92,7 +93,7 @@ async fn run(
     let result = render(&inner, &slot, &job, &token, &abort).await;
     drop(slot);
     renew.abort();
-    let outcome = match result {
+    let ending = match result {
         Ok(rendered) => {
             report(
                 &inner,
@@ -105,26 +106,31 @@ async fn run(
             )
             .await;
             match rendered.artifact {
-                Artifact::Pdf(pdf) => Some(Outcome::Succeeded {
+                Artifact::Pdf(pdf) => Ending::Finish(Outcome::Succeeded {
                     pdf,
                     pages: rendered.pages as i64,
                 }),
-                Artifact::Svg(_) => Some(Outcome::Failed(job_error(
+                Artifact::Svg(_) => Ending::Finish(Outcome::Failed(job_error(
                     "invalid",
                     "a job produced no PDF",
                 ))),
             }
         }
-        Err(RenderError::Cancelled) => None,
-        Err(e) => Some(Outcome::Failed(JobError {
+        // A database blip is not the job's fault: it goes back to the queue, attempts unchanged.
+        Err(Stop::Unavailable(why)) => Ending::HandBack(format!("database unavailable: {why}")),
+        Err(Stop::Render(RenderError::Cancelled)) => match why.get() {
+            Some(StopReason::Shutdown) => Ending::HandBack("instance shutting down".to_owned()),
+            _ => Ending::Cancelled,
+        },
+        Err(Stop::Render(e)) => Ending::Finish(Outcome::Failed(JobError {
             kind: e.kind().to_owned(),
             message: e.to_string(),
             diagnostics: e.diagnostics().to_vec(),
         })),
     };
     let elapsed = started.elapsed().as_secs_f64();
-    match (outcome, why.get().copied()) {
-        (Some(outcome), _) => {
+    match ending {
+        Ending::Finish(outcome) => {
             let label = match &outcome {
                 Outcome::Succeeded { .. } => "succeeded",
                 Outcome::Failed(e) => kind_label(&e.kind),
@@ -132,13 +138,9 @@ async fn run(
             inner.metrics.render_finished("job", label, elapsed);
             finish(&inner, &job, &token, outcome).await;
         }
-        (None, Some(StopReason::Shutdown)) => match inner
-            .store
-            .release(&job.id, &token, "instance shutting down")
-            .await
-        {
+        Ending::HandBack(reason) => match inner.store.release(&job.id, &token, &reason).await {
             Ok(Some(ev)) => {
-                tracing::info!(job = %job.id, "handed back to the queue");
+                tracing::info!(job = %job.id, reason = %reason, "handed back to the queue");
                 inner.bus.publish(ev);
             }
             Ok(None) => {}
@@ -146,9 +148,14 @@ async fn run(
                 tracing::warn!(job = %job.id, error = %e, "could not hand the job back; its claim will lapse")
             }
         },
-        (None, _) => inner.metrics.render_finished("job", "cancelled", elapsed),
+        Ending::Cancelled => inner.metrics.render_finished("job", "cancelled", elapsed),
     }
-    inner.lock_running().remove(&job.id);
+    {
+        let mut running = inner.lock_running();
+        if running.get(&job.id).is_some_and(|r| r.token == token) {
+            running.remove(&job.id);
+        }
+    }
     inner.finished.notify_waiters();
 }
 
@@ -158,7 +165,7 @@ async fn render(
     job: &Job,
     token: &str,
     abort: &CancellationToken,
-) -> Result<Rendered, RenderError> {
+) -> Result<Rendered, Stop> {
     report(inner, job, token, "fetching data", 10, None, None).await;
     let render_job = prepare(inner, job).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Stage>();
@@ -186,23 +193,40 @@ async fn render(
     };
     // Progress is written while the worker renders, and all of it before the final event.
     let (result, ()) = tokio::join!(rendering, progress);
-    result
+    result.map_err(Stop::Render)
+}
+
+/// Why a run did not produce a PDF.
+enum Stop {
+    /// The render (or its inputs) failed; the job fails with this.
+    Render(RenderError),
+    /// The database could not be read; the job goes back to the queue.
+    Unavailable(String),
+}
+
+/// How a run ends.
+enum Ending {
+    Finish(Outcome),
+    /// Back to the queue, attempts unchanged.
+    HandBack(String),
+    /// Cancelled by a user or taken over by another instance: nothing to record.
+    Cancelled,
 }
 
 /// Loads the job's template version and checks its parameters again (the template may have
 /// been deleted since the job was queued).
-async fn prepare(inner: &Inner, job: &Job) -> Result<crate::app::render::RenderJob, RenderError> {
-    let unavailable = |e: crate::app::store::StoreError| RenderError::Unavailable(e.to_string());
+async fn prepare(inner: &Inner, job: &Job) -> Result<crate::app::render::RenderJob, Stop> {
+    let unavailable = |e: crate::app::store::StoreError| Stop::Unavailable(e.to_string());
     let version = inner
         .store
         .version(&job.template_id, job.template_version)
         .await
         .map_err(unavailable)?
         .ok_or_else(|| {
-            RenderError::Invalid(format!(
+            Stop::Render(RenderError::Invalid(format!(
                 "template {} version {} no longer exists",
                 job.template_name, job.template_version
-            ))
+            )))
         })?;
     let files = inner
         .cache
@@ -212,7 +236,7 @@ async fn prepare(inner: &Inner, job: &Job) -> Result<crate::app::render::RenderJ
     let given: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&job.parameters).unwrap_or_default();
     let inputs = params::resolve(&version.parameters, &given)
-        .map_err(|e| RenderError::Invalid(e.to_string()))?
+        .map_err(|e| Stop::Render(RenderError::Invalid(e.to_string())))?
         .inputs;
     Ok(templates::job(
         &version,

@@ -74,7 +74,10 @@ impl Mailer {
     async fn round(&self, settings: &MailSettings, fence: &Fence, shutdown: &Shutdown) {
         match self.store.recover_mails().await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(mails = n, "mails left sending by a stopped mailer go out again (possible duplicates)"),
+            Ok(n) => tracing::warn!(
+                mails = n,
+                "mails left sending by a stopped mailer go out again (possible duplicates)"
+            ),
             Err(e) => tracing::warn!(error = %e, "could not recover mails"),
         }
         let mails = match self.store.claim_mails(BATCH, CLAIM_MS, fence).await {
@@ -96,7 +99,10 @@ impl Mailer {
     }
 
     fn count(&self, outcome: &'static str) {
-        self.metrics.mail.get_or_create(&crate::app::metrics::OutcomeLabels { outcome }).inc();
+        self.metrics
+            .mail
+            .get_or_create(&crate::app::metrics::OutcomeLabels { outcome })
+            .inc();
     }
 
     async fn deliver(&self, settings: &MailSettings, mail: &Mail, holder: &str) {
@@ -105,14 +111,23 @@ impl Mailer {
                 Ok(pdf) => pdf,
                 Err(e) => {
                     tracing::warn!(mail = %mail.id, error = %e, "could not read the PDF; will retry");
-                    let _ = self.store.release_mails(std::slice::from_ref(&mail.id), holder).await;
+                    let _ = self
+                        .store
+                        .release_mails(std::slice::from_ref(&mail.id), holder)
+                        .await;
                     return;
                 }
             },
             None => None,
         };
         if mail.job_id.is_some() && pdf.is_none() {
-            return self.give_up(mail, holder, "the report's PDF is gone (past render.retention)").await;
+            return self
+                .give_up(
+                    mail,
+                    holder,
+                    "the report's PDF is gone (past render.retention)",
+                )
+                .await;
         }
         match super::send(settings, mail, pdf, self.config.timeout.get()).await {
             Ok(reply) => {
@@ -127,7 +142,11 @@ impl Mailer {
                 let retry_at = now_ms() + backoff(&self.config, mail.attempts);
                 self.count("retry");
                 tracing::warn!(mail = %mail.id, to = %mail.recipient, attempt = mail.attempts, error = %f.message, "mail not sent; will retry");
-                if let Err(e) = self.store.mail_failed(&mail.id, holder, &f.message, Some(retry_at)).await {
+                if let Err(e) = self
+                    .store
+                    .mail_failed(&mail.id, holder, &f.message, Some(retry_at))
+                    .await
+                {
                     tracing::warn!(mail = %mail.id, error = %e, "could not record the failure");
                 }
             }

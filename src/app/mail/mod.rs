@@ -234,9 +234,21 @@ pub async fn send(
     // The transport's own timeout covers connecting only; a server that stops answering midway
     // must not stall the mailer.
     match tokio::time::timeout(timeout, transport.send(message)).await {
-        Ok(Ok(resp)) => Ok(format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" ")).trim().to_owned()),
-        Ok(Err(e)) => Err(SendFailure { transient: !e.is_permanent(), message: e.to_string() }),
-        Err(_) => Err(SendFailure { transient: true, message: format!("no answer from the SMTP server within {timeout:?}") }),
+        Ok(Ok(resp)) => Ok(format!(
+            "{} {}",
+            resp.code(),
+            resp.message().collect::<Vec<_>>().join(" ")
+        )
+        .trim()
+        .to_owned()),
+        Ok(Err(e)) => Err(SendFailure {
+            transient: !e.is_permanent(),
+            message: e.to_string(),
+        }),
+        Err(_) => Err(SendFailure {
+            transient: true,
+            message: format!("no answer from the SMTP server within {timeout:?}"),
+        }),
     }
 }
 

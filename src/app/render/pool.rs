@@ -177,19 +177,65 @@ impl Slot {
         cancel: &CancellationToken,
         mut on_stage: impl FnMut(Stage),
     ) -> Result<Rendered, RenderError> {
-        let mut worker = match self.inner.take_idle() {
-            Some(w) => w,
-            None => self.inner.spawn()?,
-        };
         let generation = self.inner.fonts_generation.load(Ordering::SeqCst);
         let (req, blob) = protocol::encode_job(job, generation);
-        let timeout = self.inner.opts.timeout;
+        let (mut worker, mut reused) = match self.inner.take_idle() {
+            Some(w) => (w, true),
+            None => (self.inner.spawn()?, false),
+        };
+        loop {
+            let (outcome, replied) = self
+                .exchange(&mut worker, &req, &blob, cancel, &mut on_stage)
+                .await;
+            match outcome {
+                Exchange::Finished(Ok(result)) => {
+                    worker.renders += 1;
+                    if worker.renders < RENDERS_PER_WORKER {
+                        self.inner.idle().push(worker);
+                    }
+                    return result;
+                }
+                // An idle worker that died while waiting (killed from outside) never saw the
+                // request: give it to a fresh one instead of failing the render.
+                Exchange::Finished(Err(_)) if reused && !replied => {
+                    let why = self.inner.death_reason(worker).await;
+                    tracing::warn!(error = %why, "an idle render worker was gone; retrying on a new one");
+                    worker = self.inner.spawn()?;
+                    reused = false;
+                }
+                Exchange::Finished(Err(_)) => return Err(self.inner.death_reason(worker).await),
+                Exchange::TimedOut => {
+                    self.inner.kill(worker, "time limit").await;
+                    return Err(RenderError::Timeout(
+                        crate::config::Span(self.inner.opts.timeout).to_string(),
+                    ));
+                }
+                Exchange::Cancelled => {
+                    self.inner.kill(worker, "cancelled").await;
+                    return Err(RenderError::Cancelled);
+                }
+            }
+        }
+    }
+
+    /// One request to one worker, within the time limit; also says whether the worker answered
+    /// at all.
+    async fn exchange(
+        &self,
+        worker: &mut Worker,
+        req: &protocol::Request,
+        blob: &[u8],
+        cancel: &CancellationToken,
+        on_stage: &mut impl FnMut(Stage),
+    ) -> (Exchange, bool) {
+        let mut replied = false;
         let outcome = {
-            let exchange = async {
-                protocol::send(&mut worker.stdin, &req, &blob).await?;
+            let talk = async {
+                protocol::send(&mut worker.stdin, req, blob).await?;
                 loop {
                     let (reply, blob): (Reply, Vec<u8>) =
                         protocol::recv(&mut worker.stdout).await?;
+                    replied = true;
                     match reply {
                         Reply::Stage(s) => on_stage(s),
                         Reply::Done {
@@ -204,31 +250,12 @@ impl Slot {
                 }
             };
             tokio::select! {
-                r = exchange => Exchange::Finished(r),
-                _ = tokio::time::sleep(timeout) => Exchange::TimedOut,
+                r = talk => Exchange::Finished(r),
+                _ = tokio::time::sleep(self.inner.opts.timeout) => Exchange::TimedOut,
                 _ = cancel.cancelled() => Exchange::Cancelled,
             }
         };
-        match outcome {
-            Exchange::Finished(Ok(result)) => {
-                worker.renders += 1;
-                if worker.renders < RENDERS_PER_WORKER {
-                    self.inner.idle().push(worker);
-                }
-                result
-            }
-            Exchange::Finished(Err(_)) => Err(self.inner.death_reason(worker).await),
-            Exchange::TimedOut => {
-                self.inner.kill(worker, "time limit").await;
-                Err(RenderError::Timeout(
-                    crate::config::Span(timeout).to_string(),
-                ))
-            }
-            Exchange::Cancelled => {
-                self.inner.kill(worker, "cancelled").await;
-                Err(RenderError::Cancelled)
-            }
-        }
+        (outcome, replied)
     }
 }
 
@@ -251,6 +278,8 @@ impl Inner {
             .arg(self.opts.memory_limit.bytes().to_string())
             .arg("--parent-pid")
             .arg(std::process::id().to_string())
+            .arg("--fonts-generation")
+            .arg(self.fonts_generation.load(Ordering::SeqCst).to_string())
             // Template code cannot read the environment, but the worker has no need for the
             // server's secrets either.
             .env_clear()

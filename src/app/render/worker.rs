@@ -20,6 +20,9 @@ pub struct WorkerArgs {
     /// The server's pid; the worker exits if it is not its parent.
     #[arg(long)]
     pub parent_pid: Option<u32>,
+    /// The font generation the fonts loaded at start belong to.
+    #[arg(long, default_value_t = 0)]
+    pub fonts_generation: u64,
 }
 
 /// Entry of the worker process.
@@ -36,7 +39,7 @@ pub fn worker_main(args: WorkerArgs) -> ExitCode {
         fonts
     };
     let mut fonts = load();
-    let mut generation = 0u64;
+    let mut generation = args.fonts_generation;
     let mut input = BufReader::new(std::io::stdin().lock());
     let mut output = BufWriter::new(std::io::stdout().lock());
     loop {

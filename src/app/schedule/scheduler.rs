@@ -70,20 +70,35 @@ impl Scheduler {
     }
 
     async fn fire(&self, s: &Schedule, now: i64, fence: &Fence) -> Result<(), StoreError> {
-        let Some(next) = s.next_fire_at else { return Ok(()) };
+        let Some(next) = s.next_fire_at else {
+            return Ok(());
+        };
         if now < next + jitter(&s.id, next, s.spec.jitter_ms) {
             return Ok(());
         }
-        let (Ok(cron), Ok(tz)) = (s.spec.cron.parse::<Cron>(), TimeZone::get(&s.spec.timezone)) else {
+        let (Ok(cron), Ok(tz)) = (s.spec.cron.parse::<Cron>(), TimeZone::get(&s.spec.timezone))
+        else {
             tracing::error!(schedule = %s.spec.name, "schedule has an unusable cron expression or time zone");
             return Ok(());
         };
-        let p = plan(&cron, &tz, next, now, s.spec.misfire, s.spec.misfire_window_ms, GRACE_MS + s.spec.jitter_ms);
+        let p = plan(
+            &cron,
+            &tz,
+            next,
+            now,
+            s.spec.misfire,
+            s.spec.misfire_window_ms,
+            GRACE_MS + s.spec.jitter_ms,
+        );
         let mut firings = Vec::with_capacity(p.fires.len());
         for fire_at in &p.fires {
             firings.push(self.firing(s, *fire_at).await?);
         }
-        if !self.store.fire_schedule(&s.id, next, &firings, p.next, p.skipped, fence).await? {
+        if !self
+            .store
+            .fire_schedule(&s.id, next, &firings, p.next, p.skipped, fence)
+            .await?
+        {
             // Another leader got there first, or this one lost the role: nothing was written.
             return Ok(());
         }

@@ -28,8 +28,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum StoreError {
     #[error("the database is unavailable: {0}")]
     Unavailable(sqlx::Error),
-    #[error("{0} already exists")]
-    Conflict(String),
+    #[error("{what} already exists")]
+    Conflict { what: String, field: &'static str },
     #[error("the render queue is full ({0} jobs waiting)")]
     QueueFull(i64),
     #[error("database error: {0}")]
@@ -80,6 +80,9 @@ pub trait Store: Send + Sync + 'static {
     /// Creates the root user, or updates its email, password and role to match the config.
     async fn upsert_root(&self, email: &str, password_hash: &str) -> Result<User>;
     async fn root_user(&self) -> Result<Option<User>>;
+    /// Creates the first user as root, only while there are no users at all; false when there
+    /// already were (another instance starting at the same moment created one).
+    async fn create_first_root(&self, email: &str, password_hash: &str) -> Result<bool>;
     async fn create_user(&self, new: &NewUser) -> Result<User>;
     async fn user(&self, id: &str) -> Result<Option<User>>;
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
@@ -263,7 +266,13 @@ pub trait Store: Send + Sync + 'static {
     /// The server accepted the mail; recorded only while `holder`'s claim on it stands.
     async fn mail_sent(&self, id: &str, holder: &str, reply: &str) -> Result<()>;
     /// Sending failed: retry at `retry_at`, or give up when `None`; only under `holder`'s claim.
-    async fn mail_failed(&self, id: &str, holder: &str, reply: &str, retry_at: Option<Millis>) -> Result<()>;
+    async fn mail_failed(
+        &self,
+        id: &str,
+        holder: &str,
+        reply: &str,
+        retry_at: Option<Millis>,
+    ) -> Result<()>;
     /// Gives claimed mails that were not attempted back to the queue (drain, lost role).
     async fn release_mails(&self, ids: &[String], holder: &str) -> Result<()>;
     /// Mails left `sending` by a mailer that died: back to the queue. This is the crash window —

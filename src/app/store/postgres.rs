@@ -14,6 +14,7 @@ sql_store! {
     backend: "postgres",
     now: "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
     skip_locked: "FOR UPDATE SKIP LOCKED",
+    share_lock: "FOR SHARE",
     begin_write: "BEGIN",
     // A transaction-level lock: it works through a transaction-mode pooler too.
     migrate_lock: "LOCK TABLE schema_migrations IN SHARE ROW EXCLUSIVE MODE",

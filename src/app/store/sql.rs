@@ -4,6 +4,7 @@
 //! - `now`: the database clock in milliseconds (leases and claims are timed by it, not by the
 //!   clocks of the instances);
 //! - `skip_locked`: the row-locking clause of the job claim (`FOR UPDATE SKIP LOCKED`);
+//! - `share_lock`: keeps a checked lease row from changing hands until commit (`FOR SHARE`);
 //! - `begin_write`: how a writing transaction starts (`BEGIN IMMEDIATE` on SQLite takes the write
 //!   lock up front, so two writers never deadlock upgrading a read lock);
 //! - `migrate_lock`: serializes instances migrating at the same time.
@@ -78,9 +79,11 @@ macro_rules! mail_cols {
 }
 
 /// Holds only while the fence's lease does: a write guarded by it fails after a change of leader.
+/// The row stays share-locked until the transaction ends (where the dialect locks rows), so the
+/// lease cannot change hands between the check and the commit.
 macro_rules! fence_check {
-    ($now:literal) => {
-        concat!("SELECT term FROM leases WHERE role = $1 AND holder = $2 AND term = $3 AND expires_at > ", $now)
+    ($now:literal, $share:literal) => {
+        concat!("SELECT term FROM leases WHERE role = $1 AND holder = $2 AND term = $3 AND expires_at > ", $now, " ", $share)
     };
 }
 
@@ -117,6 +120,7 @@ macro_rules! sql_store {
         backend: $backend:literal,
         now: $now:literal,
         skip_locked: $skip:literal,
+        share_lock: $share:literal,
         begin_write: $begin:literal,
         migrate_lock: $lock:literal,
         migrations: $migrations:expr $(,)?
@@ -249,7 +253,7 @@ macro_rules! sql_store {
             /// Whether `fence` still holds, checked inside `tx`.
             async fn fenced(&self, tx: &mut Tx, fence: &Fence) -> Result<bool> {
                 let row = self
-                    .query(fence_check!($now))
+                    .query(fence_check!($now, $share))
                     .bind(fence.role)
                     .bind(&fence.holder)
                     .bind(fence.term)
@@ -518,9 +522,10 @@ macro_rules! sql_store {
             matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("23505" | "42710" | "42P07")))
         }
 
-        fn conflict(e: StoreError, what: impl FnOnce() -> String) -> StoreError {
+        /// A unique violation becomes a conflict naming the input `field` at fault.
+        fn conflict(e: StoreError, field: &'static str, what: impl FnOnce() -> String) -> StoreError {
             match &e {
-                StoreError::Database(sqlx::Error::Database(d)) if d.is_unique_violation() => StoreError::Conflict(what()),
+                StoreError::Database(sqlx::Error::Database(d)) if d.is_unique_violation() => StoreError::Conflict { what: what(), field },
                 _ => e,
             }
         }
@@ -618,6 +623,20 @@ macro_rules! sql_store {
                 user_row(&row)
             }
 
+            async fn create_first_root(&self, email: &str, password_hash: &str) -> Result<bool> {
+                let row = self
+                    .opt(self.query(concat!(
+                        "INSERT INTO users (id, email, role, password_hash, is_root, disabled, created_at, updated_at) ",
+                        "SELECT $1, $2, 'admin', $3, 1, 0, ", $now, ", ", $now, " WHERE NOT EXISTS (SELECT 1 FROM users) ",
+                        "ON CONFLICT (email) DO NOTHING RETURNING id"
+                    ))
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(email)
+                    .bind(password_hash))
+                    .await?;
+                Ok(row.is_some())
+            }
+
             async fn root_user(&self) -> Result<Option<User>> {
                 let row = self.opt(self.query(concat!("SELECT ", user_cols!(), " FROM users WHERE is_root = 1"))
                     )
@@ -636,7 +655,7 @@ macro_rules! sql_store {
                 .bind(&new.password_hash)
                 )
                 .await
-                .map_err(|e| conflict(e, || format!("a user with email {}", new.email)))?;
+                .map_err(|e| conflict(e, "email", || format!("a user with email {}", new.email)))?;
                 user_row(&row)
             }
 
@@ -802,7 +821,7 @@ macro_rules! sql_store {
                 .bind(description)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| conflict(e.into(), || format!("a template named {name}")))?;
+                .map_err(|e| conflict(e.into(), "name", || format!("a template named {name}")))?;
                 let template = template_row(&row)?;
                 let version = self.insert_version(&mut tx, &template.id, 1, v).await?;
                 tx.commit().await?;
@@ -1358,7 +1377,7 @@ macro_rules! sql_store {
                     .bind(next_fire_at)
                     .bind(by))
                     .await
-                    .map_err(|e| conflict(e, || format!("a schedule named {}", spec.name)))?;
+                    .map_err(|e| conflict(e, "name", || format!("a schedule named {}", spec.name)))?;
                 schedule_row(&row)
             }
 
@@ -1388,7 +1407,7 @@ macro_rules! sql_store {
                     .bind(spec.misfire_window_ms)
                     .bind(next_fire_at))
                     .await
-                    .map_err(|e| conflict(e, || format!("a schedule named {}", spec.name)))?;
+                    .map_err(|e| conflict(e, "name", || format!("a schedule named {}", spec.name)))?;
                 row.as_ref().map(schedule_row).transpose()
             }
 

@@ -13,6 +13,7 @@ sql_store! {
     backend: "sqlite",
     now: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
     skip_locked: "",
+    share_lock: "",
     begin_write: "BEGIN IMMEDIATE",
     migrate_lock: "",
     migrations: migrate::SQLITE,

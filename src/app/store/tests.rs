@@ -76,7 +76,7 @@ pub async fn users_and_root(s: &dyn Store) {
             role: Role::Admin,
         })
         .await;
-    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{dup:?}");
     let changed = s
         .update_user(
             &u.id,
@@ -98,6 +98,30 @@ pub async fn users_and_root(s: &dyn Store) {
     );
     assert!(s.delete_user(&u.id).await.unwrap());
     assert_eq!(s.users().await.unwrap().len(), 2);
+}
+
+pub async fn first_root_only_once(s: &dyn Store) {
+    assert!(
+        s.create_first_root("first@example.com", "h1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.create_first_root("second@example.com", "h2")
+            .await
+            .unwrap(),
+        "only while there are no users"
+    );
+    assert!(
+        !s.create_first_root("first@example.com", "h3")
+            .await
+            .unwrap()
+    );
+    let root = s.root_user().await.unwrap().unwrap();
+    assert_eq!(
+        (root.email.as_str(), root.password_hash.as_str()),
+        ("first@example.com", "h1")
+    );
 }
 
 pub async fn sessions_and_tokens(s: &dyn Store) {
@@ -151,7 +175,7 @@ pub async fn template_versions_are_immutable(s: &dyn Store) {
     let dup = s
         .create_template("invoice", "", &version(&[("main.typ", "x")]))
         .await;
-    assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    assert!(matches!(dup, Err(StoreError::Conflict { .. })));
     let (t2, v2) = s
         .add_version(&t.id, Some("new"), &version(&[("main.typ", "two")]))
         .await
@@ -576,6 +600,93 @@ pub async fn stale_instances_lose_their_jobs(s: &dyn Store) {
     assert_eq!(evs[0].state, JobState::Queued);
 }
 
+pub async fn fire_times_are_recorded_once(s: &dyn Store) {
+    let (t, v) = s
+        .create_template("t", "", &version(&[("main.typ", "x")]))
+        .await
+        .unwrap();
+    let spec = ScheduleSpec {
+        name: "every minute".into(),
+        template_id: t.id.clone(),
+        template_name: t.name.clone(),
+        cron: "* * * * *".into(),
+        timezone: "UTC".into(),
+        parameters: "{}".into(),
+        data: "{}".into(),
+        recipients: vec!["a@example.com".into()],
+        subject: "s".into(),
+        body: "b".into(),
+        enabled: true,
+        hold_for_review: false,
+        jitter_ms: 0,
+        misfire: Misfire::Latest,
+        misfire_window_ms: 3_600_000,
+    };
+    let sched = s.create_schedule(&spec, Some(60_000), None).await.unwrap();
+    let grant = s
+        .acquire_lease("scheduler", "me", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let fence = Fence {
+        role: "scheduler",
+        holder: "me".into(),
+        term: grant.term,
+    };
+    let job = |id: &str| NewJob {
+        id: id.into(),
+        template_id: t.id.clone(),
+        template_name: t.name.clone(),
+        template_version: v.version,
+        data: "{}".into(),
+        parameters: "{}".into(),
+        created_by: None,
+    };
+    let firing = |job_id: &str| Firing {
+        fire_at: 60_000,
+        job: Some(job(job_id)),
+        error: None,
+    };
+    assert!(
+        s.fire_schedule(&sched.id, 60_000, &[firing("j1")], Some(120_000), 0, &fence)
+            .await
+            .unwrap()
+    );
+    // The schedule moved on: firing from the old position is refused as a whole.
+    assert!(
+        !s.fire_schedule(&sched.id, 60_000, &[firing("j2")], Some(120_000), 0, &fence)
+            .await
+            .unwrap()
+    );
+    // Edited back to the fired time: the fire time is not recorded (or rendered) twice.
+    s.update_schedule(&sched.id, &spec, Some(60_000))
+        .await
+        .unwrap();
+    assert!(
+        s.fire_schedule(&sched.id, 60_000, &[firing("j3")], Some(120_000), 0, &fence)
+            .await
+            .unwrap()
+    );
+    let occ = s.occurrences(&sched.id, 10).await.unwrap();
+    assert_eq!(occ.len(), 1);
+    assert_eq!(occ[0].job_id.as_deref(), Some("j1"));
+    assert!(
+        s.job("j3").await.unwrap().is_none(),
+        "no job for a fire time already recorded"
+    );
+    // Another holder's fence writes nothing.
+    let stale = Fence {
+        role: "scheduler",
+        holder: "someone".into(),
+        term: grant.term,
+    };
+    assert!(
+        !s.fire_schedule(&sched.id, 120_000, &[], Some(180_000), 0, &stale)
+            .await
+            .unwrap()
+    );
+}
+
 pub async fn cache_versions_count_changes(s: &dyn Store) {
     assert_eq!(s.cache_version("fonts").await.unwrap(), 0);
     assert_eq!(s.bump_cache("fonts").await.unwrap(), 1);
@@ -593,6 +704,7 @@ macro_rules! every_case {
     ($m:ident) => {
         $m! {
             users_and_root,
+            first_root_only_once,
             sessions_and_tokens,
             template_versions_are_immutable,
             job_lifecycle_with_events,
@@ -605,6 +717,7 @@ macro_rules! every_case {
             leases_move_between_holders_with_history,
             registry_heartbeats_and_drain_requests,
             stale_instances_lose_their_jobs,
+            fire_times_are_recorded_once,
             cache_versions_count_changes
         }
     };

@@ -181,8 +181,15 @@ const pages = {
       err.hidden = true;
       try {
         await api("POST", "/api/v1/auth/login", { email: form.email.value, password: form.password.value });
-        const next = new URLSearchParams(location.search).get("next");
-        location.href = next && next.startsWith("/") && !next.startsWith("//") ? next : "/";
+        // Only ever go back to a page of this site.
+        let target = "/";
+        try {
+          const next = new URL(new URLSearchParams(location.search).get("next") || "/", location.origin);
+          if (next.origin === location.origin) target = next.pathname + next.search;
+        } catch {
+          target = "/";
+        }
+        location.href = target;
       } catch (ex) {
         showError(err, ex);
       }

@@ -29,9 +29,6 @@ pub const SYSTEM_CONFIG: &str = "/etc/quire/quire.toml";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// What `quire run` starts.
-    #[serde(deserialize_with = "one_or_many")]
-    pub services: Vec<ServiceKind>,
     /// Where the SQLite database, fonts and generated secrets live.
     pub data_dir: PathBuf,
     /// Prefix of this process's instance id; defaults to `WEBSITE_INSTANCE_ID` or the host name.
@@ -55,7 +52,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            services: vec![ServiceKind::App],
             data_dir: PathBuf::from("./data"),
             instance_name: None,
             log: LogConfig::default(),
@@ -93,26 +89,6 @@ impl Config {
             .dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("fonts"))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ServiceKind {
-    App,
-    Nats,
-    Lb,
-}
-
-impl FromStr for ServiceKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "app" => Ok(ServiceKind::App),
-            "nats" => Ok(ServiceKind::Nats),
-            "lb" => Ok(ServiceKind::Lb),
-            _ => Err(format!("unknown service \"{s}\": expected app, nats or lb")),
-        }
     }
 }
 
@@ -516,7 +492,13 @@ pub fn load(config_file: Option<&Path>, env: &[(String, String)]) -> Result<Load
     for setting in source::quire_settings(env)? {
         figment = figment.merge(setting);
     }
-    if let Some(setting) = platform_port(&figment, env) {
+    for setting in [
+        platform_port(&figment, env),
+        platform_storage(&figment, env),
+    ]
+    .into_iter()
+    .flatten()
+    {
         figment = figment.merge(setting);
     }
 
@@ -567,13 +549,13 @@ fn platform_port(figment: &Figment, env: &[(String, String)]) -> Option<Setting>
     let (var, port) = ["WEBSITES_PORT", "PORT"]
         .iter()
         .find_map(|name| env.iter().find(|(k, _)| k == name))?;
+    if set_by_quire_env(figment, "http.listen") {
+        return None;
+    }
     let origin = figment
         .find_metadata("http.listen")
         .map(|m| m.name.to_string())
         .unwrap_or_default();
-    if origin.starts_with("env QUIRE_") {
-        return None;
-    }
     let current: Option<SocketAddr> = figment.extract_inner_lossy("http.listen").ok();
     let host = match current {
         Some(addr) if origin != "default" && !origin.is_empty() => addr.ip().to_string(),
@@ -589,6 +571,32 @@ fn platform_port(figment: &Figment, env: &[(String, String)]) -> Option<Setting>
         key: "http.listen".into(),
         value: Value::from(format!("{host}:{}", port.trim())),
     })
+}
+
+/// Where App Service keeps files that survive restarts and are shared by every instance.
+pub const APP_SERVICE_STORAGE: &str = "/home/quire";
+
+/// With `WEBSITES_ENABLE_APP_SERVICE_STORAGE=true`, App Service mounts persistent storage at
+/// `/home`: the data directory (and so the fonts and SQLite file) moves there. Like the port, this
+/// wins over the file but not over an explicit `QUIRE_DATA_DIR`.
+fn platform_storage(figment: &Figment, env: &[(String, String)]) -> Option<Setting> {
+    let (var, enabled) = env
+        .iter()
+        .find(|(k, _)| k == "WEBSITES_ENABLE_APP_SERVICE_STORAGE")?;
+    if !enabled.trim().eq_ignore_ascii_case("true") || set_by_quire_env(figment, "data_dir") {
+        return None;
+    }
+    Some(Setting {
+        origin: format!("env {var}"),
+        key: "data_dir".into(),
+        value: Value::from(APP_SERVICE_STORAGE),
+    })
+}
+
+fn set_by_quire_env(figment: &Figment, key: &str) -> bool {
+    figment
+        .find_metadata(key)
+        .is_some_and(|m| m.name.starts_with("env QUIRE_"))
 }
 
 fn problems(err: figment::Error) -> Vec<Problem> {
@@ -955,6 +963,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.config.http.listen, "127.0.0.1:7000".parse().unwrap());
+    }
+
+    #[test]
+    fn app_service_storage_moves_data_and_fonts_to_home() {
+        let on = ("WEBSITES_ENABLE_APP_SERVICE_STORAGE", "true");
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(&dir, "data_dir = \"/var/lib/quire\"\n");
+        let l = load(Some(&f), &env(&[on])).unwrap();
+        assert_eq!(l.config.data_dir, Path::new(APP_SERVICE_STORAGE));
+        assert_eq!(l.config.fonts_dir(), Path::new("/home/quire/fonts"));
+        assert_eq!(
+            l.origin("data_dir"),
+            "env WEBSITES_ENABLE_APP_SERVICE_STORAGE"
+        );
+
+        let off = ("WEBSITES_ENABLE_APP_SERVICE_STORAGE", "false");
+        let l = load(Some(&f), &env(&[off])).unwrap();
+        assert_eq!(l.config.data_dir, Path::new("/var/lib/quire"));
+
+        let l = load(Some(&f), &env(&[on, ("QUIRE_DATA_DIR", "/srv/quire")])).unwrap();
+        assert_eq!(l.config.data_dir, Path::new("/srv/quire"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigError, Loaded};
 use crate::lifecycle::{Lifecycle, Notifier};
-use crate::{app, healthcheck, instance, nats, telemetry};
+use crate::{app, healthcheck, instance, lb, nats, telemetry};
 
 /// Exit status for an invalid configuration (`EX_CONFIG`); systemd units list it in
 /// `RestartPreventExitStatus` so a typo does not restart in a loop.
@@ -35,6 +35,8 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<NatsAction>,
     },
+    /// Run the load balancer in front of app instances (the `[lb]` section).
+    Lb,
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -208,6 +210,23 @@ fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Lb => {
+            if let Err(e) = lb::config::check_runnable(&loaded) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            let config = Arc::new(loaded.config);
+            start_telemetry(&config, &loaded.warnings)?;
+            runtime()?.block_on(async {
+                let lifecycle = Lifecycle::new(Notifier::from_env(&process_env()));
+                lifecycle
+                    .watch_signals()
+                    .context("cannot install signal handlers")?;
+                lifecycle.expect(&["lb"]);
+                lb::run(config, lifecycle).await.context("quire lb failed")
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Version | Command::RenderWorker(_) => {
             unreachable!("handled before loading config")

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod healthcheck;
 pub mod instance;
+pub mod lb;
 pub mod lifecycle;
 pub mod nats;
 pub mod telemetry;

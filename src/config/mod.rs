@@ -47,6 +47,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
     pub nats_server: crate::nats::NatsServerConfig,
+    pub lb: crate::lb::LbConfig,
 }
 
 impl Default for Config {
@@ -68,6 +69,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
             nats_server: crate::nats::NatsServerConfig::default(),
+            lb: crate::lb::LbConfig::default(),
         }
     }
 }
@@ -471,10 +473,14 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Where the value at `key` came from.
+    /// Where the value at `key` came from. A key inside a list item (`lb.upstreams.0.url`) has
+    /// no metadata of its own; the nearest enclosing key that has some answers.
     pub fn origin(&self, key: &str) -> String {
         let path: Vec<&str> = key.split('.').collect();
-        describe(self.figment.find_metadata(key), &path)
+        let metadata = (1..=path.len())
+            .rev()
+            .find_map(|n| self.figment.find_metadata(&path[..n].join(".")));
+        describe(metadata, &path)
     }
 }
 
@@ -752,6 +758,7 @@ fn validate(loaded: &Loaded) -> Vec<Problem> {
     out.extend(crate::nats::validate(&c.nats_server, &|key| {
         loaded.origin(key)
     }));
+    out.extend(crate::lb::config::validate(loaded));
     out
 }
 

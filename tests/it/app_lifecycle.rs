@@ -60,7 +60,7 @@ async fn sigterm_lets_a_running_render_finish_and_turns_readiness_off() {
         (api.get_json(&format!("/api/v1/renders/{id}")).await["stage"] == "compiling").then_some(())
     })
     .await;
-    app.proc.signal(libc_sigterm());
+    app.proc.terminate();
     let ready = wait_for("readiness to turn off", Duration::from_secs(10), || async {
         let r = reqwest::get(format!("{}/readyz", app.url)).await.ok()?;
         (r.status() == 503).then_some(r)
@@ -91,7 +91,7 @@ async fn sigterm_hands_an_unfinished_render_back_to_the_queue() {
     })
     .await;
     let asked = Instant::now();
-    app.proc.signal(libc_sigterm());
+    app.proc.terminate();
     let status = app
         .proc
         .wait_exit(Duration::from_secs(30))
@@ -135,10 +135,6 @@ async fn a_killed_instance_loses_no_job() {
         done["attempts"], 1,
         "the abandoned run counts as an attempt"
     );
-}
-
-fn libc_sigterm() -> i32 {
-    15
 }
 
 /// Reads datagrams until one starts with `prefix`.
@@ -186,7 +182,7 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
         seen[watchdog_from..].iter().all(|m| m == "WATCHDOG=1"),
         "{seen:?}"
     );
-    proc.signal(libc_sigterm());
+    proc.terminate();
     expect_datagram(&sock, "STOPPING=1", &mut seen);
     assert!(
         proc.wait_exit(Duration::from_secs(30))

@@ -12,5 +12,6 @@ mod app_lifecycle;
 mod app_progress;
 mod app_render;
 mod ha;
+mod lb;
 mod nats;
 mod schedules;

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod browser;
 pub mod ha;
+pub mod lb;
 pub mod nats;
 pub mod postgres;
 pub mod process;

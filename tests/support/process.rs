@@ -46,6 +46,11 @@ impl Proc {
         let _ = rustix::process::kill_process(pid, sig);
     }
 
+    /// SIGTERM: the graceful stop a service manager asks for.
+    pub fn terminate(&self) {
+        self.signal(rustix::process::Signal::TERM.as_raw());
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -105,11 +105,11 @@ fn parse_input(s: &str) -> Result<(String, String), String> {
 /// Runs the parsed command line and turns the outcome into an exit code.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Version => {
-            println!("quire {}", crate::version());
-            println!("typst {}", app::render::TYPST_VERSION);
-            ExitCode::SUCCESS
-        }
+        Command::Version => out(&format!(
+            "quire {}\ntypst {}\n",
+            crate::version(),
+            app::render::TYPST_VERSION
+        )),
         Command::RenderWorker(args) => app::render::worker_main(args),
         command => match load(cli.config.as_deref()) {
             Ok(loaded) => match dispatch(command, loaded) {
@@ -124,6 +124,23 @@ pub fn main(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+    }
+}
+
+/// Writes a command's report to stdout. A reader that went away (`quire config check | head`)
+/// is no error: the report is simply cut short, as with any Unix tool. Other failures are.
+fn out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -142,10 +159,7 @@ fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
     match command {
         Command::Config {
             action: ConfigAction::Check,
-        } => {
-            println!("{}", config::report(&loaded));
-            Ok(ExitCode::SUCCESS)
-        }
+        } => Ok(out(&format!("{}\n", config::report(&loaded)))),
         Command::Healthcheck { url, timeout } => {
             let url = url.unwrap_or_else(|| healthcheck::local_url(loaded.config.http.listen));
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -204,9 +218,9 @@ fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let status = rt.block_on(nats::status(&nats::Monitor::new(&url, timeout.get())));
-            print!("{}", status.text);
+            let written = out(&status.text);
             Ok(if status.healthy {
-                ExitCode::SUCCESS
+                written
             } else {
                 ExitCode::FAILURE
             })

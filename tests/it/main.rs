@@ -14,4 +14,5 @@ mod app_render;
 mod ha;
 mod lb;
 mod nats;
+mod packaging;
 mod schedules;

@@ -8,8 +8,10 @@ pub mod browser;
 pub mod ha;
 pub mod lb;
 pub mod nats;
+pub mod packages;
 pub mod postgres;
 pub mod process;
+pub mod sandbox;
 pub mod smtp;
 
 use std::net::TcpListener;

@@ -210,13 +210,7 @@ pub fn line_of(path: &Path, key_path: &[&str]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::test_env as env;
 
     #[test]
     fn quire_vars_map_to_dotted_keys() {

@@ -588,13 +588,7 @@ pub fn check_runnable(loaded: &Loaded) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
     use crate::config::load;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::test_env as env;
 
     fn load_file(text: &str) -> (tempfile::TempDir, Result<Loaded, ConfigError>) {
         let dir = tempfile::tempdir().unwrap();

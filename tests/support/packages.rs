@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use super::quire_bin;
 
@@ -31,6 +31,9 @@ pub fn staged_binary() -> PathBuf {
 
 /// `quire_<version>_amd64.deb` in `out`, packaged by cargo-deb from the staged binary.
 pub fn build_deb(version: &str, out: &Path) -> PathBuf {
+    // cargo-deb stages files under the shared target directory: one build at a time.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let deb = out.join(format!("quire_{version}_amd64.deb"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(cargo)

@@ -155,6 +155,51 @@ fn version_prints_versions() {
     assert!(text.contains("typst 0.15"), "{text}");
 }
 
+/// The packaged config documents settings as comments (`# key = value`, `# [section]`); with
+/// them all switched on (except empty placeholders for secrets) every key must be known and every
+/// example value valid, so the documentation cannot drift from the code.
+#[test]
+fn every_example_setting_in_the_packaged_config_is_known_and_valid() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/quire.toml"))
+            .unwrap();
+    let mut switched_on = 0;
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.contains("= \"\""))
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if is_setting_or_section(rest) => {
+                switched_on += 1;
+                rest.to_owned()
+            }
+            _ => l.to_owned(),
+        })
+        .collect();
+    assert!(switched_on > 80, "only {switched_on} examples found");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.toml");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let (code, out, err) = check(
+        dir.path(),
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("# warning"), "{out}");
+}
+
+fn is_setting_or_section(line: &str) -> bool {
+    let key = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    match line.split_once(" = ") {
+        Some((k, _)) => key(k),
+        None => line
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.strip_prefix('[')?.strip_suffix(']'))
+            .is_some_and(|s| s.split('.').all(key)),
+    }
+}
+
 #[test]
 fn the_packaged_default_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();

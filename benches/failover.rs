@@ -15,9 +15,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::app::{TestClient, invoice_data};
-use support::ha::{FAST_HA, HaCluster};
+use support::ha::{FAST_HA, HaCluster, set_draining};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::main]
@@ -152,12 +152,7 @@ async fn handovers(c: &mut HaCluster, rounds: usize, signal: i32) -> Vec<Duratio
 async fn fan_out(c: &mut HaCluster, jobs: usize) -> (Vec<Duration>, Vec<Duration>) {
     let admin = c.client(0).await;
     let id0 = c.id(0).await;
-    let _ = admin
-        .post(
-            &format!("/api/v1/cluster/instances/{id0}/drain"),
-            &json!({}),
-        )
-        .await;
+    set_draining(&admin, &id0, true).await;
     let api = admin.token_client("bench").await;
     let with = lags(&api, jobs).await;
     c.nats.kill9();

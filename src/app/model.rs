@@ -5,6 +5,29 @@ use serde::{Deserialize, Serialize};
 
 use super::render::Diagnostic;
 
+/// `as_str`, `parse` and `NAMES` for an enum kept as text in the database and the API, from one
+/// table of names.
+macro_rules! stored_as_text {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const NAMES: &[&str] = &[$($name),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<$ty> {
+                match s {
+                    $($name => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
@@ -20,24 +43,11 @@ pub enum Role {
     Admin,
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Editor => "editor",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "editor" => Some(Role::Editor),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
+stored_as_text!(Role {
+    Viewer => "viewer",
+    Editor => "editor",
+    Admin => "admin",
+});
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -162,28 +172,15 @@ pub enum JobState {
     Cancelled,
 }
 
+stored_as_text!(JobState {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Cancelled => "cancelled",
+});
+
 impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobState> {
-        match s {
-            "queued" => Some(JobState::Queued),
-            "running" => Some(JobState::Running),
-            "succeeded" => Some(JobState::Succeeded),
-            "failed" => Some(JobState::Failed),
-            "cancelled" => Some(JobState::Cancelled),
-            _ => None,
-        }
-    }
-
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -354,24 +351,11 @@ pub enum Misfire {
     All,
 }
 
-impl Misfire {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Misfire::Latest => "latest",
-            Misfire::Skip => "skip",
-            Misfire::All => "all",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Misfire> {
-        match s {
-            "latest" => Some(Misfire::Latest),
-            "skip" => Some(Misfire::Skip),
-            "all" => Some(Misfire::All),
-            _ => None,
-        }
-    }
-}
+stored_as_text!(Misfire {
+    Latest => "latest",
+    Skip => "skip",
+    All => "all",
+});
 
 /// A schedule as created or updated.
 #[derive(Debug, Clone)]
@@ -425,31 +409,14 @@ pub enum OccurrenceState {
     Rejected,
 }
 
-impl OccurrenceState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OccurrenceState::Rendering => "rendering",
-            OccurrenceState::Held => "held",
-            OccurrenceState::Delivering => "delivering",
-            OccurrenceState::Delivered => "delivered",
-            OccurrenceState::Failed => "failed",
-            OccurrenceState::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OccurrenceState> {
-        [
-            Self::Rendering,
-            Self::Held,
-            Self::Delivering,
-            Self::Delivered,
-            Self::Failed,
-            Self::Rejected,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-    }
-}
+stored_as_text!(OccurrenceState {
+    Rendering => "rendering",
+    Held => "held",
+    Delivering => "delivering",
+    Delivered => "delivered",
+    Failed => "failed",
+    Rejected => "rejected",
+});
 
 /// One fire time of a schedule; unique per (schedule, fire_at).
 #[derive(Debug, Clone)]
@@ -494,22 +461,12 @@ pub enum MailState {
     Failed,
 }
 
-impl MailState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MailState::Queued => "queued",
-            MailState::Sending => "sending",
-            MailState::Sent => "sent",
-            MailState::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<MailState> {
-        [Self::Queued, Self::Sending, Self::Sent, Self::Failed]
-            .into_iter()
-            .find(|st| st.as_str() == s)
-    }
-}
+stored_as_text!(MailState {
+    Queued => "queued",
+    Sending => "sending",
+    Sent => "sent",
+    Failed => "failed",
+});
 
 /// One mail to one recipient.
 #[derive(Debug, Clone)]

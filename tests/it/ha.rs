@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::app::{AppOptions, TestClient, invoice_data};
-use crate::support::ha::{HaCluster, assert_handovers_clean};
+use crate::support::ha::{HaCluster, assert_handovers_clean, set_draining};
 use crate::support::postgres::PgBouncer;
 use crate::support::wait_for;
 
@@ -132,15 +132,7 @@ async fn a_job_whose_instance_is_killed_completes_elsewhere() {
     let (a_id, b_id) = (c.id(0).await, c.id(1).await);
     a.create_template("busy", busy_template(4)).await;
     // Keep B from claiming, so the job lands on A.
-    assert_eq!(
-        a.post(
-            &format!("/api/v1/cluster/instances/{b_id}/drain"),
-            &json!({})
-        )
-        .await
-        .status(),
-        202
-    );
+    set_draining(&a, &b_id, true).await;
     let job = a.render("busy", json!({})).await;
     let id = job["id"].as_str().unwrap().to_owned();
     wait_for("A to run the job", Duration::from_secs(30), || async {
@@ -148,15 +140,7 @@ async fn a_job_whose_instance_is_killed_completes_elsewhere() {
         (j["state"] == "running" && j["instance"] == a_id.as_str()).then_some(())
     })
     .await;
-    assert_eq!(
-        b.post(
-            &format!("/api/v1/cluster/instances/{b_id}/resume"),
-            &json!({})
-        )
-        .await
-        .status(),
-        202
-    );
+    set_draining(&b, &b_id, false).await;
     c.instances[0].proc.kill9();
     let done = b.wait_job(&id, Duration::from_secs(90)).await;
     assert_eq!(done["state"], "succeeded", "{done}");
@@ -180,16 +164,7 @@ async fn progress_of_a_job_on_one_instance_is_followed_on_another() {
     let a_id = c.id(0).await;
     // A only serves; B runs the job.
     let admin = c.client(0).await;
-    assert_eq!(
-        admin
-            .post(
-                &format!("/api/v1/cluster/instances/{a_id}/drain"),
-                &json!({})
-            )
-            .await
-            .status(),
-        202
-    );
+    set_draining(&admin, &a_id, true).await;
     a.create_template("busy", busy_template(2)).await;
     let job = a.render("busy", json!({})).await;
     let id = job["id"].as_str().unwrap();
@@ -251,16 +226,7 @@ async fn without_nats_progress_comes_from_the_database_and_fan_out_resumes() {
     let a = c.client(0).await.token_client("a").await;
     let admin = c.client(0).await;
     let a_id = c.id(0).await;
-    assert_eq!(
-        admin
-            .post(
-                &format!("/api/v1/cluster/instances/{a_id}/drain"),
-                &json!({})
-            )
-            .await
-            .status(),
-        202
-    );
+    set_draining(&admin, &a_id, true).await;
 
     c.nats.kill9();
     wait_for(
@@ -342,13 +308,7 @@ async fn instances_ride_out_a_postgres_restart() {
     c.wait_single_leader(&api, Duration::from_secs(15), None)
         .await;
     assert_handovers_clean(&api.get_json("/api/v1/cluster").await);
-    let r = api
-        .post(
-            "/api/v1/render",
-            &json!({"template": "invoice", "data": invoice_data()}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
+    api.render_invoice_now().await;
 }
 
 #[tokio::test]
@@ -435,15 +395,7 @@ async fn an_admin_drain_stops_work_and_moves_roles() {
         .wait_single_leader(&api, Duration::from_secs(15), None)
         .await;
     let i = c.index_of(&leader).await;
-    assert_eq!(
-        api.post(
-            &format!("/api/v1/cluster/instances/{leader}/drain"),
-            &json!({})
-        )
-        .await
-        .status(),
-        202
-    );
+    set_draining(&api, &leader, true).await;
     let ready = format!("{}/readyz", c.instances[i].url);
     wait_for(
         "the drained instance to turn unready",
@@ -483,15 +435,7 @@ async fn an_admin_drain_stops_work_and_moves_roles() {
         },
     )
     .await;
-    assert_eq!(
-        api.post(
-            &format!("/api/v1/cluster/instances/{leader}/resume"),
-            &json!({})
-        )
-        .await
-        .status(),
-        202
-    );
+    set_draining(&api, &leader, false).await;
     wait_for(
         "the instance to be ready again",
         Duration::from_secs(10),

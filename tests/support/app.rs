@@ -243,6 +243,17 @@ impl TestClient {
         body
     }
 
+    /// Renders the example invoice synchronously (`POST /api/v1/render`); asserts it succeeds.
+    pub async fn render_invoice_now(&self) {
+        let r = self
+            .post(
+                "/api/v1/render",
+                &json!({"template": "invoice", "data": invoice_data()}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+
     /// Queues a render and returns the job.
     pub async fn render(&self, template: &str, data: Value) -> Value {
         let r = self

@@ -151,6 +151,19 @@ impl HaCluster {
 }
 
 /// Checks the recorded tenures of every role: terms strictly increase and never overlap.
+/// Asks, through `via`, that instance `id` stop taking work (`drain`) or take it again; asserts
+/// the request is accepted.
+pub async fn set_draining(via: &TestClient, id: &str, drain: bool) {
+    let action = if drain { "drain" } else { "resume" };
+    let r = via
+        .post(
+            &format!("/api/v1/cluster/instances/{id}/{action}"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 202, "{action} {id}");
+}
+
 pub fn assert_handovers_clean(overview: &Value) {
     let mut by_role: std::collections::BTreeMap<&str, Vec<&Value>> = Default::default();
     for h in overview["handovers"].as_array().expect("handovers") {

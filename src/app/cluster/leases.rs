@@ -143,6 +143,12 @@ impl Leader {
         })
     }
 
+    /// Records `role` as held under `term`, valid by our clock from when the request was `sent`.
+    fn hold(&self, role: &'static str, term: i64, sent: Instant) {
+        let valid_until = self.valid_until(sent);
+        self.roles.lock().insert(role, Held { term, valid_until });
+    }
+
     async fn renew_or_take(&self) {
         for role in ROLES {
             let current = self.roles.lock().get(role).copied();
@@ -154,13 +160,7 @@ impl Leader {
                     .await
                 {
                     Ok(Some(grant)) => {
-                        self.roles.lock().insert(
-                            role,
-                            Held {
-                                term: grant.term,
-                                valid_until: self.valid_until(sent),
-                            },
-                        );
+                        self.hold(role, grant.term, sent);
                     }
                     Ok(None) => {
                         self.roles.lock().remove(role);
@@ -179,13 +179,7 @@ impl Leader {
                     .await
                 {
                     Ok(Some(grant)) => {
-                        self.roles.lock().insert(
-                            role,
-                            Held {
-                                term: grant.term,
-                                valid_until: self.valid_until(sent),
-                            },
-                        );
+                        self.hold(role, grant.term, sent);
                         tracing::info!(role, term = grant.term, "took a leader role");
                     }
                     Ok(None) => {}

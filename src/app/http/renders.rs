@@ -146,10 +146,7 @@ pub async fn list(
         .as_deref()
         .map(|s| {
             JobState::parse(s).ok_or_else(|| {
-                Problem::invalid(
-                    "state",
-                    "one of queued, running, succeeded, failed, cancelled",
-                )
+                Problem::invalid("state", format!("one of {}", JobState::NAMES.join(", ")))
             })
         })
         .transpose()?;

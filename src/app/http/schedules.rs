@@ -501,8 +501,9 @@ pub async fn deliveries(
         .state
         .as_deref()
         .map(|s| {
-            MailState::parse(s)
-                .ok_or_else(|| Problem::invalid("state", "one of queued, sending, sent, failed"))
+            MailState::parse(s).ok_or_else(|| {
+                Problem::invalid("state", format!("one of {}", MailState::NAMES.join(", ")))
+            })
         })
         .transpose()?;
     let mails = state

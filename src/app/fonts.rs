@@ -1,6 +1,10 @@
 //! The operator's font directory: uploads are validated and written atomically, and the directory
 //! is rescanned on a timer (shared mounts such as Azure Files or NFS deliver no file events), so
 //! fonts dropped in by hand or by another instance reach the render workers too.
+//!
+//! The list of faces is built once per change of the directory and shared; a request never
+//! parses a font. Files that are not fonts or hold too many faces are skipped with a warning and
+//! listed as skipped, never taking the rest of the directory down with them.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -8,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use super::bus::{Bus, Hint};
 use super::render::RenderPool;
-use super::render::fonts::{self, FontOrigin, FontSet};
+use super::render::fonts::{self, FaceError};
 use super::store::Store;
 use crate::lifecycle::Shutdown;
 
@@ -23,8 +27,8 @@ pub enum FontError {
         "\"{0}\" is not a usable font file name: use letters, digits, '.', '-', '_' or spaces and end in .ttf, .otf, .ttc or .otc"
     )]
     BadName(String),
-    #[error("the file is not a font Quire can read (TrueType/OpenType)")]
-    NotAFont,
+    #[error("the file is not a font Quire can use: {0}")]
+    Faces(#[from] FaceError),
     #[error("the file has {size} bytes; fonts.max_upload_size is {limit}")]
     TooLarge { size: usize, limit: usize },
     #[error("cannot write to the font directory {dir}: {source}")]
@@ -47,6 +51,29 @@ pub struct FaceEntry {
     pub file: Option<String>,
 }
 
+/// A font file in the directory that renders do not use, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SkippedFile {
+    pub file: String,
+    pub reason: String,
+}
+
+/// What renders can use, as of the last change of the directory.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub faces: Vec<FaceEntry>,
+    pub skipped: Vec<SkippedFile>,
+}
+
+impl Catalog {
+    fn directory_faces(&self, except: Option<&str>) -> usize {
+        self.faces
+            .iter()
+            .filter(|f| f.file.is_some() && f.file.as_deref() != except)
+            .count()
+    }
+}
+
 type Signature = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
 #[derive(Clone)]
@@ -54,7 +81,7 @@ pub struct FontLibrary {
     dir: PathBuf,
     max_upload: usize,
     pool: RenderPool,
-    seen: Arc<Mutex<Signature>>,
+    seen: Arc<Mutex<(Signature, Arc<Catalog>)>>,
 }
 
 impl FontLibrary {
@@ -63,7 +90,8 @@ impl FontLibrary {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "font directory cannot be created");
         }
-        let seen = Arc::new(Mutex::new(fonts::signature(&dir)));
+        let catalog = Arc::new(catalog(&dir));
+        let seen = Arc::new(Mutex::new((fonts::signature(&dir), catalog)));
         FontLibrary {
             dir,
             max_upload,
@@ -76,32 +104,13 @@ impl FontLibrary {
         &self.dir
     }
 
-    /// Every face a render can use, bundled first.
-    pub fn list(&self) -> Vec<FaceEntry> {
-        let (set, _) = FontSet::load(Some(&self.dir));
-        set.fonts
-            .iter()
-            .zip(&set.origins)
-            .map(|(font, origin)| {
-                let info = font.info();
-                let (source, file) = match origin {
-                    FontOrigin::Embedded(_) => ("bundled", None),
-                    FontOrigin::File(p) => (
-                        "directory",
-                        p.strip_prefix(&self.dir)
-                            .ok()
-                            .map(|r| r.display().to_string()),
-                    ),
-                };
-                FaceEntry {
-                    family: info.family.clone(),
-                    style: format!("{:?}", info.variant.style).to_lowercase(),
-                    weight: info.variant.weight.to_number(),
-                    source,
-                    file,
-                }
-            })
-            .collect()
+    /// Every face a render can use, bundled first, and the files skipped.
+    pub fn list(&self) -> Arc<Catalog> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 
     /// Validates and installs an uploaded font; the directory is untouched unless every check
@@ -116,10 +125,9 @@ impl FontLibrary {
                 limit: self.max_upload,
             });
         }
-        let faces = fonts::faces(data).len();
-        if faces == 0 {
-            return Err(FontError::NotAFont);
-        }
+        let room =
+            fonts::MAX_DIRECTORY_FACES.saturating_sub(self.list().directory_faces(Some(name)));
+        let faces = fonts::faces(data, room)?.len();
         let io = |source| FontError::Io {
             dir: self.dir.clone(),
             source,
@@ -148,15 +156,16 @@ impl FontLibrary {
         }
     }
 
-    /// Tells the render workers to reload when the directory changed; true if it did.
+    /// Rebuilds the list and tells the render workers to reload when the directory changed;
+    /// true if it did. Blocking: reads every font file once per change.
     pub fn rescan(&self) -> bool {
         let now = fonts::signature(&self.dir);
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if *seen == now {
+        if self.seen.lock().unwrap_or_else(|e| e.into_inner()).0 == now {
             return false;
         }
+        let catalog = Arc::new(catalog(&self.dir));
         tracing::info!(dir = %self.dir.display(), files = now.len(), "font directory changed; workers will reload fonts");
-        *seen = now;
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = (now, catalog);
         self.pool.fonts_changed();
         true
     }
@@ -207,6 +216,50 @@ pub async fn announce_change(store: &dyn Store, bus: &Bus) {
         tracing::warn!(error = %e, "could not record the font change; other instances notice at their next rescan");
     }
     bus.cache_changed(CACHE_KIND);
+}
+
+/// The bundled faces, then each directory file's faces within the limits; every skipped file is
+/// logged.
+fn catalog(dir: &Path) -> Catalog {
+    let mut faces: Vec<FaceEntry> = fonts::embedded_faces()
+        .map(|info| entry(&info, "bundled", None))
+        .collect();
+    let mut skipped = Vec::new();
+    let mut room = fonts::MAX_DIRECTORY_FACES;
+    for path in fonts::font_files(dir) {
+        let file = path
+            .strip_prefix(dir)
+            .map_or_else(|_| path.display().to_string(), |r| r.display().to_string());
+        let read = std::fs::read(&path).map_err(|e| FaceError::Read(e.to_string()));
+        match read.and_then(|data| fonts::faces(&data, room)) {
+            Ok(infos) => {
+                room -= infos.len();
+                faces.extend(
+                    infos
+                        .iter()
+                        .map(|info| entry(info, "directory", Some(file.clone()))),
+                );
+            }
+            Err(why) => {
+                tracing::warn!(file = %path.display(), reason = %why, "font file skipped");
+                skipped.push(SkippedFile {
+                    file,
+                    reason: why.to_string(),
+                });
+            }
+        }
+    }
+    Catalog { faces, skipped }
+}
+
+fn entry(info: &typst::text::FontInfo, source: &'static str, file: Option<String>) -> FaceEntry {
+    FaceEntry {
+        family: info.family.clone(),
+        style: format!("{:?}", info.variant.style).to_lowercase(),
+        weight: info.variant.weight.to_number(),
+        source,
+        file,
+    }
 }
 
 fn valid_name(name: &str) -> bool {

@@ -86,6 +86,7 @@ pub async fn run(
         "starting quire app"
     );
 
+    prepare_data_dir(&config.data_dir);
     let store = store::open(&config, &format!("quire {instance}")).await?;
     if !migrate_when_reachable(&config, store.as_ref(), &shutdown).await? {
         return Ok(());
@@ -195,12 +196,16 @@ pub async fn run(
     ));
 
     let ha = &config.ha;
+    let salt = store
+        .init_flag(cluster::registry::SALT_FLAG, &auth::token::secret())
+        .await?;
     let info = cluster::registry::describe(
         &config,
         &instance,
         advertised(addr),
         started_ms,
         schema_version,
+        &salt,
     );
     store.register_instance(&info).await?;
     let heartbeat = cluster::registry::spawn_heartbeat(
@@ -329,6 +334,30 @@ async fn migrate_when_reachable(
             _ = shutdown.draining() => return Ok(false),
         }
         wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Mode of the directories Quire creates for its data (the database, generated secrets, fonts):
+/// the service user and its group only.
+const DATA_DIR_MODE: u32 = 0o750;
+
+/// Creates `dir` and any missing parents with `DATA_DIR_MODE`; an existing directory is left as
+/// it is. `mkdir` applies the umask, so a stricter one narrows the mode and a looser one (even
+/// 000) cannot widen it.
+pub(crate) fn create_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DATA_DIR_MODE)
+        .create(dir)
+}
+
+/// Creates the data directory before anything writes into it, so it is private on PostgreSQL
+/// too, where no database file creates it. Not fatal: with a fonts directory elsewhere nothing
+/// may need it, and whatever does reports its own error.
+fn prepare_data_dir(dir: &std::path::Path) {
+    if let Err(e) = create_data_dir(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the data directory");
     }
 }
 

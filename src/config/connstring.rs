@@ -4,6 +4,8 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use super::redact::{MASK, is_credential_key};
+
 /// Characters kept as they are in the user-info and path parts of the URL.
 const URL_PART: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -11,14 +13,26 @@ const URL_PART: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// Errors never quote text that may be part of a secret: after an unquoted `;` inside a password,
+/// the rest of the password reads as one more part (or keyword) of the string.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConnStringError {
-    #[error("\"{0}\" is not a Key=Value pair")]
-    NotAPair(String),
+    #[error(
+        "{} is not a Key=Value pair (a value containing \";\" must be quoted)",
+        part_after(.after)
+    )]
+    NotAPair {
+        /// The keyword of the pair before it, if any.
+        after: Option<String>,
+    },
     #[error(
         "unknown connection string keyword \"{0}\" (known: Host, Port, Database, Username, Password, SSL Mode, Timeout, Pooling)"
     )]
     UnknownKey(String),
+    #[error(
+        "the keyword after {0} is unknown: if the value of {0} contains \";\", quote it (known keywords: Host, Port, Database, Username, Password, SSL Mode, Timeout, Pooling)"
+    )]
+    UnknownAfterSecret(String),
     #[error("the connection string names no Host")]
     NoHost,
     #[error("SSL Mode \"{0}\" is not one of Disable, Allow, Prefer, Require, VerifyCA, VerifyFull")]
@@ -38,6 +52,7 @@ pub fn to_postgres_url(s: &str) -> Result<String, ConnStringError> {
     let mut user = None;
     let mut password = None;
     let mut params: Vec<(&str, String)> = Vec::new();
+    let mut previous: Option<String> = None;
 
     for (key, value) in pairs(s)? {
         match normalize(&key).as_str() {
@@ -59,8 +74,9 @@ pub fn to_postgres_url(s: &str) -> Result<String, ConnStringError> {
             | "trustservercertificate"
             | "commandtimeout"
             | "keepalive" => {}
-            _ => return Err(ConnStringError::UnknownKey(key)),
+            _ => return Err(unknown_key(key, previous.as_deref())),
         }
+        previous = Some(key);
     }
 
     let host = host.ok_or(ConnStringError::NoHost)?;
@@ -94,17 +110,93 @@ pub fn to_postgres_url(s: &str) -> Result<String, ConnStringError> {
     Ok(url)
 }
 
+/// An unknown keyword right after a credential is most likely the rest of it: not quoted back.
+fn unknown_key(key: String, previous: Option<&str>) -> ConnStringError {
+    match previous {
+        Some(p) if is_credential_key(p) => ConnStringError::UnknownAfterSecret(p.to_owned()),
+        _ => ConnStringError::UnknownKey(key),
+    }
+}
+
+fn part_after(after: &Option<String>) -> String {
+    match after {
+        Some(key) => format!("the part after {key}"),
+        None => "the first part".to_owned(),
+    }
+}
+
 fn pairs(s: &str) -> Result<Vec<(String, String)>, ConnStringError> {
-    split_unquoted(s)
-        .into_iter()
-        .filter(|part| !part.trim().is_empty())
-        .map(|part| {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| ConnStringError::NotAPair(part.trim().to_owned()))?;
-            Ok((k.trim().to_owned(), unquote(v.trim())))
-        })
-        .collect()
+    let mut out: Vec<(String, String)> = Vec::new();
+    for part in split_unquoted(s) {
+        if part.trim().is_empty() {
+            continue;
+        }
+        let Some((k, v)) = part.split_once('=') else {
+            let after = out.last().map(|(k, _)| k.clone());
+            return Err(ConnStringError::NotAPair { after });
+        };
+        out.push((k.trim().to_owned(), unquote(v.trim())));
+    }
+    Ok(out)
+}
+
+/// Every keyword `to_postgres_url` reads, normalized; `redact` hides what follows a credential
+/// up to the next of these.
+const KEYWORDS: &[&str] = &[
+    "host",
+    "server",
+    "datasource",
+    "address",
+    "port",
+    "database",
+    "initialcatalog",
+    "db",
+    "username",
+    "userid",
+    "user",
+    "uid",
+    "password",
+    "pwd",
+    "sslmode",
+    "timeout",
+    "connecttimeout",
+    "applicationname",
+    "pooling",
+    "minimumpoolsize",
+    "maximumpoolsize",
+    "maxpoolsize",
+    "minpoolsize",
+    "trustservercertificate",
+    "commandtimeout",
+    "keepalive",
+];
+
+/// The connection string for messages: the values of credential keywords hidden, and so is
+/// everything after a credential up to the next known keyword (an unquoted `;` in a password
+/// leaves the rest of it there), and any part that is not a pair.
+pub fn redact(s: &str) -> String {
+    let mut in_secret = false;
+    let mut shown = Vec::new();
+    for part in split_unquoted(s) {
+        if part.trim().is_empty() {
+            continue;
+        }
+        let key = part.split_once('=').map(|(k, _)| k.trim());
+        let known = key.is_some_and(|k| KEYWORDS.contains(&normalize(k).as_str()));
+        match key {
+            Some(k) if is_credential_key(k) => {
+                in_secret = true;
+                shown.push(format!("{k}={MASK}"));
+            }
+            Some(_) if known => {
+                in_secret = false;
+                shown.push(part.trim().to_owned());
+            }
+            Some(_) if !in_secret => shown.push(part.trim().to_owned()),
+            _ => shown.push(MASK.to_owned()),
+        }
+    }
+    shown.join(";")
 }
 
 /// Splits on `;` outside of single or double quotes (passwords may contain `;`).
@@ -170,7 +262,9 @@ mod tests {
         // The `;` inside an unquoted password ends the pair: Npgsql needs quotes for that too.
         assert_eq!(
             to_postgres_url(s),
-            Err(ConnStringError::NotAPair("w0rd".into()))
+            Err(ConnStringError::NotAPair {
+                after: Some("Password".into())
+            })
         );
         let s = "Host=db.postgres.database.azure.com;Port=5432;Database=cxreports;Username=quire;Password='p@ss;w0rd';SSL Mode=Require";
         assert_eq!(
@@ -200,6 +294,49 @@ mod tests {
             to_postgres_url("Host=a;SSL Mode=Sometimes"),
             Err(ConnStringError::BadSslMode("Sometimes".into()))
         );
+    }
+
+    #[test]
+    fn errors_never_quote_a_piece_of_a_password() {
+        let err = to_postgres_url("Host=db;Password=ab;cd;Port=1").unwrap_err();
+        assert!(!err.to_string().contains("cd"), "{err}");
+        assert!(err.to_string().contains("the part after Password"), "{err}");
+        // A base64 password ending in `=` after an unquoted `;` reads as an unknown keyword.
+        let err = to_postgres_url("Host=db;Password=ab;Zm9v==").unwrap_err();
+        assert_eq!(err, ConnStringError::UnknownAfterSecret("Password".into()));
+        assert!(!err.to_string().contains("Zm9v"), "{err}");
+        assert_eq!(
+            to_postgres_url(";").unwrap_err(),
+            ConnStringError::NoHost,
+            "empty parts are skipped"
+        );
+        assert_eq!(
+            to_postgres_url("oops").unwrap_err().to_string(),
+            "the first part is not a Key=Value pair (a value containing \";\" must be quoted)"
+        );
+    }
+
+    #[test]
+    fn redaction_hides_credentials_and_what_may_be_left_of_them() {
+        assert_eq!(
+            redact("Host=db;Port=5432;Username=u1;Password='p;1';SSL Mode=Require"),
+            "Host=db;Port=5432;Username=***;Password=***;SSL Mode=Require"
+        );
+        assert_eq!(
+            redact("Host=db;Pwd=ab;cd;ef=gh;Database=q;oops"),
+            "Host=db;Pwd=***;***;***;Database=q;***"
+        );
+    }
+
+    #[test]
+    fn every_redaction_keyword_is_one_the_converter_reads() {
+        for k in KEYWORDS {
+            let r = to_postgres_url(&format!("Host=h;{k}=1"));
+            assert!(
+                !matches!(r, Err(ConnStringError::UnknownKey(_))),
+                "{k}: {r:?}"
+            );
+        }
     }
 
     #[test]

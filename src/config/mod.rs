@@ -5,6 +5,7 @@
 
 mod check;
 pub mod connstring;
+mod redact;
 mod source;
 pub mod types;
 
@@ -19,6 +20,7 @@ use figment::value::Value;
 use serde::{Deserialize, Serialize};
 
 pub use check::report;
+pub use redact::{hide_url_credentials, redact_server, redact_url};
 pub use source::SECRET_KEYS;
 use source::{Setting, describe};
 pub use types::{ByteSize, Secret, Span, one_or_many};
@@ -191,7 +193,7 @@ impl DatabaseUrl {
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&check::redact_url(self.as_str()))
+        f.write_str(&redact_url(self.as_str()))
     }
 }
 
@@ -908,6 +910,15 @@ mod tests {
         assert_eq!(
             l.config.database_url(),
             DatabaseUrl::Postgres("postgres://u:p@db:5432/q".into())
+        );
+    }
+
+    #[test]
+    fn database_urls_debug_print_without_credentials() {
+        let url = DatabaseUrl::Postgres("postgres://u:p@db:5432/q?sslpassword=x".into());
+        assert_eq!(
+            format!("{url:?}"),
+            "postgres://***:***@db:5432/q?sslpassword=***"
         );
     }
 

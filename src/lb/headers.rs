@@ -2,8 +2,9 @@
 //! proxy. An upgrade keeps `Upgrade` and gets `Connection: upgrade` back; every other request goes
 //! upstream without a `Connection` header, so the pooled upstream connection stays keep-alive
 //! (the reference nginx config sends `Connection: upgrade` always and loses that).
+//! `Connection` cannot name `Host`: it addresses the message, not the hop.
 
-use hyper::http::header::{CONNECTION, EXPECT, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use hyper::http::header::{CONNECTION, EXPECT, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use hyper::http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Set by an app instance on a 503 it answered without doing anything (it was draining), and by
@@ -23,7 +24,7 @@ pub enum Direction {
     Response,
 }
 
-/// Removes hop-by-hop headers, including any the `Connection` header names.
+/// Removes hop-by-hop headers, including any the `Connection` header names except `Host`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -31,6 +32,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        // Without its Host the request would reach the app addressed to the upstream's own
+        // address (the lb fills in a missing one), and `X-Forwarded-Host` would be lost too.
+        .filter(|name| *name != HOST)
         .collect();
     for name in named {
         if direction == Direction::Response || name != TRANSFER_ENCODING {
@@ -126,6 +130,18 @@ mod tests {
         assert_eq!(left, ["transfer-encoding", "x-kept"]);
         strip_hop_by_hop(&mut h, Direction::Response);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn connection_cannot_name_host() {
+        let mut h = headers(&[
+            ("host", "reports.example.com"),
+            ("connection", "close, Host, X-Secret"),
+            ("x-secret", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, Direction::Request);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["host"]);
+        assert_eq!(h.get(HOST).unwrap(), "reports.example.com");
     }
 
     #[test]

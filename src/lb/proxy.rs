@@ -2,7 +2,7 @@
 //! safe, and stream the answer back. Retries all happen before the response head goes to the
 //! client, so nothing is retried once a byte went out.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -101,14 +101,14 @@ impl Proxy {
     }
 
     pub async fn handle(&self, mut req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
+        // Read before the rewrite: `Connection: upgrade` is itself hop-by-hop.
         let upgrade =
             headers::upgrade_protocol(req.headers()).map(|p| (p, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
-        let request_id = headers::request_id(&mut parts.headers, &self.settings.request_id);
-        let client = forwarded::apply(
+        let (request_id, client) = rewrite_head(
             &mut parts.headers,
-            peer.addr.ip(),
-            peer.tls,
+            peer,
+            &self.settings.request_id,
             &self.settings.trusted,
         );
         let mut record = Record::new(
@@ -118,10 +118,9 @@ impl Proxy {
             client,
             request_id,
         );
-        if parts.method == Method::CONNECT {
-            return self.local(StatusCode::METHOD_NOT_ALLOWED, false, record);
+        if let Some(refusal) = Refusal::of(&parts) {
+            return self.refuse(refusal, record);
         }
-        headers::strip_hop_by_hop(&mut parts.headers, Direction::Request);
         if let Some((protocol, _)) = &upgrade {
             headers::set_upgrade(&mut parts.headers, protocol.clone());
         }
@@ -331,22 +330,40 @@ impl Proxy {
         Response::from_parts(head, ResponseBody::local(Bytes::new(), Some(record)))
     }
 
-    /// An answer from the lb itself. `Quire-Not-Processed` tells a client (or an outer lb) that no
-    /// upstream acted on the request, so sending it again is safe.
-    fn local(
-        &self,
-        status: StatusCode,
-        processed: bool,
-        mut record: Record,
-    ) -> Response<ResponseBody> {
-        record.status = status.as_u16();
+    /// The lb's answer when the attempts found no upstream response to pass on.
+    fn local(&self, status: StatusCode, processed: bool, record: Record) -> Response<ResponseBody> {
         let text = match status {
             StatusCode::BAD_GATEWAY => "upstream failed\n",
             StatusCode::GATEWAY_TIMEOUT => "upstream timed out\n",
             StatusCode::SERVICE_UNAVAILABLE => "no upstream available\n",
-            StatusCode::METHOD_NOT_ALLOWED => "CONNECT is not supported\n",
             _ => "request body incomplete\n",
         };
+        self.answer(status, text, processed, record)
+    }
+
+    /// The lb's answer to a request it refused before any upstream saw it.
+    fn refuse(&self, refusal: Refusal, record: Record) -> Response<ResponseBody> {
+        let (status, text) = refusal.answer();
+        let mut response = self.answer(status, text, false, record);
+        if refusal.closes() {
+            // hyper closes the connection after a response saying so, and reads nothing more.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
+    /// An answer from the lb itself. `Quire-Not-Processed` tells a client (or an outer lb) that no
+    /// upstream acted on the request, so sending it again is safe.
+    fn answer(
+        &self,
+        status: StatusCode,
+        text: &'static str,
+        processed: bool,
+        mut record: Record,
+    ) -> Response<ResponseBody> {
+        record.status = status.as_u16();
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
@@ -364,6 +381,56 @@ impl Proxy {
         *response.headers_mut() = headers;
         response
     }
+}
+
+/// A request the lb answers itself, before choosing an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The lb forwards requests; it does not open tunnels on demand.
+    Connect,
+    /// More than one `Host` line (RFC 9112 §3.2: 400). hyper passes them all on, and the lb,
+    /// the upstream and the app could each believe a different one.
+    SeveralHosts,
+}
+
+impl Refusal {
+    fn of(parts: &Parts) -> Option<Refusal> {
+        if parts.method == Method::CONNECT {
+            Some(Refusal::Connect)
+        } else if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+            Some(Refusal::SeveralHosts)
+        } else {
+            None
+        }
+    }
+
+    fn answer(self) -> (StatusCode, &'static str) {
+        match self {
+            Refusal::Connect => (StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n"),
+            Refusal::SeveralHosts => (StatusCode::BAD_REQUEST, "more than one Host header\n"),
+        }
+    }
+
+    /// A malformed request says its sender frames messages differently from the lb: nothing
+    /// else on that connection is trusted.
+    fn closes(self) -> bool {
+        self == Refusal::SeveralHosts
+    }
+}
+
+/// Rewrites a client's request head for the upstream; the request id and the original client.
+/// Hop-by-hop headers go first, so that a client's `Connection` list cannot remove what the lb
+/// adds next (the request id and `X-Forwarded-*`).
+fn rewrite_head(
+    headers: &mut HeaderMap,
+    peer: Peer,
+    request_id: &HeaderName,
+    trusted: &[IpNet],
+) -> (HeaderValue, IpAddr) {
+    headers::strip_hop_by_hop(headers, Direction::Request);
+    let id = headers::request_id(headers, request_id);
+    let client = forwarded::apply(headers, peer.addr.ip(), peer.tls, trusted);
+    (id, client)
 }
 
 /// Whether a response head means the attempt failed.
@@ -419,4 +486,73 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lb::headers::test_headers as headers;
+
+    fn value<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        h.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn a_connection_list_cannot_remove_what_the_lb_adds() {
+        let mut h = headers(&[
+            ("host", "reports.example.com"),
+            (
+                "connection",
+                "close, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Request-Id, Host",
+            ),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-request-id", "client-id"),
+        ]);
+        let peer = Peer {
+            addr: "203.0.113.7:40000".parse().unwrap(),
+            tls: false,
+        };
+        let name = HeaderName::from_static("x-request-id");
+        let (id, client) = rewrite_head(&mut h, peer, &name, &[]);
+        assert_eq!(client, "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(value(&h, "host"), Some("reports.example.com"));
+        assert_eq!(value(&h, "x-forwarded-for"), Some("203.0.113.7"));
+        assert_eq!(value(&h, "x-forwarded-proto"), Some("http"));
+        assert_eq!(value(&h, "x-forwarded-host"), Some("reports.example.com"));
+        assert_eq!(h.get(&name), Some(&id));
+        assert_ne!(id, "client-id", "the client made its id hop-by-hop");
+        assert!(h.get("connection").is_none());
+    }
+
+    fn head(method: Method, hosts: &[&str]) -> Parts {
+        let mut request = Request::builder().method(method).uri("/");
+        for host in hosts {
+            request = request.header(header::HOST, *host);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn connect_and_several_hosts_are_refused() {
+        assert_eq!(Refusal::of(&head(Method::GET, &["a.example"])), None);
+        assert_eq!(
+            Refusal::of(&head(Method::GET, &[])),
+            None,
+            "an HTTP/1.0 client may send no Host"
+        );
+        assert_eq!(
+            Refusal::of(&head(Method::GET, &["a.example", "b.example"])),
+            Some(Refusal::SeveralHosts)
+        );
+        assert_eq!(
+            Refusal::of(&head(Method::POST, &["a.example", "a.example"])),
+            Some(Refusal::SeveralHosts),
+            "even when they agree"
+        );
+        assert_eq!(
+            Refusal::of(&head(Method::CONNECT, &["a.example"])),
+            Some(Refusal::Connect)
+        );
+        assert!(Refusal::SeveralHosts.closes() && !Refusal::Connect.closes());
+    }
 }

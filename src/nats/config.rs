@@ -297,18 +297,31 @@ fn check_host_port(value: &str) -> Result<(), String> {
 
 fn check_route(route: &str) -> Result<(), String> {
     let hint = "use nats-route://HOST:PORT, e.g. \"nats-route://10.0.0.12:6222\"";
+    let shown = shown_route(route);
     let url = url::Url::parse(route)
-        .map_err(|_| format!("\"{}\" is not a URL: {hint}", route.escape_debug()))?;
+        .map_err(|_| format!("\"{}\" is not a URL: {hint}", shown.escape_debug()))?;
     if !matches!(url.scheme(), "nats-route" | "nats" | "tls") {
         return Err(format!(
-            "scheme \"{}\" in \"{route}\" is not a route scheme: {hint}",
+            "scheme \"{}\" in \"{shown}\" is not a route scheme: {hint}",
             url.scheme()
         ));
     }
     if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
-        return Err(format!("\"{route}\" needs a host and a port: {hint}"));
+        return Err(format!("\"{shown}\" needs a host and a port: {hint}"));
     }
     Ok(())
+}
+
+/// A route for messages: a route may carry the cluster's user and password, which stay hidden.
+fn shown_route(route: &str) -> String {
+    match crate::config::hide_url_credentials(route) {
+        Some(hidden) => hidden,
+        // Not a URL: whatever comes before an `@` may be a credential.
+        None => match route.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => route.to_owned(),
+        },
+    }
 }
 
 fn auth_problems(auth: &NatsAuthConfig) -> Found {
@@ -430,6 +443,26 @@ mod tests {
             p.iter().all(|m| m.contains("nats-route://10.0.0.12:6222")),
             "every message shows what is valid"
         );
+    }
+
+    #[test]
+    fn route_problems_show_no_credentials() {
+        let c = NatsServerConfig {
+            routes: vec![
+                "http://ruser:s3cret1@a:1".into(),
+                "nats-route://ruser:s3cret2@b".into(),
+                "s3cret3@10.0.0.4:6222".into(),
+            ],
+            ..Default::default()
+        };
+        let p = problems(&c);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p.iter()
+                .all(|m| !m.contains("s3cret") && !m.contains("ruser")),
+            "{p:?}"
+        );
+        assert!(p[1].contains("nats-route://***:***@b"), "{p:?}");
     }
 
     #[test]

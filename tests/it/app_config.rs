@@ -57,7 +57,7 @@ fn file_env_and_aliases_stack_with_origins() {
         "{out}"
     );
     assert!(
-        out.contains("database.url = \"postgres://u:***@db:5432/q?sslmode=require\"  # env ConnectionStrings__Database (alias)"),
+        out.contains("database.url = \"postgres://***:***@db:5432/q?sslmode=require\"  # env ConnectionStrings__Database (alias)"),
         "{out}"
     );
     assert!(
@@ -141,6 +141,103 @@ fn secrets_can_come_from_files_and_typos_are_warned_about() {
         ),
         "{out}"
     );
+}
+
+/// Every secret setting the README lists, set through its variable or its `_FILE` file (and an
+/// alias), each with `Sekr1t` in every credential position it can have: none may be printed.
+/// NATS auth takes a token or a user and password, not both, hence two runs.
+#[test]
+fn config_check_prints_no_credential_of_any_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let db_url = file(
+        "f1",
+        "postgres://Sekr1tDbUser:Sekr1tDbPass@db:5432/q?sslmode=require&password=Sekr1tDbQuery&sslpassword=Sekr1tDbSsl",
+    );
+    let enc_key = file("f2", "Sekr1tEncKey-0123456789abcdefghi");
+    let server_token = file("f3", "Sekr1tServerToken");
+    let run_with_token = [
+        ("QUIRE_DATABASE__URL_FILE", db_url.as_str()),
+        (
+            "QUIRE_DATABASE__MIGRATE_URL",
+            "Host=db;Username=Sekr1tMigUser;Password='Sekr1tMig;Pass'",
+        ),
+        ("RootUser__Email", "root@example.com"),
+        ("RootUser__Password", "Sekr1tRootPassword"),
+        ("QUIRE_ENCRYPTION__KEY_FILE", enc_key.as_str()),
+        ("Encryption__Vector", "Sekr1tVector-123"),
+        (
+            "QUIRE_MAIL__SMTP_URL",
+            "smtp://Sekr1tSmtpUser:Sekr1tSmtpPass@mail.example.com:587?tls=starttls",
+        ),
+        ("LicenseConfiguration__Key", "Sekr1tLicense"),
+        (
+            "Nats__Url",
+            "nats://Sekr1tNatsToken@nats1:4222,Sekr1tNatsUser:Sekr1tNatsPass@nats2:4222",
+        ),
+        ("QUIRE_NATS_SERVER__AUTH__TOKEN_FILE", server_token.as_str()),
+    ];
+    let (code, out, err) = check(dir.path(), &["config", "check"], &run_with_token);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("Sekr1t") && !err.contains("Sekr1t"),
+        "{out}\n{err}"
+    );
+    for line in [
+        "database.url = \"postgres://***:***@db:5432/q?sslmode=require&password=***&sslpassword=***\"  # file ",
+        "database.migrate_url = \"postgres://***:***@db\"  # env QUIRE_DATABASE__MIGRATE_URL",
+        "root_user.password = \"***\"  # env RootUser__Password (alias)",
+        "encryption.key = \"***\"  # file ",
+        "encryption.vector = \"***\"  # env Encryption__Vector (alias)",
+        "mail.smtp_url = \"smtp://***:***@mail.example.com:587?tls=starttls\"  # env QUIRE_MAIL__SMTP_URL",
+        "license.key = \"***\"  # env LicenseConfiguration__Key (alias)",
+        "nats.url = [\"nats://***@nats1:4222\", \"***@nats2:4222\"]  # env Nats__Url (alias)",
+        "nats_server.auth.token = \"***\"  # file ",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+
+    let smtp_url = file("f4", "smtp://Sekr1tSmtpApiKey@mail.example.com");
+    let server_password = file("f5", "Sekr1tServerPass");
+    let run_with_user = [
+        (
+            "ConnectionStrings__Database",
+            "Host=db;Port=5432;Database=q;Username=Sekr1tConnUser;Password=Sekr1tConnPass",
+        ),
+        (
+            "QUIRE_DATABASE__MIGRATE_URL",
+            "postgres://db/q?user=Sekr1tQueryUser&password=Sekr1tQueryPass",
+        ),
+        ("QUIRE_MAIL__SMTP_URL_FILE", smtp_url.as_str()),
+        (
+            "QUIRE_NATS__URL",
+            "nats://Sekr1tNatsUser:Sekr1tNatsPass@nats1:4222",
+        ),
+        ("QUIRE_NATS_SERVER__AUTH__USER", "app"),
+        (
+            "QUIRE_NATS_SERVER__AUTH__PASSWORD_FILE",
+            server_password.as_str(),
+        ),
+    ];
+    let (code, out, err) = check(dir.path(), &["config", "check"], &run_with_user);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("Sekr1t") && !err.contains("Sekr1t"),
+        "{out}\n{err}"
+    );
+    for line in [
+        "database.url = \"postgres://***:***@db:5432/q\"  # env ConnectionStrings__Database (alias)",
+        "database.migrate_url = \"postgres://db/q?user=***&password=***\"",
+        "mail.smtp_url = \"smtp://***@mail.example.com\"  # file ",
+        "nats.url = [\"nats://***:***@nats1:4222\"]",
+        "nats_server.auth.password = \"***\"  # file ",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
 }
 
 #[test]

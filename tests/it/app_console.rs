@@ -1,28 +1,19 @@
 //! The web console in a real browser: a new user signs in, renders the bundled invoice, watches
-//! the progress bar reach 100 % and downloads a correct PDF.
+//! the progress bar reach 100 % and downloads a correct PDF; and the console holds against hostile
+//! input: sign-in links that point elsewhere, sample data that looks like markup, and templates
+//! whose links run script.
 
 use std::time::Duration;
 
-use fantoccini::Locator;
+use fantoccini::{Client, Locator};
+use serde_json::{Value, json};
 
-use crate::support::app::{AppOptions, Instance, ROOT_EMAIL, ROOT_PASSWORD, pdf_text};
+use crate::support::app::{AppOptions, Instance, ROOT_EMAIL, ROOT_PASSWORD, TestClient, pdf_text};
 use crate::support::browser::Browser;
-use crate::support::wait_for;
+use crate::support::{free_port, wait_for};
 
-#[tokio::test]
-async fn sign_in_render_the_example_and_download_the_pdf() {
-    let app = Instance::start(AppOptions::default()).await;
-    let downloads = tempfile::tempdir().unwrap();
-    let browser = Browser::start(downloads.path(), &app.data_dir).await;
-    let c = &browser.client;
-
-    c.goto(&format!("{}/", app.url)).await.unwrap();
-    let url = c.current_url().await.unwrap();
-    assert_eq!(
-        url.path(),
-        "/login",
-        "signed-out visitors land on the sign-in page"
-    );
+/// Fills in and sends the sign-in form the browser is showing.
+async fn sign_in(c: &Client) {
     c.find(Locator::Css("input[name=email]"))
         .await
         .unwrap()
@@ -41,6 +32,46 @@ async fn sign_in_render_the_example_and_download_the_pdf() {
         .click()
         .await
         .unwrap();
+}
+
+/// Where the browser is once it has left the sign-in page.
+async fn page_after_sign_in(c: &Client) -> url::Url {
+    wait_for(
+        "the browser to leave the sign-in page",
+        Duration::from_secs(20),
+        move || async move {
+            let url = c.current_url().await.ok()?;
+            (url.path() != "/login").then_some(url)
+        },
+    )
+    .await
+}
+
+/// Asserts that `url` is a page of the console at `app`, not of another origin.
+fn assert_on_console(url: &url::Url, app: &Instance, after: &str) {
+    assert!(
+        url.scheme() == "http"
+            && url.host_str() == Some("127.0.0.1")
+            && url.port() == Some(app.port),
+        "{after}: the browser left the console for {url}"
+    );
+}
+
+#[tokio::test]
+async fn sign_in_render_the_example_and_download_the_pdf() {
+    let app = Instance::start(AppOptions::default()).await;
+    let downloads = tempfile::tempdir().unwrap();
+    let browser = Browser::start(downloads.path(), &app.data_dir).await;
+    let c = &browser.client;
+
+    c.goto(&format!("{}/", app.url)).await.unwrap();
+    let url = c.current_url().await.unwrap();
+    assert_eq!(
+        url.path(),
+        "/login",
+        "signed-out visitors land on the sign-in page"
+    );
+    sign_in(c).await;
     c.wait()
         .at_most(Duration::from_secs(20))
         .for_element(Locator::Css("table.list"))
@@ -54,13 +85,7 @@ async fn sign_in_render_the_example_and_download_the_pdf() {
         .click()
         .await
         .unwrap();
-    let data = c
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("textarea[name=data]"))
-        .await
-        .unwrap();
-    let prefilled = data.prop("value").await.unwrap().unwrap_or_default();
+    let prefilled = prefilled_data(c).await;
     assert!(
         prefilled.contains("Northwind Traders GmbH"),
         "the sample data is filled in: {prefilled}"
@@ -114,4 +139,186 @@ async fn sign_in_render_the_example_and_download_the_pdf() {
         "{text}"
     );
     c.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sign_in_never_redirects_to_another_origin() {
+    let app = Instance::start(AppOptions::default()).await;
+    let downloads = tempfile::tempdir().unwrap();
+    let browser = Browser::start(downloads.path(), &app.data_dir).await;
+    let c = &browser.client;
+    let elsewhere = format!("127.0.0.1:{}", free_port());
+
+    // Signing in: the script follows `next`.
+    let attack = format!("/.//{elsewhere}/pwned");
+    c.goto(&format!("{}/login?next={attack}", app.url))
+        .await
+        .unwrap();
+    sign_in(c).await;
+    let landed = page_after_sign_in(c).await;
+    assert_on_console(&landed, &app, &attack);
+    assert_eq!(landed.path(), "/templates", "a refused next goes home");
+
+    // Already signed in: the server follows `next` itself.
+    for attack in [
+        format!("/%2e//{elsewhere}/pwned"),
+        format!("/a/..//{elsewhere}/pwned"),
+        format!("/.//{elsewhere}/pwned"),
+    ] {
+        c.goto(&format!("{}/login?next={attack}", app.url))
+            .await
+            .unwrap();
+        let landed = c.current_url().await.unwrap();
+        assert_on_console(&landed, &app, &attack);
+        assert_eq!(landed.path(), "/templates", "{attack}");
+    }
+
+    // A page of this site is still where sign-in leads.
+    c.goto(&format!("{}/login?next=%2Fjobs%3Fx%3D1", app.url))
+        .await
+        .unwrap();
+    let landed = c.current_url().await.unwrap();
+    assert_on_console(&landed, &app, "/jobs?x=1");
+    assert_eq!((landed.path(), landed.query()), ("/jobs", Some("x=1")));
+    c.clone().close().await.unwrap();
+}
+
+/// Sample data that ends or re-opens a script element if embedded carelessly in a page.
+fn markup_like_sample_data() -> Value {
+    json!({
+        "comment": "<!--<script>",
+        "close": "</script>",
+        "both": "<!--<script></script>-->",
+        "entities": "Fish & Chips > Pie &amp;",
+        "separators": "line\u{2028}paragraph\u{2029}end",
+        "<key>": "</SCRIPT >",
+    })
+}
+
+/// Saves a template through the API; returns its id.
+async fn save_template(client: &TestClient, name: &str, main: &str, sample: &Value) -> String {
+    let body = json!({"name": name, "files": {"main.typ": main}, "sample_data": sample});
+    let r = client.post("/api/v1/templates", &body).await;
+    let status = r.status();
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(status, 201, "create template {name}: {body}");
+    body["template"]["id"]
+        .as_str()
+        .expect("template id")
+        .to_owned()
+}
+
+/// The page's embedded data, cut out of the HTML as a browser's parser would, raw and parsed.
+async fn page_data(client: &TestClient, path: &str) -> (String, Value) {
+    let r = client.get(path).await;
+    assert_eq!(r.status(), 200, "GET {path}");
+    let html = r.text().await.expect("html");
+    let open = r#"<script type="application/json" id="page-data">"#;
+    let start = html
+        .find(open)
+        .unwrap_or_else(|| panic!("no page data in {path}: {html}"))
+        + open.len();
+    let len = html[start..]
+        .find("</script>")
+        .unwrap_or_else(|| panic!("page data of {path} never ends"));
+    let raw = html[start..start + len].to_owned();
+    let parsed = serde_json::from_str(&raw)
+        .unwrap_or_else(|e| panic!("page data of {path} is not JSON ({e}): {raw}"));
+    (raw, parsed)
+}
+
+#[tokio::test]
+async fn page_data_survives_markup_in_sample_data() {
+    let app = Instance::start(AppOptions::default()).await;
+    let client = app.client().await;
+    let sample = markup_like_sample_data();
+    let id = save_template(&client, "markup", "= Markup\n", &sample).await;
+
+    let (raw, editor) = page_data(&client, &format!("/templates/{id}")).await;
+    // No `<` at all: `<!--` and `<script` inside a script element change where the browser
+    // ends it, even when the first `</script>` is escaped.
+    assert!(!raw.contains(['<', '>', '&']), "editor page data: {raw}");
+    assert_eq!(editor["version"]["sample_data"], sample);
+
+    let (raw, render) = page_data(&client, "/render").await;
+    assert!(!raw.contains(['<', '>', '&']), "render page data: {raw}");
+    let listed = render["templates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .find(|t| t["name"] == "markup")
+        .expect("the template is listed");
+    assert_eq!(listed["sample_data"], sample);
+}
+
+#[tokio::test]
+async fn editor_preview_keeps_only_safe_links() {
+    let app = Instance::start(AppOptions::default()).await;
+    let client = app.client().await;
+    let main = "#link(\"https://example.com/ok\")[safe]\n\n\
+                #link(\"javascript:alert(1)\")[script]\n\n\
+                #link(\"JavaScript:alert(2)\")[script again]\n\n\
+                #link(\"mailto:someone@example.com\")[mail]\n";
+    let sample = markup_like_sample_data();
+    let id = save_template(&client, "links", main, &sample).await;
+    let downloads = tempfile::tempdir().unwrap();
+    let browser = Browser::start(downloads.path(), &app.data_dir).await;
+    let c = &browser.client;
+
+    c.goto(&format!(
+        "{}/login?next=%2Frender%3Ftemplate%3Dlinks",
+        app.url
+    ))
+    .await
+    .unwrap();
+    sign_in(c).await;
+    assert_eq!(page_after_sign_in(c).await.path(), "/render");
+    // The page's script still reads its data: markup in sample data breaks nothing.
+    let prefilled = prefilled_data(c).await;
+    assert!(
+        prefilled.contains("<!--<script>") && prefilled.contains("</script>"),
+        "the sample data is filled in: {prefilled}"
+    );
+
+    c.goto(&format!("{}/templates/{id}", app.url))
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css("#preview svg"))
+        .await
+        .unwrap();
+    let script = r##"
+        const hrefs = [];
+        for (const el of document.querySelectorAll("#preview *"))
+            for (const a of el.attributes) if (a.localName === "href") hrefs.push(a.value);
+        return { hrefs, html: document.querySelector("#preview").innerHTML };
+    "##;
+    let found = c.execute(script, vec![]).await.unwrap();
+    let hrefs: Vec<String> = serde_json::from_value(found["hrefs"].clone()).unwrap();
+    let html = found["html"].as_str().unwrap_or_default().to_lowercase();
+    assert!(
+        !html.contains("javascript:"),
+        "a script link survived the preview: {hrefs:?}"
+    );
+    assert!(
+        hrefs.iter().any(|h| h == "https://example.com/ok"),
+        "the https link stays: {hrefs:?}"
+    );
+    assert!(
+        hrefs.iter().any(|h| h == "mailto:someone@example.com"),
+        "the mail link stays: {hrefs:?}"
+    );
+    c.clone().close().await.unwrap();
+}
+
+/// The render page's data box, once the page's script has filled it in.
+async fn prefilled_data(c: &Client) -> String {
+    let data = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("textarea[name=data]"))
+        .await
+        .unwrap();
+    data.prop("value").await.unwrap().unwrap_or_default()
 }

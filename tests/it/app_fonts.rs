@@ -117,3 +117,98 @@ async fn uploaded_and_dropped_fonts_reach_the_renderer() {
         "removing the font takes it away again"
     );
 }
+
+/// A TrueType collection header declaring `faces` faces, every offset pointing at one copy of a
+/// real font placed after the header (its table offsets moved to count from the file's start).
+fn collection_bomb(faces: u32) -> Vec<u8> {
+    let ttf = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf")
+        .expect("fonts-dejavu-core must be installed");
+    let start = 12 + 4 * faces;
+    let mut file: Vec<u8> = [&b"ttcf"[..], &[0, 1, 0, 0], &faces.to_be_bytes()].concat();
+    file.extend(std::iter::repeat_n(start.to_be_bytes(), faces as usize).flatten());
+    let mut body = ttf.clone();
+    let num_tables = usize::from(u16::from_be_bytes([ttf[4], ttf[5]]));
+    for record in (0..num_tables).map(|i| 12 + 16 * i) {
+        let field = record + 8..record + 12;
+        let moved = u32::from_be_bytes(ttf[field.clone()].try_into().unwrap()) + start;
+        body[field].copy_from_slice(&moved.to_be_bytes());
+    }
+    file.extend(body);
+    file
+}
+
+#[tokio::test]
+async fn a_collection_with_too_many_faces_is_refused_and_skipped() {
+    let app =
+        Instance::start(AppOptions::default().env("QUIRE_FONTS__RESCAN_INTERVAL", "1s")).await;
+    let admin = app.client().await;
+    let api = admin.token_client("t").await;
+    let fonts_dir = app.data_dir.join("fonts");
+    let bomb = collection_bomb(200_000);
+    let started = std::time::Instant::now();
+    let r = api
+        .request(reqwest::Method::PUT, "/api/v1/fonts/Bomb.ttc")
+        .body(bomb.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 64 per file"),
+        "{p}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(dir_listing(&fonts_dir).is_empty());
+
+    // Dropped in by hand, it is skipped with a reason, and renders and listings stay fast.
+    std::fs::write(fonts_dir.join("Bomb.ttc"), &bomb).unwrap();
+    std::fs::write(fonts_dir.join("Fine.ttc"), collection_bomb(2)).unwrap();
+    let listed = wait_for(
+        "the rescan to list the skipped file",
+        Duration::from_secs(15),
+        || async {
+            let list = api.get_json("/api/v1/fonts").await;
+            (list["skipped"].as_array().unwrap().len() == 1).then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(listed["skipped"][0]["file"], "Bomb.ttc");
+    let fine = listed["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["file"] == "Fine.ttc");
+    assert_eq!(fine.count(), 2);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        preview_warnings(&api, "One line.").await,
+        Vec::<String>::new()
+    );
+    let started_list = std::time::Instant::now();
+    api.get_json("/api/v1/fonts").await;
+    assert!(started_list.elapsed() < Duration::from_millis(500));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn only_admins_see_the_font_directory() {
+    let app = Instance::start(AppOptions::default()).await;
+    let admin = app.client().await;
+    let viewer = admin.signed_in_user("v@test.local", "viewer").await;
+    let list = viewer.get_json("/api/v1/fonts").await;
+    assert!(list.get("dir").is_none(), "{list}");
+    assert!(list["faces"].as_array().is_some_and(|f| !f.is_empty()));
+    assert!(admin.get_json("/api/v1/fonts").await["dir"].is_string());
+}

@@ -2,7 +2,9 @@
 //! hears READY / STATUS / WATCHDOG / STOPPING on a real notify socket, and `quire healthcheck`
 //! tells ready from not.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -135,6 +137,33 @@ async fn a_killed_instance_loses_no_job() {
         done["attempts"], 1,
         "the abandoned run counts as an attempt"
     );
+}
+
+/// The data directory, the SQLite database and its `-wal` and `-shm` files are private to the
+/// service user and its group even under a umask that would leave them open to everyone.
+#[tokio::test]
+async fn data_files_are_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let app = Instance::start_in(
+        AppOptions::default().umask(0o000),
+        data_dir.clone(),
+        Some(dir),
+    )
+    .await;
+    // Signing in writes a session, so the write-ahead log is in use.
+    app.client().await;
+    assert_eq!(mode(&data_dir), 0o750, "{:o}", mode(&data_dir));
+    for name in ["quire.db", "quire.db-wal", "quire.db-shm"] {
+        let file = data_dir.join(name);
+        assert_eq!(mode(&file), 0o640, "{name}: {:o}", mode(&file));
+    }
+}
+
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    meta.permissions().mode() & 0o7777
 }
 
 /// Reads datagrams until one starts with `prefix`.

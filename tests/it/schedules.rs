@@ -370,6 +370,51 @@ async fn a_refused_recipient_fails_visibly_and_can_be_resent() {
 }
 
 #[tokio::test]
+async fn viewers_see_no_schedules_occurrences_or_deliveries() {
+    let app = Instance::start(AppOptions::default()).await;
+    let admin = app.client().await;
+    let mut body = every_second("Secret recipients", &["ceo@example.com"]);
+    body["enabled"] = json!(false);
+    let s = create(&admin, body).await;
+    let id = s["id"].as_str().unwrap();
+    let viewer = admin.signed_in_user("v@test.local", "viewer").await;
+    for path in [
+        "/api/v1/schedules".to_owned(),
+        format!("/api/v1/schedules/{id}"),
+        format!("/api/v1/schedules/{id}/occurrences"),
+        "/api/v1/deliveries".to_owned(),
+    ] {
+        let r = viewer.get(&path).await;
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(
+            !r.text().await.unwrap().contains("ceo@example.com"),
+            "{path}"
+        );
+    }
+    for page in [
+        "/schedules".to_owned(),
+        format!("/schedules/{id}"),
+        "/deliveries".to_owned(),
+    ] {
+        let r = viewer.get(&page).await;
+        assert_eq!(r.status(), 403, "{page}");
+        assert!(
+            !r.text().await.unwrap().contains("ceo@example.com"),
+            "{page}"
+        );
+    }
+    let jobs_page = viewer.get("/jobs").await.text().await.unwrap();
+    assert!(
+        !jobs_page.contains("href=\"/schedules\""),
+        "no menu entry for viewers"
+    );
+    assert_eq!(
+        admin.get(&format!("/api/v1/schedules/{id}")).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
 async fn schedule_input_is_checked() {
     let app = Instance::start(AppOptions::default()).await;
     let api = app.client().await;

@@ -16,11 +16,19 @@ pub const ROOT_PASSWORD: &str = "root-password-1";
 pub struct AppOptions {
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// The umask the process starts with; the test runner's when unset.
+    pub umask: Option<u32>,
 }
 
 impl AppOptions {
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Starts the process under `mask` (e.g. `0o000`), to test that it sets its own file modes.
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.umask = Some(mask);
         self
     }
 }
@@ -129,11 +137,38 @@ fn spawn(options: &AppOptions, data_dir: &Path, port: u16) -> Proc {
     for (k, v) in &options.env {
         cmd.env(k, v);
     }
+    if let Some(mask) = options.umask {
+        set_umask(&mut cmd, mask);
+    }
     let name = format!("quire-app-{port}");
-    Proc::spawn(&name, cmd, data_dir)
+    // A test of how the app creates its data directory passes one that does not exist yet: the
+    // log then goes beside it.
+    let log_dir = match data_dir.parent() {
+        Some(parent) if !data_dir.exists() => parent,
+        _ => data_dir,
+    };
+    Proc::spawn(&name, cmd, log_dir)
+}
+
+/// Sets the child's umask between fork and exec, leaving the test runner's own alone (other
+/// tests create files concurrently).
+fn set_umask(cmd: &mut Command, mask: u32) {
+    use std::os::unix::process::CommandExt;
+    let mask = rustix::fs::Mode::from_raw_mode(mask);
+    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
+    // are allowed; it makes one raw syscall (umask) and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = rustix::process::umask(mask);
+            Ok(())
+        });
+    }
 }
 
 /// An API client signed in as a user (session cookie + CSRF token), or holding a token.
+/// The password of users created by [`TestClient::add_user`].
+pub const USER_PASSWORD: &str = "user-password-1";
+
 pub struct TestClient {
     pub http: reqwest::Client,
     pub base: String,
@@ -231,6 +266,21 @@ impl TestClient {
             .send()
             .await
             .expect("POST")
+    }
+
+    /// Creates a user with `role` and [`USER_PASSWORD`] (this client must be an admin); its id.
+    pub async fn add_user(&self, email: &str, role: &str) -> String {
+        let body = json!({"email": email, "password": USER_PASSWORD, "role": role});
+        let r = self.post("/api/v1/users", &body).await;
+        assert_eq!(r.status(), 201, "creating {email}");
+        let user: Value = r.json().await.expect("user");
+        user["id"].as_str().expect("user id").to_owned()
+    }
+
+    /// Creates a user with `role` and signs it in.
+    pub async fn signed_in_user(&self, email: &str, role: &str) -> TestClient {
+        self.add_user(email, role).await;
+        TestClient::login(&self.base, email, USER_PASSWORD).await
     }
 
     pub async fn create_template(&self, name: &str, files: Value) -> Value {

@@ -87,7 +87,10 @@ pub async fn ensure_root(store: &dyn Store, config: &Config) -> Result<RootUser,
         let current = existing.as_ref().filter(|u| u.is_root && !u.disabled);
         let matches = match current {
             Some(u) => {
-                password::verify_blocking(pw.expose().to_owned(), u.password_hash.clone()).await
+                // Busy at start (no slot in seconds) just means the hash is written again.
+                password::verify_blocking(pw.expose().to_owned(), u.password_hash.clone())
+                    .await
+                    .unwrap_or(false)
             }
             None => false,
         };

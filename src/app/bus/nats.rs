@@ -63,7 +63,7 @@ impl Link {
         let client = async_nats::connect_with_options(servers.to_vec(), options)
             .await
             .map_err(|source| BusError::Connect {
-                servers: servers.join(","),
+                servers: shown(servers),
                 source,
             })?;
         let _ = cell.set(client.clone());
@@ -90,6 +90,15 @@ impl Link {
         // A full queue means NATS is far behind or down: drop the hint.
         let _ = self.queue.try_send(msg);
     }
+}
+
+/// The servers for a message: a NATS URL often carries a token or a password.
+fn shown(servers: &[String]) -> String {
+    servers
+        .iter()
+        .map(|s| crate::config::redact_server(s))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Tracks the connection; on a reconnect every cache must be re-checked, and a lame-duck server
@@ -175,5 +184,23 @@ async fn receive(bus: Bus, mut subscription: async_nats::Subscriber) {
         if envelope.origin != bus.inner.origin {
             bus.receive(envelope.message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_in_messages_show_no_credentials() {
+        let servers = vec![
+            "nats://s3cret-token@nats1:4222".to_owned(),
+            "u:s3cret-pw@nats2:4222".to_owned(),
+            "nats3:4222".to_owned(),
+        ];
+        assert_eq!(
+            shown(&servers),
+            "nats://***@nats1:4222,***@nats2:4222,nats3:4222"
+        );
     }
 }

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use super::availability::Availability;
 use crate::app::bus::{Bus, Hint};
@@ -15,14 +16,22 @@ use crate::app::store::{Store, StoreError};
 use crate::config::{Config, Secret};
 use crate::lifecycle::Shutdown;
 
-/// A fingerprint of a secret: enough to tell two apart, useless to recover it.
-pub fn fingerprint(secret: Option<&Secret>) -> String {
-    match secret {
-        Some(s) => hex::encode(
-            &Sha256::digest(format!("quire-fingerprint:{}", s.expose()).as_bytes())[..6],
-        ),
-        None => "none".to_owned(),
-    }
+/// The flag holding the cluster's random fingerprint salt, set by the first instance to start.
+pub const SALT_FLAG: &str = "fingerprint_salt";
+
+/// A fingerprint of a secret: enough to tell two apart, useless to recover it. Keyed with the
+/// cluster's salt, so a fingerprint seen on the HA page cannot be checked against guessed keys
+/// without the database, nor matched across clusters.
+pub fn fingerprint(secret: Option<&Secret>, salt: &str) -> String {
+    let Some(s) = secret else {
+        return "none".to_owned();
+    };
+    // HMAC takes keys of any length, so this cannot fail.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(salt.as_bytes()) else {
+        return "none".to_owned();
+    };
+    mac.update(s.expose().as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..6])
 }
 
 /// What this process registers.
@@ -32,6 +41,7 @@ pub fn describe(
     address: String,
     started_at: Millis,
     schema_version: i64,
+    salt: &str,
 ) -> InstanceInfo {
     InstanceInfo {
         id: id.to_owned(),
@@ -43,8 +53,8 @@ pub fn describe(
         build: option_env!("QUIRE_GIT_REV").unwrap_or("dev").to_owned(),
         address,
         started_at,
-        key_fingerprint: fingerprint(config.encryption.key.as_ref()),
-        license_fingerprint: fingerprint(config.license.key.as_ref()),
+        key_fingerprint: fingerprint(config.encryption.key.as_ref(), salt),
+        license_fingerprint: fingerprint(config.license.key.as_ref(), salt),
         schema_version,
     }
 }
@@ -392,9 +402,22 @@ mod tests {
     fn versions_compare_numerically_and_fingerprints_hide_secrets() {
         assert!(newer("0.10.0", "0.9.3"));
         assert!(!newer("0.1.0", "0.1.0"));
-        let f = fingerprint(Some(&Secret::new("0123456789abcdef0123456789abcdef")));
+        let key = Secret::new("0123456789abcdef0123456789abcdef");
+        let f = fingerprint(Some(&key), "salt-a");
         assert_eq!(f.len(), 12);
         assert!(!f.contains("0123456789"));
-        assert_eq!(fingerprint(None), "none");
+        assert_eq!(
+            f,
+            fingerprint(Some(&key), "salt-a"),
+            "stable within a cluster"
+        );
+        assert_ne!(
+            f,
+            fingerprint(Some(&key), "salt-b"),
+            "keyed by the cluster's salt"
+        );
+        let other = Secret::new("fedcba9876543210fedcba9876543210");
+        assert_ne!(f, fingerprint(Some(&other), "salt-a"));
+        assert_eq!(fingerprint(None, "salt-a"), "none");
     }
 }

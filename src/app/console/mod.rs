@@ -3,6 +3,7 @@
 //! page of one version with the script of another.
 
 mod assets;
+mod next;
 mod pages;
 
 use axum::Router;
@@ -43,8 +44,8 @@ const NAV: &[(&str, &str, Role)] = &[
     ("/templates", "Templates", Role::Viewer),
     ("/render", "Render", Role::Viewer),
     ("/jobs", "Jobs", Role::Viewer),
-    ("/schedules", "Schedules", Role::Viewer),
-    ("/deliveries", "Deliveries", Role::Viewer),
+    ("/schedules", "Schedules", Role::Editor),
+    ("/deliveries", "Deliveries", Role::Editor),
     ("/fonts", "Fonts", Role::Viewer),
     ("/tokens", "API tokens", Role::Viewer),
     ("/users", "Users", Role::Admin),
@@ -69,8 +70,7 @@ impl IntoResponse for Page<'_> {
             Via::Session { csrf, .. } => Some(csrf.as_str()),
             Via::Token { .. } => None,
         });
-        // `</` inside a script element would end it early.
-        let data = self.data.map(|d| d.to_string().replace("</", "<\\/"));
+        let data = self.data.as_ref().map(script_json);
         let markup = html! {
             (DOCTYPE)
             html lang="en" {
@@ -102,6 +102,28 @@ impl IntoResponse for Page<'_> {
     }
 }
 
+/// `value` as JSON that can sit inside a `<script>` element. The HTML parser ends the element at
+/// `</script`, and `<!--` followed by `<script` moves that end further on, whatever the JSON
+/// means; sample data and template names are user input, so one template could break every page
+/// that lists it. `<`, `>` and `&` only ever occur inside JSON strings, where `\u003c` and so on
+/// mean the same; U+2028 and U+2029 are escaped too, for anything that reads the text as
+/// JavaScript rather than JSON.
+fn script_json(value: &serde_json::Value) -> String {
+    let json = value.to_string();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn header_bar(p: &Principal, active: &str) -> Markup {
     html! {
         header.top {
@@ -118,5 +140,30 @@ fn header_bar(p: &Principal, active: &str) -> Markup {
                 button.secondary type="button" data-action="logout" { "Sign out" }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn page_json_has_no_markup_and_parses_back() {
+        let value = json!({
+            "comment": "<!--<script>",
+            "close": "</script>",
+            "both": "<!--<script></script>-->",
+            "entities": "Fish & Chips > Pie &amp;",
+            "separators": "line\u{2028}paragraph\u{2029}end",
+            "<key>": ["</SCRIPT >", 1, null],
+        });
+        let text = script_json(&value);
+        for bad in ['<', '>', '&', '\u{2028}', '\u{2029}'] {
+            assert!(!text.contains(bad), "{bad:?} in {text}");
+        }
+        let back: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(back, value);
     }
 }

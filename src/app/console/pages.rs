@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::Page;
+use super::{Page, next};
 use crate::app::auth::Principal;
 use crate::app::http::auth::ConsoleUser;
 use crate::app::http::problem::Problem;
@@ -42,14 +42,17 @@ pub async fn home(ConsoleUser(_): ConsoleUser) -> Redirect {
     Redirect::to("/templates")
 }
 
-pub async fn login(user: Option<Principal>) -> Response {
+/// The sign-in page. Where to go afterwards (`?next=`) is checked here and handed to the script
+/// on the form, so the script never reads the address bar.
+pub async fn login(user: Option<Principal>, uri: Uri) -> Response {
+    let next_path = next::from_query(uri.query());
     if user.is_some() {
-        return Redirect::to("/").into_response();
+        return Redirect::to(&next_path).into_response();
     }
     let content = html! {
         div.login.card {
             h1 { "Quire" }
-            form #login-form {
+            form #login-form data-next=(next_path) {
                 label { "Email" input type="email" name="email" autocomplete="username" required autofocus; }
                 label { "Password" input type="password" name="password" autocomplete="current-password" required; }
                 div.actions { button type="submit" { "Sign in" } }
@@ -339,13 +342,11 @@ pub async fn job(
 }
 
 pub async fn fonts(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
-    let lib = state.fonts.clone();
-    let faces = tokio::task::spawn_blocking(move || lib.list())
-        .await
-        .map_err(|e| fail(Problem::internal(e)))?;
+    let catalog = state.fonts.list();
+    let faces = &catalog.faces;
     let mut families: BTreeMap<(String, &'static str), Vec<String>> = BTreeMap::new();
     let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for f in &faces {
+    for f in faces {
         families
             .entry((f.family.clone(), f.source))
             .or_default()
@@ -360,7 +361,9 @@ pub async fn fonts(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
     let editor = user.user.role >= Role::Editor;
     let content = html! {
         h1 { "Fonts" }
-        p.muted { "Font directory: " code { (state.fonts.dir().display()) } ". Files dropped there are picked up within " (state.config.fonts.rescan_interval) "." }
+        @if user.user.role >= Role::Admin {
+            p.muted { "Font directory: " code { (state.fonts.dir().display()) } ". Files dropped there are picked up within " (state.config.fonts.rescan_interval) "." }
+        }
         table.list {
             thead { tr { th { "Family" } th { "Source" } th { "Faces" } } }
             tbody { @for ((family, source), styles) in &families { tr { td { (family) } td.muted { (source) } td.muted { (styles.join(", ")) } } } }
@@ -369,6 +372,13 @@ pub async fn fonts(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
             h2 { "Files in the font directory" }
             table.list {
                 tbody { @for (file, fams) in &files { tr { td { (file) } td.muted { (fams.join(", ")) } td { @if editor { button.danger type="button" data-font=(file) { "Remove" } } } } } }
+            }
+        }
+        @if !catalog.skipped.is_empty() {
+            h2 { "Skipped files" }
+            p.muted { "These files in the font directory are not used by renders." }
+            table.list {
+                tbody { @for s in &catalog.skipped { tr { td { (s.file) } td.error { (s.reason) } td { @if editor { button.danger type="button" data-font=(s.file) { "Remove" } } } } } }
             }
         }
         @if editor {
@@ -458,6 +468,19 @@ pub async fn users(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
                     }
                 }
             }
+        }
+        h2 { "Set a password" }
+        form #set-password .card {
+            div.row {
+                label { "User" select name="user" required {
+                    // Root's password is changed by root alone (or by the configuration).
+                    @for u in list.iter().filter(|u| !u.is_root || user.user.is_root) { option value=(u.id) { (u.email) } }
+                } }
+                label { "New password" input type="password" name="password" required minlength="8" autocomplete="new-password"; }
+            }
+            label.check { input type="checkbox" name="revoke_tokens" checked; " Also revoke the user's API tokens" }
+            p.muted { "The user is signed out everywhere." }
+            div.actions { button type="submit" { "Set password" } }
         }
         h2 { "New user" }
         form #new-user .card {
@@ -593,6 +616,10 @@ pub async fn schedules(
     State(state): State<AppState>,
     ConsoleUser(user): ConsoleUser,
 ) -> PageResult {
+    // Schedules carry their recipients and data: editors and admins only, as in the API.
+    if user.user.role < Role::Editor {
+        return Err(forbidden(&user, Role::Editor));
+    }
     let list = state.store.schedules().await.map_err(|e| fail(e.into()))?;
     let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
     let editor = user.user.role >= Role::Editor;
@@ -639,6 +666,9 @@ pub async fn schedule(
     ConsoleUser(user): ConsoleUser,
     Path(id): Path<String>,
 ) -> PageResult {
+    if user.user.role < Role::Editor {
+        return Err(forbidden(&user, Role::Editor));
+    }
     let s = state
         .store
         .schedule(&id)
@@ -684,6 +714,9 @@ pub async fn deliveries(
     State(state): State<AppState>,
     ConsoleUser(user): ConsoleUser,
 ) -> PageResult {
+    if user.user.role < Role::Editor {
+        return Err(forbidden(&user, Role::Editor));
+    }
     let mails = state
         .store
         .mails(None, 200)

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -35,6 +35,14 @@ struct UserPatch {
     role: Option<Role>,
     password: Option<String>,
     disabled: Option<bool>,
+    /// With a new password: also revoke the user's API tokens (the default), since whoever
+    /// knew the old password may have made one.
+    #[serde(default = "yes")]
+    revoke_tokens: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn check_password(pw: &str) -> ApiResult<()> {
@@ -105,6 +113,13 @@ pub async fn update_user(
         .user(&id)
         .await?
         .ok_or_else(|| Problem::not_found("user"))?;
+    if target.is_root && !p.user.is_root {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the root user (or the configuration, root_user) changes the root user",
+        ));
+    }
     if target.is_root
         && (patch.role.is_some_and(|r| r != Role::Admin) || patch.disabled == Some(true))
     {
@@ -124,7 +139,8 @@ pub async fn update_user(
         }
         None => None,
     };
-    let signs_out = password_hash.is_some() || patch.disabled == Some(true);
+    let new_password = password_hash.is_some();
+    let signs_out = new_password || patch.disabled == Some(true);
     let changes = UserChanges {
         role: patch.role,
         password_hash,
@@ -138,6 +154,12 @@ pub async fn update_user(
     if signs_out {
         state.store.delete_user_sessions(&id).await?;
     }
+    if new_password && patch.revoke_tokens {
+        for t in state.store.tokens(&id).await? {
+            state.store.delete_token(&id, &t.id).await?;
+        }
+    }
+    tracing::info!(by = %p.user.email, email = %user.email, new_password, "user changed");
     Ok(Json(UserView::from(&user)))
 }
 
@@ -220,7 +242,13 @@ pub async fn create_token(
         "created_at": ts(t.created_at),
         "expires_at": t.expires_at.map(ts),
     });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    // The secret is in this answer only: nothing may cache it.
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response())
 }
 
 pub async fn delete_token(

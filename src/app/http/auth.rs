@@ -2,7 +2,9 @@
 //! token required on every state-changing request, and a same-origin check on WebSocket upgrades
 //! (browsers send cookies cross-site there too).
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -93,7 +95,19 @@ async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Option<Princ
     let Some((session, user)) = state.store.session(&token::digest(secret), now).await? else {
         return Ok(None);
     };
-    check_csrf(parts, &session.csrf_token)?;
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let trusted = peer.is_some_and(|ip| {
+        state
+            .config
+            .http
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&ip))
+    });
+    check_csrf(parts, &session.csrf_token, trusted)?;
     Ok(Some(Principal {
         user,
         via: Via::Session {
@@ -105,7 +119,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Option<Princ
 
 /// Cookie-authenticated requests that change state must carry the session's CSRF token, which a
 /// cross-site page cannot read; WebSocket upgrades must come from our own origin.
-fn check_csrf(parts: &Parts, csrf: &str) -> ApiResult<()> {
+/// `from_trusted_proxy`: the peer is one of `http.trusted_proxies`, so its `X-Forwarded-Host`
+/// names the host the browser used.
+fn check_csrf(parts: &Parts, csrf: &str, from_trusted_proxy: bool) -> ApiResult<()> {
     let changes_state = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     if changes_state {
         let sent = parts
@@ -126,7 +142,7 @@ fn check_csrf(parts: &Parts, csrf: &str) -> ApiResult<()> {
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if upgrade && !same_origin(&parts.headers) {
+    if upgrade && !same_origin(&parts.headers, from_trusted_proxy) {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "origin",
@@ -136,13 +152,17 @@ fn check_csrf(parts: &Parts, csrf: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// True when there is no Origin (not a browser) or it names the host the request was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// True when there is no Origin (not a browser) or it names the host the request was sent to:
+/// `X-Forwarded-Host` when a trusted proxy sent it, else `Host`. Anyone else could name any host
+/// in `X-Forwarded-Host` and so pass the check from any origin.
+fn same_origin(headers: &HeaderMap, from_trusted_proxy: bool) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers
+    let forwarded = headers
         .get("x-forwarded-host")
+        .filter(|_| from_trusted_proxy);
+    let host = forwarded
         .or_else(|| headers.get(header::HOST))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
@@ -190,17 +210,21 @@ mod tests {
             header::HOST,
             HeaderValue::from_static("reports.example.com"),
         );
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, false));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://reports.example.com"),
         );
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, false));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, false));
+        // X-Forwarded-Host counts only from a trusted proxy.
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        assert!(!same_origin(&h, false));
+        assert!(same_origin(&h, true));
         assert!(
             session_cookie("s", 60, true).contains("HttpOnly; SameSite=Lax; Max-Age=60; Secure")
         );

@@ -87,9 +87,11 @@ pub fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> ApiResult
         let path = e.path().to_string();
         let inner = e.inner();
         // serde_json reports some shape errors (a `null` where an enum belongs) as syntax
-        // errors; JSON that parses on its own is well-formed, so the fault is the field's.
+        // errors; JSON that parses on its own is well-formed, so the fault is the field's. It
+        // is parsed into values, not skipped, so that strings are decoded: invalid UTF-8 and
+        // lone surrogates are malformed JSON (400), whatever field they sit in.
         let well_formed = inner.classify() == serde_json::error::Category::Data
-            || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+            || serde_json::from_slice::<serde_json::Value>(bytes).is_ok();
         if well_formed {
             let field = if path == "." { "body".to_owned() } else { path };
             Problem::invalid(field, inner.to_string())
@@ -187,6 +189,17 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.field.as_deref(), Some("items[0].unit"));
+    }
+
+    #[test]
+    fn invalid_utf8_and_lone_surrogates_are_malformed_json() {
+        for body in [
+            &b"{\"name\":\"\xff\",\"items\":[]}"[..],
+            br#"{"name":"\ud800","items":[]}"#,
+        ] {
+            let e = json::<Body>(&json_headers(), body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.detail);
+        }
     }
 
     #[test]

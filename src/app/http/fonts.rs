@@ -13,14 +13,15 @@ use crate::app::auth::Principal;
 use crate::app::model::Role;
 use crate::app::state::AppState;
 
-pub async fn list(State(state): State<AppState>, _p: Principal) -> ApiResult<Json<Value>> {
-    let fonts = state.fonts.clone();
-    let faces = tokio::task::spawn_blocking(move || fonts.list())
-        .await
-        .map_err(Problem::internal)?;
-    Ok(Json(
-        json!({"dir": state.fonts.dir().display().to_string(), "faces": faces}),
-    ))
+/// The faces renders can use and the directory files skipped; the directory's path is the
+/// server's business, shown to admins only.
+pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
+    let catalog = state.fonts.list();
+    let mut body = json!({"faces": catalog.faces, "skipped": catalog.skipped});
+    if p.user.role >= Role::Admin {
+        body["dir"] = json!(state.fonts.dir().display().to_string());
+    }
+    Json(body)
 }
 
 /// `PUT /api/v1/fonts/{file name}` with the font file as the body.
@@ -53,7 +54,12 @@ pub async fn remove(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     p.require(Role::Editor)?;
-    if state.fonts.remove(&name)? {
+    let fonts = state.fonts.clone();
+    let file = name.clone();
+    let removed = tokio::task::spawn_blocking(move || fonts.remove(&file))
+        .await
+        .map_err(Problem::internal)??;
+    if removed {
         crate::app::fonts::announce_change(state.store.as_ref(), &state.bus).await;
         tracing::info!(font = %name, by = %p.user.email, "font removed");
         Ok(StatusCode::NO_CONTENT)

@@ -204,7 +204,7 @@ impl From<FontError> for Problem {
     fn from(e: FontError) -> Self {
         match e {
             FontError::BadName(_) => Problem::invalid("name", e.to_string()),
-            FontError::NotAFont => Problem::invalid("file", e.to_string()),
+            FontError::Faces(_) => Problem::invalid("file", e.to_string()),
             FontError::TooLarge { .. } => Problem::too_large("file", e.to_string()),
             FontError::Io { .. } => Problem::internal(e),
         }

@@ -253,6 +253,8 @@ fn pdf_response(name: &str, bytes: Vec<u8>, pages: i64) -> Response {
                 header::HeaderName::from_static("x-quire-pages"),
                 pages.to_string(),
             ),
+            // Reports hold customers' data: no shared or browser cache keeps a copy.
+            (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
         bytes,
     )

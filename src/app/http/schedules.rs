@@ -234,8 +234,9 @@ fn body_limit(state: &AppState) -> usize {
 
 pub async fn list(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
 ) -> ApiResult<Json<Vec<ScheduleView>>> {
+    p.require(Role::Editor)?;
     Ok(Json(
         state
             .store
@@ -280,9 +281,10 @@ async fn find(state: &AppState, id: &str) -> ApiResult<Schedule> {
 
 pub async fn get(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ScheduleView>> {
+    p.require(Role::Editor)?;
     Ok(Json(schedule_view(&find(&state, &id).await?)))
 }
 
@@ -402,10 +404,11 @@ pub struct Limit {
 
 pub async fn occurrences(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<Limit>,
 ) -> ApiResult<Json<Vec<OccurrenceView>>> {
+    p.require(Role::Editor)?;
     let s = find(&state, &id).await?;
     let mut out = Vec::new();
     for o in state
@@ -420,9 +423,10 @@ pub async fn occurrences(
 
 pub async fn occurrence(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<OccurrenceView>> {
+    p.require(Role::Editor)?;
     let o = state
         .store
         .occurrence(&id)
@@ -494,9 +498,10 @@ pub struct DeliveryQuery {
 
 pub async fn deliveries(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> ApiResult<Json<Vec<MailView>>> {
+    p.require(Role::Editor)?;
     let filter = q
         .state
         .as_deref()

@@ -2,7 +2,6 @@
 //! session cookie and the CSRF token the console echoes on every change.
 
 use std::net::SocketAddr;
-use std::sync::LazyLock;
 
 use axum::Json;
 use axum::body::Body;
@@ -26,10 +25,6 @@ struct Login {
     password: String,
 }
 
-/// Verified against when the email is unknown, so both failures take the same time.
-static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| password::hash("not the password").unwrap_or_default());
-
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -42,30 +37,35 @@ pub async fn login(
         .ok_or_else(|| Problem::invalid("email", "not an email address"))?;
     let trusted = &state.config.http.trusted_proxies;
     let ip = extract::client_ip(peer, &headers, trusted);
-    let keys = [format!("ip:{ip}"), format!("email:{email}")];
-    if let Err(wait) = state.limiter.check(&keys) {
-        return Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "too many failed sign-ins; wait and try again",
-        )
-        .retry_after(wait));
-    }
+    // Reserved before the check, so parallel guesses count against the limit while in flight.
+    let attempt = state
+        .limiter
+        .begin(ip, &email)
+        .map_err(|r| rate_limited(r.retry_after_secs))?;
+    tokio::time::sleep(attempt.delay).await;
     let user = state
         .store
         .user_by_email(&email)
         .await?
         .filter(|u| !u.disabled);
-    let hash = user
-        .as_ref()
-        .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
-    let ok = password::verify_blocking(req.password, hash).await;
+    let hash = user.as_ref().map_or_else(
+        || password::DUMMY_HASH.to_owned(),
+        |u| u.password_hash.clone(),
+    );
+    let ok = match password::verify_blocking(req.password, hash).await {
+        Ok(ok) => ok,
+        Err(password::Busy) => {
+            // Not a guess that was checked: release it without counting a failure.
+            attempt.not_checked();
+            return Err(rate_limited(1));
+        }
+    };
     let Some(user) = user.filter(|_| ok) else {
-        state.limiter.record_failure(&keys);
+        attempt.failed();
         tracing::info!(email = %email, ip = %ip, "failed sign-in");
         return Err(Problem::unauthorized("wrong email or password"));
     };
-    state.limiter.clear(&keys[1]);
+    attempt.succeeded();
     let secret = token::secret();
     let now = now_ms();
     let ttl = state.config.auth.session_ttl.get();
@@ -95,6 +95,15 @@ pub async fn login(
         HeaderValue::from_str(&cookie).map_err(Problem::internal)?,
     );
     Ok(resp)
+}
+
+fn rate_limited(retry_after_secs: u64) -> Problem {
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "too many sign-ins; wait and try again",
+    )
+    .retry_after(retry_after_secs)
 }
 
 pub async fn logout(State(state): State<AppState>, principal: Principal) -> ApiResult<Response> {

@@ -158,7 +158,7 @@ pub fn render(
             doc.pages()
                 .iter()
                 .take(max_pages)
-                .map(|p| typst_svg::svg(p, &typst_svg::SvgOptions::default()))
+                .map(|p| safe_links(&typst_svg::svg(p, &typst_svg::SvgOptions::default())))
                 .collect(),
         ),
     };
@@ -322,6 +322,51 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Link targets an SVG page may keep: SVG previews are inserted into the console's pages, where
+/// a `javascript:` (or `data:`, `file:`) link from a template would run with the viewer's
+/// session. Judged on the attribute's text as written, so an entity-escaped scheme is dropped.
+const SAFE_LINK_PREFIXES: &[&str] = &["#", "http://", "https://", "mailto:"];
+
+/// Removes every link target of an `<a>` element that is not of [`SAFE_LINK_PREFIXES`].
+fn safe_links(svg: &str) -> String {
+    let mut out = String::with_capacity(svg.len());
+    let mut rest = svg;
+    while let Some(start) = rest.find("<a ") {
+        let (before, tag) = rest.split_at(start);
+        let end = tag.find('>').map_or(tag.len(), |e| e + 1);
+        out.push_str(before);
+        out.push_str(&drop_unsafe_targets(&tag[..end]));
+        rest = &tag[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn drop_unsafe_targets(tag: &str) -> String {
+    let mut tag = tag.to_owned();
+    // The leading space tells `href` from `xlink:href`.
+    for attr in [" href=\"", " xlink:href=\""] {
+        while let Some(at) = tag.find(attr) {
+            let value_start = at + attr.len();
+            let Some(len) = tag[value_start..].find('"') else {
+                // Not well-formed: keep nothing of the element's attributes.
+                return "<a>".to_owned();
+            };
+            let value = tag[value_start..value_start + len].trim_start();
+            let safe = SAFE_LINK_PREFIXES.iter().any(|p| {
+                value
+                    .get(..p.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(p))
+            });
+            if safe {
+                break;
+            }
+            tag.replace_range(at..value_start + len + 1, "");
+        }
+    }
+    tag
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +427,28 @@ mod tests {
         };
         assert_eq!(pages.len(), 2);
         assert!(pages[0].contains("<svg"));
+    }
+
+    #[test]
+    fn svg_previews_keep_only_safe_links() {
+        let (fonts, _) = FontSet::load(None);
+        let mut j = job(concat!(
+            "#link(\"javascript:alert(1)\")[a] #link(\" JavaScript:x\")[b] ",
+            "#link(\"https://example.com/?a=1&b=2\")[c] #link(\"mailto:x@example.com\")[d]"
+        ));
+        j.format = Format::Svg { max_pages: 1 };
+        let Artifact::Svg(pages) = render(&j, &fonts, |_| {}).unwrap().artifact else {
+            panic!("not svg")
+        };
+        let svg = pages[0].to_lowercase();
+        assert!(!svg.contains("javascript:"), "{svg}");
+        assert!(svg.contains("href=\"https://example.com/"), "{svg}");
+        assert!(svg.contains("xlink:href=\"mailto:x@example.com\""), "{svg}");
+        assert_eq!(
+            safe_links(r#"<g><a href="data:x" xlink:href="data:x"><rect/></a></g>"#),
+            "<g><a><rect/></a></g>"
+        );
+        assert_eq!(safe_links(r##"<a href="#p2">"##), r##"<a href="#p2">"##);
     }
 
     #[test]

@@ -287,6 +287,9 @@ pub trait Store: Send + Sync + 'static {
     // --- small persistent flags
     async fn flag(&self, key: &str) -> Result<Option<String>>;
     async fn set_flag(&self, key: &str, value: &str) -> Result<()>;
+    /// Sets a flag unless it is set; answers the stored value, so racing instances all get the
+    /// first writer's.
+    async fn init_flag(&self, key: &str, value: &str) -> Result<String>;
 }
 
 /// Opens the configured database (creating a SQLite file and its directory when needed).

@@ -1734,6 +1734,15 @@ macro_rules! sql_store {
                     .await?;
                 Ok(())
             }
+
+            async fn init_flag(&self, key: &str, value: &str) -> Result<String> {
+                self.run(self.query("INSERT INTO flags (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(value)
+                    )
+                    .await?;
+                Ok(self.flag(key).await?.unwrap_or_else(|| value.to_owned()))
+            }
         }
     };
 }

@@ -440,6 +440,9 @@ pub async fn flags_round_trip(s: &dyn Store) {
     s.set_flag("x", "1").await.unwrap();
     s.set_flag("x", "2").await.unwrap();
     assert_eq!(s.flag("x").await.unwrap().as_deref(), Some("2"));
+    assert_eq!(s.init_flag("y", "first").await.unwrap(), "first");
+    assert_eq!(s.init_flag("y", "second").await.unwrap(), "first");
+    assert_eq!(s.init_flag("x", "3").await.unwrap(), "2");
     assert_eq!(
         s.schema_version().await.unwrap(),
         migrate::SQLITE.last().unwrap().version

@@ -88,6 +88,63 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_removed() {
 }
 
 #[tokio::test]
+async fn a_connection_list_cannot_strip_the_headers_the_lb_adds() {
+    let up = TestUpstream::start("a").await;
+    let lb = Lb::start(&[up.url()], &[]).await;
+    let (status, headers, body) = raw_request(
+        lb.addr(),
+        "GET /echo HTTP/1.1\r\nHost: reports.example.com\r\nConnection: close, X-Forwarded-For, \
+         X-Forwarded-Proto, X-Forwarded-Host, X-Request-Id, Host\r\nX-Forwarded-For: 6.6.6.6\r\n\
+         X-Request-Id: trace-456\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let seen = &echo["headers"];
+    assert_eq!(
+        seen["host"], "reports.example.com",
+        "Connection cannot name Host: {seen}"
+    );
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["x-forwarded-proto"], "http", "{seen}");
+    assert_eq!(seen["x-forwarded-host"], "reports.example.com", "{seen}");
+    let id = header(&headers, "x-request-id").expect("a request id for the client");
+    assert_eq!(
+        seen["x-request-id"], id,
+        "the upstream and the client see one id"
+    );
+    assert_ne!(id, "trace-456", "the client made its own id hop-by-hop");
+    assert!(seen.get("connection").is_none(), "{seen}");
+}
+
+#[tokio::test]
+async fn two_host_headers_get_400_and_end_the_connection() {
+    let up = TestUpstream::start("a").await;
+    let lb = Lb::start(&[up.url()], &[]).await;
+    let start = Instant::now();
+    // hyper itself passes both Host lines on. The pipelined second request must not be read
+    // either: the lb closes the connection after the 400.
+    let (status, headers, body) = raw_request(
+        lb.addr(),
+        "GET /echo HTTP/1.1\r\nHost: reports.example.com\r\nHost: internal.example\r\n\r\n\
+         GET /echo HTTP/1.1\r\nHost: reports.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(header(&headers, "connection"), Some("close"));
+    assert!(
+        !body.contains("HTTP/1.1"),
+        "the pipelined request was answered: {body}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the connection stayed open for {:?}",
+        start.elapsed()
+    );
+    assert_eq!(up.behaviour.handled(), 0, "an upstream saw the request");
+}
+
+#[tokio::test]
 async fn a_trusted_proxy_extends_the_forwarding_chain() {
     let up = TestUpstream::start("a").await;
     let lb = Lb::start(&[up.url()], &[("trusted_proxies", "[\"127.0.0.1/32\"]")]).await;

@@ -115,6 +115,49 @@ function progressUi(root) {
   };
 }
 
+// ---------------------------------------------------------------- template previews
+
+// A preview is SVG made from a template, so its links are the template author's choice. A reader
+// may follow only web and mail addresses and places in the page itself; other references may only
+// point into the page or hold an embedded image, as Typst's glyphs, gradients and images do.
+// Scripts and animations (which can change a link's target later) and event handlers go too. The
+// CSP would stop most of this as well; it should not be the only wall.
+const LINK_SCHEMES = ["http:", "https:", "mailto:"];
+const URL_ATTRIBUTES = new Set(["href", "src", "action", "formaction"]);
+const DROPPED_ELEMENTS = new Set(["script", "set", "animate", "animatemotion", "animatetransform"]);
+
+function safeLink(value) {
+  if (value.startsWith("#")) return true;
+  try {
+    // The browser's own URL parser, so tabs or odd case in "java\tScript:" do not slip through.
+    return LINK_SCHEMES.includes(new URL(value).protocol);
+  } catch {
+    return false;
+  }
+}
+
+const safeReference = (value) => value.startsWith("#") || value.startsWith("data:image/");
+
+// Parses SVG markup in an inert <template> (nothing loads or runs there) and returns it cleaned.
+function safeSvg(markup) {
+  const t = document.createElement("template");
+  t.innerHTML = markup;
+  for (const el of t.content.querySelectorAll("*")) {
+    const tag = el.localName.toLowerCase();
+    if (DROPPED_ELEMENTS.has(tag)) {
+      el.remove();
+      continue;
+    }
+    for (const attr of Array.from(el.attributes)) {
+      const name = attr.localName.toLowerCase();
+      const url = URL_ATTRIBUTES.has(name);
+      const ok = url ? (tag === "a" ? safeLink(attr.value) : safeReference(attr.value)) : !name.startsWith("on");
+      if (!ok) el.removeAttributeNode(attr);
+    }
+  }
+  return t.content;
+}
+
 // ---------------------------------------------------------------- schedule form
 
 // Binds the schedule form: a live preview of the next fire times, and saving through the API.
@@ -181,15 +224,10 @@ const pages = {
       err.hidden = true;
       try {
         await api("POST", "/api/v1/auth/login", { email: form.email.value, password: form.password.value });
-        // Only ever go back to a page of this site.
-        let target = "/";
-        try {
-          const next = new URL(new URLSearchParams(location.search).get("next") || "/", location.origin);
-          if (next.origin === location.origin) target = next.pathname + next.search;
-        } catch {
-          target = "/";
-        }
-        location.href = target;
+        // The server checked `next` and put it on the form; the address bar is not read here.
+        // The test below only guards against a server that forgot to set it.
+        const next = form.dataset.next || "/";
+        location.href = /^\/(?![/\\])/.test(next) ? next : "/";
       } catch (ex) {
         showError(err, ex);
       }
@@ -347,7 +385,7 @@ const pages = {
           max_pages: 5,
         });
         if (mine !== seq) return;
-        $("#preview").innerHTML = res.svg.join("");
+        $("#preview").replaceChildren(safeSvg(res.svg.join("")));
         status.textContent = `${res.pages} page${res.pages === 1 ? "" : "s"}${res.pages > res.svg.length ? ` (first ${res.svg.length} shown)` : ""}`;
       } catch (ex) {
         if (mine === seq) showError(err, ex);
@@ -602,6 +640,16 @@ const pages = {
       e.preventDefault();
       try {
         await api("POST", "/api/v1/users", { email: form.email.value, password: form.password.value, role: form.role.value });
+        location.reload();
+      } catch (ex) {
+        showError($("#user-error"), ex);
+      }
+    });
+    const pw = $("#set-password");
+    pw.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        await api("PATCH", `/api/v1/users/${pw.user.value}`, { password: pw.password.value, revoke_tokens: pw.revoke_tokens.checked });
         location.reload();
       } catch (ex) {
         showError($("#user-error"), ex);

@@ -15,6 +15,7 @@ use super::render::RenderPool;
 use super::render::fonts::{self, FaceError};
 use super::store::Store;
 use crate::lifecycle::Shutdown;
+use tokio_util::task::TaskTracker;
 
 /// The cache-version row and bus hint of the font directory.
 const CACHE_KIND: &str = "fonts";
@@ -81,12 +82,20 @@ pub struct FontLibrary {
     dir: PathBuf,
     max_upload: usize,
     pool: RenderPool,
+    store: Arc<dyn Store>,
+    bus: Bus,
     seen: Arc<Mutex<(Signature, Arc<Catalog>)>>,
 }
 
 impl FontLibrary {
     /// Creates the directory if it is missing (a read-only mount is fine: uploads then fail).
-    pub fn new(dir: PathBuf, max_upload: usize, pool: RenderPool) -> Self {
+    pub fn new(
+        dir: PathBuf,
+        max_upload: usize,
+        pool: RenderPool,
+        store: Arc<dyn Store>,
+        bus: Bus,
+    ) -> Self {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "font directory cannot be created");
         }
@@ -96,6 +105,8 @@ impl FontLibrary {
             dir,
             max_upload,
             pool,
+            store,
+            bus,
             seen,
         }
     }
@@ -113,9 +124,50 @@ impl FontLibrary {
             .clone()
     }
 
+    /// Installs an uploaded font (see [`FontLibrary::install`]) off the async threads and tells
+    /// the other instances; the number of faces it holds.
+    pub async fn upload(&self, name: String, data: bytes::Bytes) -> Result<usize, FontError> {
+        let lib = self.clone();
+        let faces = self
+            .blocking(move || lib.install(&name, &data))
+            .await?;
+        self.announce_change().await;
+        Ok(faces)
+    }
+
+    /// Removes a font file and tells the other instances; false when there was none.
+    pub async fn delete(&self, name: String) -> Result<bool, FontError> {
+        let lib = self.clone();
+        let removed = self.blocking(move || lib.remove(&name)).await?;
+        if removed {
+            self.announce_change().await;
+        }
+        Ok(removed)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, FontError> + Send + 'static,
+    ) -> Result<T, FontError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| FontError::Io {
+                dir: self.dir.clone(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    /// Tells the other instances that the font directory changed.
+    async fn announce_change(&self) {
+        if let Err(e) = self.store.bump_cache(CACHE_KIND).await {
+            tracing::warn!(error = %e, "could not record the font change; other instances notice at their next rescan");
+        }
+        self.bus.cache_changed(CACHE_KIND);
+    }
+
     /// Validates and installs an uploaded font; the directory is untouched unless every check
     /// passes, and the file appears whole or not at all.
-    pub fn install(&self, name: &str, data: &[u8]) -> Result<usize, FontError> {
+    fn install(&self, name: &str, data: &[u8]) -> Result<usize, FontError> {
         if !valid_name(name) {
             return Err(FontError::BadName(name.to_owned()));
         }
@@ -139,7 +191,7 @@ impl FontLibrary {
     }
 
     /// Removes a font file; false when there was none.
-    pub fn remove(&self, name: &str) -> Result<bool, FontError> {
+    fn remove(&self, name: &str) -> Result<bool, FontError> {
         if !valid_name(name) {
             return Err(FontError::BadName(name.to_owned()));
         }
@@ -170,19 +222,14 @@ impl FontLibrary {
         true
     }
 
-    /// Keeps the workers' fonts current until stop: rescans on a timer (for files dropped in by
-    /// hand), on a hint from the instance that took an upload, after a NATS reconnect, and when
-    /// the `fonts` cache version in the database moved (for hints that were lost).
-    pub fn spawn_watch(
-        &self,
-        store: Arc<dyn Store>,
-        bus: Bus,
-        every: Duration,
-        shutdown: Shutdown,
-    ) {
+    /// Keeps the workers' fonts current until draining: rescans on a timer (for files dropped
+    /// in by hand), on a hint from the instance that took an upload, after a NATS reconnect, and
+    /// when the `fonts` cache version in the database moved (for hints that were lost).
+    pub fn spawn_watch(&self, every: Duration, tasks: &TaskTracker, shutdown: Shutdown) {
         let lib = self.clone();
-        tokio::spawn(async move {
-            let mut hints = bus.hints();
+        let store = self.store.clone();
+        let mut hints = self.bus.hints();
+        tasks.spawn(async move {
             let mut seen = store.cache_version(CACHE_KIND).await.unwrap_or(0);
             let mut rescan_tick = tokio::time::interval(every);
             let mut version_tick = tokio::time::interval(VERSION_POLL);
@@ -199,7 +246,7 @@ impl FontLibrary {
                     },
                     hint = hints.recv() => matches!(hint, Ok(Hint::CacheChanged(ref k)) if k == CACHE_KIND)
                         || matches!(hint, Ok(Hint::Reconnected)),
-                    _ = shutdown.stopped() => return,
+                    _ = shutdown.draining() => return,
                 };
                 if rescan {
                     let lib = lib.clone();
@@ -208,14 +255,6 @@ impl FontLibrary {
             }
         });
     }
-}
-
-/// Tells the other instances that the font directory changed.
-pub async fn announce_change(store: &dyn Store, bus: &Bus) {
-    if let Err(e) = store.bump_cache(CACHE_KIND).await {
-        tracing::warn!(error = %e, "could not record the font change; other instances notice at their next rescan");
-    }
-    bus.cache_changed(CACHE_KIND);
 }
 
 /// The bundled faces, then each directory file's faces within the limits; every skipped file is

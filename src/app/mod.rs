@@ -112,17 +112,17 @@ pub async fn run(
         bus.connect_nats(servers, &config.nats.subject_prefix)
             .await?;
     }
+    // Every background task but the ordered few below (runner, leader loop, heartbeat, HTTP)
+    // is spawned here, and joined at shutdown.
+    let tasks = tokio_util::task::TaskTracker::new();
     let fonts = fonts::FontLibrary::new(
         config.fonts_dir(),
         config.fonts.max_upload_size.as_usize(),
         pool.clone(),
-    );
-    fonts.spawn_watch(
         store.clone(),
         bus.clone(),
-        config.fonts.rescan_interval.get(),
-        shutdown.clone(),
     );
+    fonts.spawn_watch(config.fonts.rescan_interval.get(), &tasks, shutdown.clone());
 
     let metrics = Arc::new(metrics::Metrics::new(&instance));
     let cache = Arc::new(templates::FileCache::new(FILE_CACHE_BYTES));
@@ -165,6 +165,13 @@ pub async fn run(
         pool: pool.clone(),
         bus: bus.clone(),
         jobs: jobs.clone(),
+        schedules: schedule::service::Schedules::new(
+            store.clone(),
+            bus.clone(),
+            config.mail.clone(),
+            sealer.clone(),
+            config.render.max_data_size.bytes(),
+        ),
         cache,
         fonts,
         metrics: metrics.clone(),
@@ -189,7 +196,7 @@ pub async fn run(
     let addr = listener.local_addr().unwrap_or(listen);
     let server = tokio::spawn(http::serve(
         listener,
-        http::router(state),
+        http::router(state, console::routes()),
         shutdown.clone(),
         config.http.keep_alive_timeout.get(),
         config.http.shutdown_timeout.get(),
@@ -233,14 +240,11 @@ pub async fn run(
     );
     let scheduler = schedule::scheduler::Scheduler {
         store: store.clone(),
-        roles: roles.clone(),
         bus: bus.clone(),
         metrics: metrics.clone(),
-        instance: instance.clone(),
         mail: config.mail.clone(),
         sealer: sealer.clone(),
-    }
-    .spawn(shutdown.clone());
+    };
     let mailer = mail::mailer::Mailer {
         store: store.clone(),
         roles: roles.clone(),
@@ -248,17 +252,23 @@ pub async fn run(
         metrics: metrics.clone(),
         config: config.mail.clone(),
         sealer,
+        warned_unconfigured: false,
+    };
+    let janitor = cluster::janitor::Janitor {
+        jobs: jobs.clone(),
+        store: store.clone(),
+        every: JANITOR_EVERY,
+        forget_after: ha.forget_after.get(),
+    };
+    let driver = cluster::worker::RoleDriver {
+        roles: roles.clone(),
         instance: instance.clone(),
-    }
-    .spawn(shutdown.clone());
-    cluster::janitor::spawn(
-        jobs.clone(),
-        store.clone(),
-        roles,
-        JANITOR_EVERY,
-        ha.forget_after.get(),
-        shutdown.clone(),
-    );
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+    };
+    driver.spawn(scheduler);
+    driver.spawn(mailer);
+    driver.spawn(janitor);
     let runner = jobs.spawn_runner(availability.clone(), shutdown.clone());
     lifecycle.spawn_watchdog(|| true);
     let url = crate::healthcheck::local_url(addr);
@@ -292,15 +302,10 @@ pub async fn run(
             "renders did not finish in time and went back to the queue"
         );
     }
-    within(&shutdown, step, async {
-        let _ = scheduler.await;
-    })
-    .await;
-    // A mail being handed to the server finishes (and is recorded) rather than being cut off.
-    within(&shutdown, config.mail.timeout.get() + step, async {
-        let _ = mailer.await;
-    })
-    .await;
+    // The role workers end their round (a mail being handed to the server finishes and is
+    // recorded rather than being cut off), the font watch stops.
+    tasks.close();
+    within(&shutdown, config.mail.timeout.get() + step, tasks.wait()).await;
     shutdown.stop();
     let _ = tokio::time::timeout(config.http.shutdown_timeout.get() + step, server).await;
     let _ = tokio::time::timeout(step, heartbeat).await;

@@ -35,6 +35,12 @@ pub fn now_ms() -> Millis {
     jiff::Timestamp::now().as_millisecond()
 }
 
+/// A duration in whole milliseconds, as the store keeps them: the one conversion, saturating
+/// (settings are bounded when they are read, so saturation never shows in practice).
+pub fn millis(d: std::time::Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -444,12 +450,43 @@ pub struct Firing {
     pub error: Option<String>,
 }
 
+/// A background role one instance of the cluster holds at a time, by lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LeaderRole {
+    /// Purges expired jobs, takes back lapsed claims, forgets long-gone instances.
+    Janitor,
+    /// Sends the outbox.
+    Mailer,
+    /// Fires due schedules and moves rendered occurrences on.
+    Scheduler,
+}
+
+stored_as_text!(LeaderRole {
+    Janitor => "janitor",
+    Mailer => "mailer",
+    Scheduler => "scheduler",
+});
+
+impl LeaderRole {
+    pub const ALL: [LeaderRole; 3] = [LeaderRole::Janitor, LeaderRole::Mailer, LeaderRole::Scheduler];
+}
+
 /// Proof that the caller holds a leader role; writes check it in the same transaction.
 #[derive(Debug, Clone)]
 pub struct Fence {
     pub role: &'static str,
     pub holder: String,
     pub term: i64,
+}
+
+impl Fence {
+    pub fn new(role: LeaderRole, holder: &str, term: i64) -> Self {
+        Fence {
+            role: role.as_str(),
+            holder: holder.to_owned(),
+            term,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use super::fonts::FontLibrary;
 use super::jobs::Jobs;
 use super::metrics::Metrics;
 use super::render::RenderPool;
+use super::schedule::service::Schedules;
 use super::secrets::Sealer;
 use super::store::Store;
 use super::templates::FileCache;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub pool: RenderPool,
     pub bus: Bus,
     pub jobs: Jobs,
+    /// Schedules, occurrences and deliveries as users manage them.
+    pub schedules: Schedules,
     pub cache: Arc<FileCache>,
     pub fonts: FontLibrary,
     pub metrics: Arc<Metrics>,

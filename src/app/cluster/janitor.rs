@@ -5,40 +5,41 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::leases::Roles;
+use async_trait::async_trait;
+
+use super::worker::RoleWorker;
 use crate::app::jobs::Jobs;
+use crate::app::model::{Fence, LeaderRole, millis};
 use crate::app::store::Store;
 use crate::lifecycle::Shutdown;
 
-pub fn spawn(
-    jobs: Jobs,
-    store: Arc<dyn Store>,
-    roles: Roles,
-    every: Duration,
-    forget_after: Duration,
-    shutdown: Shutdown,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let forget_ms = i64::try_from(forget_after.as_millis()).unwrap_or(i64::MAX);
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.draining() => return,
-            }
-            if roles.term("janitor").is_none() {
-                continue;
-            }
-            jobs.sweep().await;
-            match store.forget_instances(forget_ms).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    instances = n,
-                    "forgot instances that have been silent for long"
-                ),
-                Err(e) => tracing::warn!(error = %e, "could not forget old instances"),
-            }
+pub struct Janitor {
+    pub jobs: Jobs,
+    pub store: Arc<dyn Store>,
+    /// How often the holder sweeps.
+    pub every: Duration,
+    /// Instances silent this long are forgotten.
+    pub forget_after: Duration,
+}
+
+#[async_trait]
+impl RoleWorker for Janitor {
+    const ROLE: LeaderRole = LeaderRole::Janitor;
+
+    fn every(&self) -> Duration {
+        self.every
+    }
+
+    async fn round(&mut self, _fence: &Fence, _shutdown: &Shutdown) {
+        self.jobs.sweep().await;
+        let forget_ms = millis(self.forget_after);
+        match self.store.forget_instances(forget_ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                instances = n,
+                "forgot instances that have been silent for long"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not forget old instances"),
         }
-    })
+    }
 }

@@ -15,11 +15,9 @@ use std::time::{Duration, Instant};
 use super::availability::Availability;
 use super::registry;
 use crate::app::bus::Bus;
+use crate::app::model::{LeaderRole, millis};
 use crate::app::store::Store;
 use crate::lifecycle::Shutdown;
-
-/// Every leader role.
-pub const ROLES: &[&str] = &["janitor", "mailer", "scheduler"];
 
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseSettings {
@@ -40,33 +38,33 @@ struct Held {
 /// The roles this instance holds right now.
 #[derive(Clone, Default)]
 pub struct Roles {
-    held: Arc<Mutex<HashMap<&'static str, Held>>>,
+    held: Arc<Mutex<HashMap<LeaderRole, Held>>>,
 }
 
 impl Roles {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Held>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LeaderRole, Held>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The term under which this instance may act in `role` now, if it may.
-    pub fn term(&self, role: &str) -> Option<i64> {
+    pub fn term(&self, role: LeaderRole) -> Option<i64> {
         self.lock()
-            .get(role)
+            .get(&role)
             .filter(|h| h.valid_until > Instant::now())
             .map(|h| h.term)
     }
 
-    /// Roles this instance may act in now.
+    /// Roles this instance may act in now, by name.
     pub fn names(&self) -> Vec<&'static str> {
         let now = Instant::now();
-        let mut v: Vec<&'static str> = self
+        let mut v: Vec<LeaderRole> = self
             .lock()
             .iter()
             .filter(|(_, h)| h.valid_until > now)
             .map(|(r, _)| *r)
             .collect();
         v.sort_unstable();
-        v
+        v.into_iter().map(LeaderRole::as_str).collect()
     }
 }
 
@@ -117,7 +115,7 @@ struct Leader {
 
 impl Leader {
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.settings.lease.as_millis()).unwrap_or(15_000)
+        millis(self.settings.lease)
     }
 
     fn valid_until(&self, sent: Instant) -> Instant {
@@ -133,7 +131,7 @@ impl Leader {
         let Ok((now, rows)) = self.store.instances().await else {
             return true;
         };
-        let stale_ms = i64::try_from(self.settings.stale_after.as_millis()).unwrap_or(i64::MAX);
+        let stale_ms = millis(self.settings.stale_after);
         let mine = env!("CARGO_PKG_VERSION");
         !rows.iter().any(|r| {
             r.stopped_at.is_none()
@@ -144,55 +142,60 @@ impl Leader {
     }
 
     /// Records `role` as held under `term`, valid by our clock from when the request was `sent`.
-    fn hold(&self, role: &'static str, term: i64, sent: Instant) {
+    fn hold(&self, role: LeaderRole, term: i64, sent: Instant) {
         let valid_until = self.valid_until(sent);
         self.roles.lock().insert(role, Held { term, valid_until });
     }
 
     async fn renew_or_take(&self) {
-        for role in ROLES {
-            let current = self.roles.lock().get(role).copied();
+        for role in LeaderRole::ALL {
+            let current = self.roles.lock().get(&role).copied();
             let sent = Instant::now();
             match current {
                 Some(held) => match self
                     .store
-                    .renew_lease(role, &self.instance, held.term, self.lease_ms())
+                    .renew_lease(role.as_str(), &self.instance, held.term, self.lease_ms())
                     .await
                 {
                     Ok(Some(grant)) => {
                         self.hold(role, grant.term, sent);
                     }
                     Ok(None) => {
-                        self.roles.lock().remove(role);
+                        self.roles.lock().remove(&role);
                         tracing::warn!(
-                            role,
+                            role = role.as_str(),
                             term = held.term,
                             "lost a leader role (its lease expired)"
                         );
                     }
                     // Keep acting only until the lease may have run out by our own clock.
-                    Err(e) => tracing::warn!(role, error = %e, "could not renew a leader role"),
+                    Err(e) => {
+                        tracing::warn!(role = role.as_str(), error = %e, "could not renew a leader role")
+                    }
                 },
                 None => match self
                     .store
-                    .acquire_lease(role, &self.instance, self.lease_ms())
+                    .acquire_lease(role.as_str(), &self.instance, self.lease_ms())
                     .await
                 {
                     Ok(Some(grant)) => {
                         self.hold(role, grant.term, sent);
-                        tracing::info!(role, term = grant.term, "took a leader role");
+                        tracing::info!(role = role.as_str(), term = grant.term, "took a leader role");
                     }
                     Ok(None) => {}
-                    Err(e) => tracing::debug!(role, error = %e, "could not try a leader role"),
+                    Err(e) => {
+                        tracing::debug!(role = role.as_str(), error = %e, "could not try a leader role")
+                    }
                 },
             }
         }
     }
 
     async fn release_all(&self) {
-        let held: Vec<(&'static str, Held)> = self.roles.lock().drain().collect();
+        let held: Vec<(LeaderRole, Held)> = self.roles.lock().drain().collect();
         let mut released = false;
         for (role, h) in held {
+            let role = role.as_str();
             match self.store.release_lease(role, &self.instance, h.term).await {
                 Ok(true) => {
                     released = true;

@@ -11,7 +11,7 @@ use sha2::Sha256;
 
 use super::availability::Availability;
 use crate::app::bus::{Bus, Hint};
-use crate::app::model::{Handover, InstanceInfo, InstanceRow, Lease, Millis};
+use crate::app::model::{Handover, InstanceInfo, InstanceRow, Lease, Millis, millis};
 use crate::app::store::{Store, StoreError};
 use crate::config::{Config, Secret};
 use crate::lifecycle::Shutdown;
@@ -180,6 +180,22 @@ pub struct HandoverView {
     pub ended: Option<String>,
 }
 
+/// Asks instance `id` to drain (or resume): recorded in the registry, which the instance reads
+/// back at its next heartbeat, and hinted on the bus so it acts at once. False when there is no
+/// such instance.
+pub async fn request_drain(
+    store: &dyn Store,
+    bus: &Bus,
+    id: &str,
+    drain: bool,
+) -> Result<bool, StoreError> {
+    if !store.request_drain(id, drain).await? {
+        return Ok(false);
+    }
+    bus.request_drain(id, drain);
+    Ok(true)
+}
+
 /// Everything the HA Instances page shows.
 pub async fn overview(
     store: &dyn Store,
@@ -190,7 +206,7 @@ pub async fn overview(
     let (now, rows) = store.instances().await?;
     let leases = store.leases().await?;
     let history = store.lease_history(30).await?;
-    let stale_ms = i64::try_from(t.stale_after.as_millis()).unwrap_or(i64::MAX);
+    let stale_ms = millis(t.stale_after);
     let instances: Vec<InstanceView> = rows
         .iter()
         .map(|r| view(r, &leases, now, stale_ms, me))

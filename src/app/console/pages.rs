@@ -620,7 +620,7 @@ pub async fn schedules(
     if user.user.role < Role::Editor {
         return Err(forbidden(&user, Role::Editor));
     }
-    let list = state.store.schedules().await.map_err(|e| fail(e.into()))?;
+    let list = state.schedules.list().await.map_err(|e| fail(e.into()))?;
     let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
     let editor = user.user.role >= Role::Editor;
     let content = html! {
@@ -670,11 +670,10 @@ pub async fn schedule(
         return Err(forbidden(&user, Role::Editor));
     }
     let s = state
-        .store
-        .schedule(&id)
+        .schedules
+        .get(&id)
         .await
-        .map_err(|e| fail(e.into()))?
-        .ok_or_else(|| fail(Problem::not_found("schedule")))?;
+        .map_err(|e| fail(e.into()))?;
     let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
     let view =
         serde_json::to_value(crate::app::http::schedules::schedule_view(&s)).unwrap_or_default();
@@ -718,8 +717,8 @@ pub async fn deliveries(
         return Err(forbidden(&user, Role::Editor));
     }
     let mails = state
-        .store
-        .mails(None, 200)
+        .schedules
+        .deliveries(None, 200)
         .await
         .map_err(|e| fail(e.into()))?;
     let editor = user.user.role >= Role::Editor;

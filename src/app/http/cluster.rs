@@ -53,10 +53,9 @@ async fn set_drain(
     drain: bool,
 ) -> ApiResult<StatusCode> {
     p.require(Role::Admin)?;
-    if !state.store.request_drain(&id, drain).await? {
+    if !registry::request_drain(state.store.as_ref(), &state.bus, &id, drain).await? {
         return Err(Problem::not_found(format!("instance {id}")));
     }
-    state.bus.request_drain(&id, drain);
     tracing::info!(instance = %id, drain, by = %p.user.email, "drain requested");
     Ok(StatusCode::ACCEPTED)
 }

@@ -34,12 +34,7 @@ pub async fn upload(
     p.require(Role::Editor)?;
     let limit = state.config.fonts.max_upload_size.as_usize();
     let bytes = extract::body(body, limit, "fonts.max_upload_size").await?;
-    let fonts = state.fonts.clone();
-    let file = name.clone();
-    let faces = tokio::task::spawn_blocking(move || fonts.install(&file, &bytes))
-        .await
-        .map_err(Problem::internal)??;
-    crate::app::fonts::announce_change(state.store.as_ref(), &state.bus).await;
+    let faces = state.fonts.upload(name.clone(), bytes).await?;
     tracing::info!(font = %name, faces, by = %p.user.email, "font installed");
     Ok((
         StatusCode::CREATED,
@@ -54,13 +49,7 @@ pub async fn remove(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     p.require(Role::Editor)?;
-    let fonts = state.fonts.clone();
-    let file = name.clone();
-    let removed = tokio::task::spawn_blocking(move || fonts.remove(&file))
-        .await
-        .map_err(Problem::internal)??;
-    if removed {
-        crate::app::fonts::announce_change(state.store.as_ref(), &state.bus).await;
+    if state.fonts.delete(name.clone()).await? {
         tracing::info!(font = %name, by = %p.user.email, "font removed");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -5,10 +5,13 @@
 mod accounts;
 pub mod auth;
 pub mod cluster;
+mod deliveries;
 mod events;
 pub mod extract;
 mod fonts;
 mod health;
+mod mail_settings;
+mod occurrences;
 pub mod problem;
 mod renders;
 pub mod schedules;
@@ -33,7 +36,9 @@ use super::state::AppState;
 use problem::Problem;
 
 /// Every route of the app.
-pub fn router(state: AppState) -> Router {
+/// The API and health routes, with `pages` (the console, which sits above HTTP and uses it)
+/// merged in under the same middleware.
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let api = Router::new()
         .route("/auth/login", post(session::login))
         .route("/auth/logout", post(session::logout))
@@ -82,16 +87,16 @@ pub fn router(state: AppState) -> Router {
                 .put(schedules::update)
                 .delete(schedules::delete),
         )
-        .route("/schedules/{id}/occurrences", get(schedules::occurrences))
-        .route("/occurrences/{id}", get(schedules::occurrence))
-        .route("/occurrences/{id}/approve", post(schedules::approve))
-        .route("/occurrences/{id}/reject", post(schedules::reject))
-        .route("/deliveries", get(schedules::deliveries))
-        .route("/deliveries/{id}/resend", post(schedules::resend))
+        .route("/schedules/{id}/occurrences", get(occurrences::list))
+        .route("/occurrences/{id}", get(occurrences::get))
+        .route("/occurrences/{id}/approve", post(occurrences::approve))
+        .route("/occurrences/{id}/reject", post(occurrences::reject))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{id}/resend", post(deliveries::resend))
         .route("/cron/preview", get(schedules::preview))
         .route(
             "/settings/mail",
-            get(schedules::mail_settings).put(schedules::save_mail_settings),
+            get(mail_settings::get).put(mail_settings::save),
         )
         .route("/cluster", get(cluster::overview))
         .route("/cluster/instances", get(cluster::overview))
@@ -105,7 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
-        .merge(super::console::routes())
+        .merge(pages)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

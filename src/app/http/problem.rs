@@ -8,6 +8,9 @@ use serde_json::{Map, Value, json};
 
 use crate::app::auth::Forbidden;
 use crate::app::fonts::FontError;
+use crate::app::jobs::RenderNowError;
+use crate::app::mail::MailError;
+use crate::app::schedule::service::ScheduleError;
 use crate::app::render::{RenderError, SyncQueueFull};
 use crate::app::store::StoreError;
 use crate::app::templates::TemplateError;
@@ -247,5 +250,44 @@ impl From<RenderError> for Problem {
             }
         };
         p.with("error_kind", json!(kind))
+    }
+}
+
+impl From<ScheduleError> for Problem {
+    fn from(e: ScheduleError) -> Self {
+        match e {
+            ScheduleError::Invalid { field, message } => Problem::invalid(field, message),
+            ScheduleError::DataTooLarge => Problem::too_large("data", e.to_string()),
+            ScheduleError::Params(p) => p.into(),
+            ScheduleError::NotFound(what) => Problem::not_found(what),
+            ScheduleError::NotHeld => Problem::new(StatusCode::CONFLICT, "not-held", e.to_string()),
+            ScheduleError::NotResendable => {
+                Problem::new(StatusCode::CONFLICT, "not-resendable", e.to_string())
+            }
+            ScheduleError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<MailError> for Problem {
+    fn from(e: MailError) -> Self {
+        match e {
+            MailError::Url(m) => Problem::invalid("smtp_url", m),
+            MailError::From(m) => {
+                Problem::invalid("from", format!("\"{m}\" is not an email address"))
+            }
+            MailError::Seal(s) => Problem::new(StatusCode::CONFLICT, "no-key", s.to_string()),
+            MailError::Configured => Problem::new(StatusCode::CONFLICT, "configured", e.to_string()),
+            MailError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<RenderNowError> for Problem {
+    fn from(e: RenderNowError) -> Self {
+        match e {
+            RenderNowError::Busy(b) => b.into(),
+            RenderNowError::Render(r) => r.into(),
+        }
     }
 }

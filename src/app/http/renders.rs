@@ -3,7 +3,6 @@
 //! editor's live preview of unsaved files as SVG pages.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use axum::Json;
 use axum::body::Body;
@@ -13,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::extract::{self, ApiPath, ApiQuery};
 use super::problem::{ApiResult, Problem};
@@ -115,9 +113,7 @@ pub async fn create(
         created_by: Some(p.user.id.clone()),
     };
     let limit = i64::from(state.config.render.queue_limit);
-    let (job, event) = state.store.enqueue(&job, limit).await?;
-    state.bus.publish(event);
-    state.bus.wake_workers();
+    let job = state.jobs.enqueue(&job, limit).await?;
     let location = format!("/api/v1/renders/{}", job.id);
     Ok((
         StatusCode::ACCEPTED,
@@ -305,30 +301,11 @@ pub async fn render_now(
         r.inputs,
         Format::Pdf,
     );
-    let rendered = run_sync(&state, "sync", &job).await?;
+    let rendered = state.jobs.render_now("sync", &job).await?;
     match rendered.artifact {
         Artifact::Pdf(bytes) => Ok(pdf_response(&r.template.name, bytes, rendered.pages as i64)),
         Artifact::Svg(_) => Err(Problem::internal("asked for a PDF, got SVG")),
     }
-}
-
-/// Runs a render in a worker right away (waiting in a bounded line for a free one).
-async fn run_sync(
-    state: &AppState,
-    kind: &'static str,
-    job: &RenderJob,
-) -> ApiResult<crate::app::render::Rendered> {
-    let slot = state.pool.acquire_sync().await?;
-    let started = Instant::now();
-    let result = slot.render(job, &CancellationToken::new(), |_| {}).await;
-    let outcome = match &result {
-        Ok(_) => "succeeded",
-        Err(e) => e.kind(),
-    };
-    state
-        .metrics
-        .render_finished(kind, outcome, started.elapsed().as_secs_f64());
-    Ok(result?)
 }
 
 #[derive(Deserialize)]
@@ -408,7 +385,7 @@ pub async fn preview(
             max_pages: req.max_pages.clamp(1, 20),
         },
     };
-    let rendered = run_sync(&state, "preview", &job).await?;
+    let rendered = state.jobs.render_now("preview", &job).await?;
     let Artifact::Svg(pages) = rendered.artifact else {
         return Err(Problem::internal("asked for SVG, got PDF"));
     };

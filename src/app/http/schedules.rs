@@ -1,5 +1,5 @@
-//! Schedules, their occurrences and deliveries, review of held occurrences, resending mail, the
-//! cron preview, and the mail settings.
+//! Schedules (`/api/v1/schedules`) and the cron preview of the schedule form. The rules live in
+//! `schedule::service`; this file reads requests and shapes answers.
 
 use axum::Json;
 use axum::body::Body;
@@ -11,17 +11,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::extract::{self, ApiPath, ApiQuery};
-use super::problem::{ApiResult, Problem};
+use super::problem::ApiResult;
 use super::views::ts;
-use crate::app::auth::{Principal, normalize_email};
-use crate::app::mail;
-use crate::app::model::{
-    Mail, MailState, Misfire, Occurrence, Role, Schedule, ScheduleSpec, now_ms,
-};
+use crate::app::auth::Principal;
+use crate::app::model::{Misfire, Role, Schedule};
 use crate::app::schedule::cron::Cron;
-use crate::app::schedule::{next_fire, scheduler};
+use crate::app::schedule::service::{self, Draft};
 use crate::app::state::AppState;
-use crate::app::templates::params;
 use crate::config::Span;
 
 #[derive(Deserialize)]
@@ -55,6 +51,27 @@ struct ScheduleRequest {
     misfire_window: Option<Span>,
 }
 
+impl From<ScheduleRequest> for Draft {
+    fn from(r: ScheduleRequest) -> Draft {
+        Draft {
+            name: r.name,
+            template: r.template,
+            cron: r.cron,
+            timezone: r.timezone,
+            parameters: r.parameters,
+            data: r.data.map(|d| d.get().to_owned()),
+            recipients: r.recipients,
+            subject: r.subject,
+            body: r.body,
+            enabled: r.enabled,
+            hold_for_review: r.hold_for_review,
+            jitter: r.jitter,
+            misfire: r.misfire,
+            misfire_window: r.misfire_window,
+        }
+    }
+}
+
 fn utc() -> String {
     "UTC".into()
 }
@@ -66,93 +83,6 @@ fn default_body() -> String {
 }
 fn yes() -> bool {
     true
-}
-
-/// Default misfire window: after downtime, a fire time up to an hour old still runs.
-const WINDOW: Span = Span::secs(3600);
-
-async fn spec(state: &AppState, req: ScheduleRequest) -> ApiResult<(ScheduleSpec, Option<i64>)> {
-    let name = req.name.trim().to_owned();
-    if name.is_empty() || name.len() > 100 {
-        return Err(Problem::invalid("name", "must have 1 to 100 characters"));
-    }
-    let cron: Cron = req
-        .cron
-        .parse()
-        .map_err(|e: crate::app::schedule::cron::CronError| {
-            Problem::invalid("cron", e.to_string())
-        })?;
-    let tz = TimeZone::get(&req.timezone).map_err(|_| {
-        Problem::invalid(
-            "timezone",
-            format!(
-                "\"{}\" is not an IANA time zone such as Europe/Berlin",
-                req.timezone
-            ),
-        )
-    })?;
-    let t =
-        state.store.template(&req.template).await?.ok_or_else(|| {
-            Problem::invalid("template", format!("no template \"{}\"", req.template))
-        })?;
-    let v = state
-        .store
-        .version(&t.id, t.latest_version)
-        .await?
-        .ok_or_else(|| Problem::not_found("template version"))?;
-    let stored = params::resolve(&v.parameters, &req.parameters)?.stored;
-    if req.recipients.is_empty() {
-        return Err(Problem::invalid("recipients", "at least one recipient"));
-    }
-    let mut recipients = Vec::with_capacity(req.recipients.len());
-    for (i, r) in req.recipients.iter().enumerate() {
-        recipients.push(normalize_email(r).ok_or_else(|| {
-            Problem::invalid(
-                format!("recipients[{i}]"),
-                format!("\"{r}\" is not an email address"),
-            )
-        })?);
-    }
-    let data = req
-        .data
-        .map_or_else(|| "{}".to_owned(), |d| d.get().to_owned());
-    if data.len() as u64 > state.config.render.max_data_size.bytes() {
-        return Err(Problem::too_large(
-            "data",
-            "larger than render.max_data_size",
-        ));
-    }
-    let jitter = req.jitter.unwrap_or(Span::secs(0));
-    if jitter > Span::secs(3600) {
-        return Err(Problem::invalid("jitter", "at most 1h"));
-    }
-    let window = req.misfire_window.unwrap_or(WINDOW);
-    if window > Span::secs(30 * 86_400) {
-        return Err(Problem::invalid("misfire_window", "at most 30d"));
-    }
-    let next = if req.enabled {
-        next_fire(&cron, &tz, state.store.db_now().await?)
-    } else {
-        None
-    };
-    let spec = ScheduleSpec {
-        name,
-        template_id: t.id,
-        template_name: t.name,
-        cron: cron.to_string(),
-        timezone: req.timezone,
-        parameters: Value::Object(stored).to_string(),
-        data,
-        recipients,
-        subject: req.subject,
-        body: req.body,
-        enabled: req.enabled,
-        hold_for_review: req.hold_for_review,
-        jitter_ms: jitter.get().as_millis() as i64,
-        misfire: req.misfire.unwrap_or(Misfire::Latest),
-        misfire_window_ms: window.get().as_millis() as i64,
-    };
-    Ok((spec, next))
 }
 
 #[derive(Serialize)]
@@ -232,20 +162,18 @@ fn body_limit(state: &AppState) -> usize {
     state.config.render.max_data_size.as_usize() + (64 << 10)
 }
 
+async fn read_draft(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResult<Draft> {
+    let bytes = extract::body(body, body_limit(state), "render.max_data_size").await?;
+    Ok(extract::json::<ScheduleRequest>(headers, &bytes)?.into())
+}
+
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
 ) -> ApiResult<Json<Vec<ScheduleView>>> {
     p.require(Role::Editor)?;
-    Ok(Json(
-        state
-            .store
-            .schedules()
-            .await?
-            .iter()
-            .map(schedule_view)
-            .collect(),
-    ))
+    let list = state.schedules.list().await?;
+    Ok(Json(list.iter().map(schedule_view).collect()))
 }
 
 pub async fn create(
@@ -255,13 +183,8 @@ pub async fn create(
     body: Body,
 ) -> ApiResult<Response> {
     p.require(Role::Editor)?;
-    let bytes = extract::body(body, body_limit(&state), "render.max_data_size").await?;
-    let req: ScheduleRequest = extract::json(&headers, &bytes)?;
-    let (spec, next) = spec(&state, req).await?;
-    let s = state
-        .store
-        .create_schedule(&spec, next, Some(&p.user.id))
-        .await?;
+    let draft = read_draft(&state, &headers, body).await?;
+    let s = state.schedules.create(draft, &p.user.id).await?;
     tracing::info!(schedule = %s.spec.name, cron = %s.spec.cron, by = %p.user.email, "schedule created");
     Ok((
         StatusCode::CREATED,
@@ -271,21 +194,13 @@ pub async fn create(
         .into_response())
 }
 
-async fn find(state: &AppState, id: &str) -> ApiResult<Schedule> {
-    state
-        .store
-        .schedule(id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("schedule {id}")))
-}
-
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ScheduleView>> {
     p.require(Role::Editor)?;
-    Ok(Json(schedule_view(&find(&state, &id).await?)))
+    Ok(Json(schedule_view(&state.schedules.get(&id).await?)))
 }
 
 pub async fn update(
@@ -296,24 +211,8 @@ pub async fn update(
     body: Body,
 ) -> ApiResult<Json<ScheduleView>> {
     p.require(Role::Editor)?;
-    let existing = find(&state, &id).await?;
-    let bytes = extract::body(body, body_limit(&state), "render.max_data_size").await?;
-    let req: ScheduleRequest = extract::json(&headers, &bytes)?;
-    let (spec, mut next) = spec(&state, req).await?;
-    // Unless when it fires changed, keep its place: recomputing from now could move it back
-    // past a fire time the scheduler just ran.
-    let same_timing = existing.spec.cron == spec.cron
-        && existing.spec.timezone == spec.timezone
-        && existing.spec.enabled == spec.enabled;
-    if same_timing && existing.next_fire_at.is_some() {
-        next = existing.next_fire_at;
-    }
-    let s = state
-        .store
-        .update_schedule(&existing.id, &spec, next)
-        .await?
-        .ok_or_else(|| Problem::not_found("schedule"))?;
-    Ok(Json(schedule_view(&s)))
+    let draft = read_draft(&state, &headers, body).await?;
+    Ok(Json(schedule_view(&state.schedules.update(&id, draft).await?)))
 }
 
 pub async fn delete(
@@ -322,217 +221,8 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     p.require(Role::Editor)?;
-    let s = find(&state, &id).await?;
-    state.store.delete_schedule(&s.id).await?;
+    state.schedules.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Serialize)]
-pub struct OccurrenceView {
-    id: String,
-    schedule_id: String,
-    fire_at: String,
-    state: &'static str,
-    job: Option<String>,
-    pdf: Option<String>,
-    error: Option<String>,
-    reviewed_by: Option<String>,
-    reviewed_at: Option<String>,
-    /// The scheduler term and instance that created it.
-    term: i64,
-    instance: String,
-    mails: Vec<MailView>,
-}
-
-#[derive(Serialize)]
-pub struct MailView {
-    id: String,
-    occurrence: Option<String>,
-    recipient: String,
-    subject: String,
-    state: MailState,
-    attempts: i64,
-    next_attempt_at: Option<String>,
-    last_reply: Option<String>,
-    sent_at: Option<String>,
-    message_id: String,
-}
-
-impl From<&Mail> for MailView {
-    fn from(m: &Mail) -> Self {
-        MailView {
-            id: m.id.clone(),
-            occurrence: m.occurrence_id.clone(),
-            recipient: m.recipient.clone(),
-            subject: m.subject.clone(),
-            state: m.state,
-            attempts: m.attempts,
-            next_attempt_at: (m.state == MailState::Queued).then(|| ts(m.next_attempt_at)),
-            last_reply: m.last_reply.clone(),
-            sent_at: m.sent_at.map(ts),
-            message_id: m.message_id.clone(),
-        }
-    }
-}
-
-async fn occurrence_view(state: &AppState, o: &Occurrence) -> ApiResult<OccurrenceView> {
-    let mails = state.store.mails_of(&o.id).await?;
-    Ok(OccurrenceView {
-        id: o.id.clone(),
-        schedule_id: o.schedule_id.clone(),
-        fire_at: ts(o.fire_at),
-        state: o.state.as_str(),
-        pdf: o
-            .job_id
-            .as_ref()
-            .filter(|_| !matches!(o.state, crate::app::model::OccurrenceState::Rendering))
-            .map(|j| format!("/api/v1/renders/{j}/pdf")),
-        job: o.job_id.clone(),
-        error: o.error.clone(),
-        reviewed_by: o.reviewed_by.clone(),
-        reviewed_at: o.reviewed_at.map(ts),
-        term: o.term,
-        instance: o.instance.clone(),
-        mails: mails.iter().map(MailView::from).collect(),
-    })
-}
-
-#[derive(Deserialize)]
-pub struct Limit {
-    limit: Option<i64>,
-}
-
-pub async fn occurrences(
-    State(state): State<AppState>,
-    p: Principal,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<Limit>,
-) -> ApiResult<Json<Vec<OccurrenceView>>> {
-    p.require(Role::Editor)?;
-    let s = find(&state, &id).await?;
-    let mut out = Vec::new();
-    for o in state
-        .store
-        .occurrences(&s.id, q.limit.unwrap_or(50).clamp(1, 10_000))
-        .await?
-    {
-        out.push(occurrence_view(&state, &o).await?);
-    }
-    Ok(Json(out))
-}
-
-pub async fn occurrence(
-    State(state): State<AppState>,
-    p: Principal,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<OccurrenceView>> {
-    p.require(Role::Editor)?;
-    let o = state
-        .store
-        .occurrence(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("occurrence {id}")))?;
-    Ok(Json(occurrence_view(&state, &o).await?))
-}
-
-pub async fn approve(
-    state: State<AppState>,
-    p: Principal,
-    id: ApiPath<String>,
-) -> ApiResult<Json<OccurrenceView>> {
-    review(state, p, id, true).await
-}
-
-pub async fn reject(
-    state: State<AppState>,
-    p: Principal,
-    id: ApiPath<String>,
-) -> ApiResult<Json<OccurrenceView>> {
-    review(state, p, id, false).await
-}
-
-async fn review(
-    State(state): State<AppState>,
-    p: Principal,
-    ApiPath(id): ApiPath<String>,
-    approve: bool,
-) -> ApiResult<Json<OccurrenceView>> {
-    p.require(Role::Editor)?;
-    let o = state
-        .store
-        .occurrence(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("occurrence {id}")))?;
-    let s = find(&state, &o.schedule_id).await?;
-    let rendered = crate::app::model::Rendered {
-        occurrence: o,
-        schedule: s.clone(),
-        job_state: crate::app::model::JobState::Succeeded,
-        job_error: None,
-    };
-    let from = scheduler::sender(state.store.as_ref(), &state.config.mail, &state.sealer).await;
-    let mails = scheduler::mails_for(&s, &rendered, from.as_deref());
-    let reviewed = state
-        .store
-        .review_occurrence(&id, approve, &p.user.email, &mails)
-        .await?
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::CONFLICT,
-                "not-held",
-                "the occurrence is not waiting for review",
-            )
-        })?;
-    if approve {
-        state.bus.wake_mail();
-    }
-    tracing::info!(occurrence = %id, approve, by = %p.user.email, "occurrence reviewed");
-    Ok(Json(occurrence_view(&state, &reviewed).await?))
-}
-
-#[derive(Deserialize)]
-pub struct DeliveryQuery {
-    state: Option<String>,
-    limit: Option<i64>,
-}
-
-pub async fn deliveries(
-    State(state): State<AppState>,
-    p: Principal,
-    ApiQuery(q): ApiQuery<DeliveryQuery>,
-) -> ApiResult<Json<Vec<MailView>>> {
-    p.require(Role::Editor)?;
-    let filter = q
-        .state
-        .as_deref()
-        .map(|s| {
-            MailState::parse(s).ok_or_else(|| {
-                Problem::invalid("state", format!("one of {}", MailState::NAMES.join(", ")))
-            })
-        })
-        .transpose()?;
-    let mails = state
-        .store
-        .mails(filter, q.limit.unwrap_or(100).clamp(1, 1000))
-        .await?;
-    Ok(Json(mails.iter().map(MailView::from).collect()))
-}
-
-pub async fn resend(
-    State(state): State<AppState>,
-    p: Principal,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<MailView>> {
-    p.require(Role::Editor)?;
-    let m = state.store.resend_mail(&id).await?.ok_or_else(|| {
-        Problem::new(
-            StatusCode::CONFLICT,
-            "not-resendable",
-            "only sent or failed mails can be sent again",
-        )
-    })?;
-    state.bus.wake_mail();
-    Ok(Json(MailView::from(&m)))
 }
 
 #[derive(Deserialize)]
@@ -545,86 +235,9 @@ pub struct PreviewQuery {
 
 /// The next fire times of an expression, for the schedule form.
 pub async fn preview(_p: Principal, ApiQuery(q): ApiQuery<PreviewQuery>) -> ApiResult<Json<Value>> {
-    let cron: Cron = q
-        .cron
-        .parse()
-        .map_err(|e: crate::app::schedule::cron::CronError| {
-            Problem::invalid("cron", e.to_string())
-        })?;
-    let tz = TimeZone::get(&q.timezone).map_err(|_| {
-        Problem::invalid(
-            "timezone",
-            format!("\"{}\" is not an IANA time zone", q.timezone),
-        )
-    })?;
-    let now = jiff::Timestamp::from_millisecond(now_ms()).unwrap_or_default();
-    let upcoming: Vec<String> = cron
-        .upcoming(now, &tz, q.count.unwrap_or(5).clamp(1, 50))
-        .into_iter()
-        .map(|t| t.to_zoned(tz.clone()).to_string())
-        .collect();
+    let count = q.count.unwrap_or(5).clamp(1, 50);
+    let (cron, upcoming) = service::upcoming(&q.cron, &q.timezone, count)?;
     Ok(Json(
-        json!({"cron": cron.to_string(), "timezone": q.timezone, "upcoming": upcoming}),
+        json!({"cron": cron, "timezone": q.timezone, "upcoming": upcoming}),
     ))
-}
-
-#[derive(Deserialize)]
-struct MailSettingsRequest {
-    smtp_url: String,
-    from: String,
-}
-
-pub async fn mail_settings(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
-    p.require(Role::Admin)?;
-    let current = mail::settings(state.store.as_ref(), &state.config.mail, &state.sealer).await;
-    Ok(Json(match current {
-        Ok(Some(s)) => json!({
-            "source": s.source,
-            "host": s.smtp.host,
-            "port": s.smtp.port,
-            "tls": s.smtp.tls,
-            "user": s.smtp.user,
-            "from": s.from,
-            "editable": s.source != "config",
-        }),
-        Ok(None) => json!({"source": "none", "editable": true}),
-        Err(e) => {
-            json!({"source": "error", "error": e.to_string(), "editable": state.config.mail.smtp_url.is_none()})
-        }
-    }))
-}
-
-pub async fn save_mail_settings(
-    State(state): State<AppState>,
-    p: Principal,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<StatusCode> {
-    p.require(Role::Admin)?;
-    if state.config.mail.smtp_url.is_some() {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "configured",
-            "mail is set in the configuration (mail.smtp_url); change it there",
-        ));
-    }
-    let bytes = extract::body(body, 16 << 10, "mail settings").await?;
-    let req: MailSettingsRequest = extract::json(&headers, &bytes)?;
-    mail::save_settings(
-        state.store.as_ref(),
-        &state.sealer,
-        &req.smtp_url,
-        &req.from,
-    )
-    .await
-    .map_err(|e| match e {
-        mail::MailError::Url(m) => Problem::invalid("smtp_url", m),
-        mail::MailError::From(m) => {
-            Problem::invalid("from", format!("\"{m}\" is not an email address"))
-        }
-        mail::MailError::Seal(s) => Problem::new(StatusCode::CONFLICT, "no-key", s.to_string()),
-        mail::MailError::Store(s) => s.into(),
-    })?;
-    tracing::info!(by = %p.user.email, "mail settings saved");
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -16,7 +16,7 @@ use super::extract;
 use super::problem::{ApiResult, Problem};
 use super::views::{UserView, ts};
 use crate::app::auth::{Principal, Via, normalize_email, password, token};
-use crate::app::model::{Session, now_ms};
+use crate::app::model::{Session, millis, now_ms};
 use crate::app::state::AppState;
 
 #[derive(Deserialize)]
@@ -74,7 +74,7 @@ pub async fn login(
         user_id: user.id.clone(),
         csrf_token: token::secret(),
         created_at: now,
-        expires_at: now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
+        expires_at: now.saturating_add(millis(ttl)),
     };
     state.store.create_session(&session).await?;
     tracing::info!(email = %email, ip = %ip, "signed in");

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::bus::Bus;
 use super::cluster::Availability;
 use super::metrics::Metrics;
-use super::model::Job;
-use super::render::RenderPool;
+use super::model::{Job, NewJob, millis};
+use super::render::{RenderError, RenderJob, RenderPool, Rendered, SyncQueueFull};
 use super::store::{Abandoned, Store, StoreError};
 use super::templates::FileCache;
 use crate::lifecycle::{Shutdown, within};
@@ -37,8 +37,18 @@ pub struct JobSettings {
 
 impl JobSettings {
     fn retention_ms(&self) -> i64 {
-        i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX)
+        millis(self.retention)
     }
+}
+
+/// Why a render asked for now did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderNowError {
+    /// Too many renders already wait for a worker.
+    #[error(transparent)]
+    Busy(#[from] SyncQueueFull),
+    #[error(transparent)]
+    Render(#[from] RenderError),
 }
 
 /// Why a running render was stopped from outside.
@@ -116,6 +126,36 @@ impl Jobs {
             )
             .await?;
         Ok(self.inner.announce_requeued(events))
+    }
+
+    /// Queues a render: the job and its first event are stored together, then announced (for
+    /// followers) and the runners woken. `queue_limit` queued jobs at most.
+    pub async fn enqueue(&self, job: &NewJob, queue_limit: i64) -> Result<Job, StoreError> {
+        let (job, event) = self.inner.store.enqueue(job, queue_limit).await?;
+        self.inner.bus.publish(event);
+        self.inner.bus.wake_workers();
+        Ok(job)
+    }
+
+    /// Renders right away in a worker, waiting in a bounded line for a free one, for answers
+    /// that carry the result itself (the synchronous API and the editor's preview). `kind`
+    /// labels the metrics.
+    pub async fn render_now(
+        &self,
+        kind: &'static str,
+        job: &RenderJob,
+    ) -> Result<Rendered, RenderNowError> {
+        let slot = self.inner.pool.acquire_sync().await?;
+        let started = std::time::Instant::now();
+        let result = slot.render(job, &CancellationToken::new(), |_| {}).await;
+        let outcome = match &result {
+            Ok(_) => "succeeded",
+            Err(e) => e.kind(),
+        };
+        self.inner
+            .metrics
+            .render_finished(kind, outcome, started.elapsed().as_secs_f64());
+        Ok(result?)
     }
 
     /// Claims and runs jobs while the instance takes work, until draining starts.
@@ -219,8 +259,7 @@ impl Inner {
             .store
             .requeue_abandoned(
                 Abandoned::Expired {
-                    stale_ms: i64::try_from(self.settings.stale_after.as_millis())
-                        .unwrap_or(i64::MAX),
+                    stale_ms: millis(self.settings.stale_after),
                 },
                 self.settings.max_attempts.into(),
                 self.settings.retention_ms(),

@@ -8,13 +8,13 @@ use tracing::Instrument;
 
 use super::{Inner, Running, StopReason};
 use crate::app::cluster::Availability;
-use crate::app::model::{Job, JobError, Outcome, Progress};
+use crate::app::model::{Job, JobError, Outcome, Progress, millis};
 use crate::app::render::{Artifact, Format, RenderError, Rendered, Slot, Stage};
 use crate::app::templates::{self, params};
 use crate::lifecycle::Shutdown;
 
 pub(super) async fn claim_loop(inner: Arc<Inner>, availability: Availability, shutdown: Shutdown) {
-    let lease_ms = i64::try_from(inner.settings.claim_lease.as_millis()).unwrap_or(15_000);
+    let lease_ms = millis(inner.settings.claim_lease);
     loop {
         if shutdown.is_draining() {
             return;
@@ -303,7 +303,7 @@ async fn renew_claim(
     why: Arc<OnceLock<StopReason>>,
 ) {
     let lease = inner.settings.claim_lease;
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(15_000);
+    let lease_ms = millis(lease);
     let mut tick = tokio::time::interval(lease / 3);
     tick.tick().await;
     loop {

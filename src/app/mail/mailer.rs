@@ -5,13 +5,15 @@
 //! Message-ID lets mail clients recognise.
 
 use std::sync::Arc;
-use std::time::Duration;
+
+use async_trait::async_trait;
 
 use super::MailSettings;
 use crate::app::bus::Bus;
 use crate::app::cluster::Roles;
+use crate::app::cluster::worker::RoleWorker;
 use crate::app::metrics::Metrics;
-use crate::app::model::{Fence, Mail, now_ms};
+use crate::app::model::{Fence, LeaderRole, Mail, millis, now_ms};
 use crate::app::secrets::Sealer;
 use crate::app::store::Store;
 use crate::config::MailConfig;
@@ -29,49 +31,39 @@ pub struct Mailer {
     pub metrics: Arc<Metrics>,
     pub config: MailConfig,
     pub sealer: Sealer,
-    pub instance: String,
+    /// Whether "no SMTP server" was already logged, so it is said once, not every second.
+    pub warned_unconfigured: bool,
+}
+
+#[async_trait]
+impl RoleWorker for Mailer {
+    const ROLE: LeaderRole = LeaderRole::Mailer;
+
+    async fn woken(&self) {
+        self.bus.mail_woken().await
+    }
+
+    async fn round(&mut self, fence: &Fence, shutdown: &Shutdown) {
+        match super::settings(self.store.as_ref(), &self.config, &self.sealer).await {
+            Ok(Some(settings)) => {
+                self.warned_unconfigured = false;
+                self.send_batch(&settings, fence, shutdown).await;
+            }
+            Ok(None) => {
+                if !self.warned_unconfigured {
+                    tracing::warn!(
+                        "mail is queued but no SMTP server is configured (mail.smtp_url or the console's mail settings)"
+                    );
+                    self.warned_unconfigured = true;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "mail settings unusable"),
+        }
+    }
 }
 
 impl Mailer {
-    pub fn spawn(self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut warned_unconfigured = false;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = self.bus.mail_woken() => {}
-                    _ = shutdown.draining() => return,
-                }
-                let Some(term) = self.roles.term("mailer") else {
-                    continue;
-                };
-                let fence = Fence {
-                    role: "mailer",
-                    holder: self.instance.clone(),
-                    term,
-                };
-                match super::settings(self.store.as_ref(), &self.config, &self.sealer).await {
-                    Ok(Some(settings)) => {
-                        warned_unconfigured = false;
-                        self.round(&settings, &fence, &shutdown).await;
-                    }
-                    Ok(None) => {
-                        if !warned_unconfigured {
-                            tracing::warn!(
-                                "mail is queued but no SMTP server is configured (mail.smtp_url or the console's mail settings)"
-                            );
-                            warned_unconfigured = true;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "mail settings unusable"),
-                }
-            }
-        })
-    }
-
-    async fn round(&self, settings: &MailSettings, fence: &Fence, shutdown: &Shutdown) {
+    async fn send_batch(&self, settings: &MailSettings, fence: &Fence, shutdown: &Shutdown) {
         match self.store.recover_mails().await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -87,7 +79,7 @@ impl Mailer {
         for (i, mail) in mails.iter().enumerate() {
             // Stop before the lease can have run out, and on shutdown; what was not attempted
             // goes straight back to the queue for whoever mails next.
-            if self.roles.term("mailer") != Some(fence.term) || shutdown.is_draining() {
+            if self.roles.term(LeaderRole::Mailer) != Some(fence.term) || shutdown.is_draining() {
                 let rest: Vec<String> = mails[i..].iter().map(|m| m.id.clone()).collect();
                 if let Err(e) = self.store.release_mails(&rest, &fence.holder).await {
                     tracing::warn!(error = %e, "could not hand back claimed mails; their claims will lapse");
@@ -165,8 +157,8 @@ impl Mailer {
 
 /// Delay before attempt `attempts + 1`: `retry_initial` doubling per attempt, at most `retry_max`.
 pub fn backoff(config: &MailConfig, attempts: i64) -> i64 {
-    let initial = config.retry_initial.get().as_millis() as i64;
-    let max = config.retry_max.get().as_millis() as i64;
+    let initial = millis(config.retry_initial.get());
+    let max = millis(config.retry_max.get());
     let exp = attempts.clamp(1, 30) - 1;
     initial.saturating_mul(1 << exp).min(max)
 }

@@ -32,6 +32,8 @@ pub enum MailError {
     Seal(#[from] SealError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("mail is set in the configuration (mail.smtp_url); change it there")]
+    Configured,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -154,13 +156,18 @@ pub async fn settings(
     }))
 }
 
-/// Saves settings made in the console, the URL (with its password) sealed.
+/// Saves settings made in the console, the URL (with its password) sealed; refused while the
+/// configuration sets mail (which would win anyway).
 pub async fn save_settings(
     store: &dyn Store,
+    config: &MailConfig,
     sealer: &Sealer,
     smtp_url: &str,
     from: &str,
 ) -> Result<(), MailError> {
+    if config.smtp_url.is_some() {
+        return Err(MailError::Configured);
+    }
     smtp_url.parse::<SmtpUrl>()?;
     from.parse::<Mailbox>()
         .map_err(|_| MailError::From(from.to_owned()))?;

@@ -6,6 +6,7 @@
 
 pub mod cron;
 pub mod scheduler;
+pub mod service;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;

@@ -3,17 +3,17 @@
 //! review when the schedule holds them, else to the outbox, one mail per recipient.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use async_trait::async_trait;
 use jiff::tz::TimeZone;
 
 use super::cron::Cron;
 use super::{GRACE_MS, fill, jitter, plan};
 use crate::app::bus::Bus;
-use crate::app::cluster::Roles;
+use crate::app::cluster::worker::RoleWorker;
 use crate::app::metrics::{Metrics, OutcomeLabels};
 use crate::app::model::{
-    Fence, Firing, JobState, NewJob, NewMail, OccurrenceState, Rendered, Schedule,
+    Fence, Firing, JobState, LeaderRole, NewJob, NewMail, OccurrenceState, Rendered, Schedule,
 };
 use crate::app::store::{Store, StoreError};
 use crate::app::templates::params;
@@ -21,42 +21,28 @@ use crate::lifecycle::Shutdown;
 
 pub struct Scheduler {
     pub store: Arc<dyn Store>,
-    pub roles: Roles,
     pub bus: Bus,
     pub metrics: Arc<Metrics>,
-    pub instance: String,
     /// For the sender address, which names the domain of Message-IDs.
     pub mail: crate::config::MailConfig,
     pub sealer: crate::app::secrets::Sealer,
 }
 
-impl Scheduler {
-    pub fn spawn(self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.draining() => return,
-                }
-                let Some(term) = self.roles.term("scheduler") else {
-                    continue;
-                };
-                let fence = Fence {
-                    role: "scheduler",
-                    holder: self.instance.clone(),
-                    term,
-                };
-                if let Err(e) = self.fire_due(&fence).await {
-                    tracing::warn!(error = %e, "could not fire schedules");
-                }
-                if let Err(e) = self.settle(&fence).await {
-                    tracing::warn!(error = %e, "could not move rendered occurrences on");
-                }
-            }
-        })
+#[async_trait]
+impl RoleWorker for Scheduler {
+    const ROLE: LeaderRole = LeaderRole::Scheduler;
+
+    async fn round(&mut self, fence: &Fence, _shutdown: &Shutdown) {
+        if let Err(e) = self.fire_due(fence).await {
+            tracing::warn!(error = %e, "could not fire schedules");
+        }
+        if let Err(e) = self.settle(fence).await {
+            tracing::warn!(error = %e, "could not move rendered occurrences on");
+        }
     }
+}
+
+impl Scheduler {
 
     async fn fire_due(&self, fence: &Fence) -> Result<(), StoreError> {
         let (now, due) = self.store.due_schedules(100).await?;

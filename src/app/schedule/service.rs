@@ -1,0 +1,332 @@
+//! What users do with schedules, occurrences and deliveries: the rules a schedule must satisfy
+//! before it is stored, review of held occurrences, resending mail. Every change is written to
+//! the store first and then announced on the bus (a wake-up for the mailer), here and nowhere
+//! else.
+
+use std::sync::Arc;
+
+use jiff::tz::TimeZone;
+use serde_json::{Map, Value};
+
+use super::cron::{Cron, CronError};
+use super::{next_fire, scheduler};
+use crate::app::auth::normalize_email;
+use crate::app::bus::Bus;
+use crate::app::model::{
+    JobState, Mail, MailState, Misfire, Occurrence, Rendered, Schedule, ScheduleSpec, millis,
+};
+use crate::app::secrets::Sealer;
+use crate::app::store::{Store, StoreError};
+use crate::app::templates::params::{self, ParamError};
+use crate::config::{MailConfig, Span};
+
+/// Default misfire window: after downtime, a fire time up to an hour old still runs.
+const WINDOW: Span = Span::secs(3600);
+/// Longest jitter a schedule may ask for.
+const MAX_JITTER: Span = Span::secs(3600);
+/// Longest misfire window a schedule may ask for.
+const MAX_WINDOW: Span = Span::secs(30 * 86_400);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("the data is larger than render.max_data_size")]
+    DataTooLarge,
+    #[error(transparent)]
+    Params(#[from] ParamError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the occurrence is not waiting for review")]
+    NotHeld,
+    #[error("only sent or failed mails can be sent again")]
+    NotResendable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ScheduleError {
+    ScheduleError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A schedule as submitted, before it is checked.
+pub struct Draft {
+    pub name: String,
+    /// Template id or name.
+    pub template: String,
+    pub cron: String,
+    pub timezone: String,
+    pub parameters: Map<String, Value>,
+    /// The data as JSON text; `{}` when absent.
+    pub data: Option<String>,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    pub enabled: bool,
+    pub hold_for_review: bool,
+    pub jitter: Option<Span>,
+    pub misfire: Option<Misfire>,
+    pub misfire_window: Option<Span>,
+}
+
+/// An occurrence with its mails, one per recipient.
+pub struct OccurrenceMails {
+    pub occurrence: Occurrence,
+    pub mails: Vec<Mail>,
+}
+
+#[derive(Clone)]
+pub struct Schedules {
+    store: Arc<dyn Store>,
+    bus: Bus,
+    mail: MailConfig,
+    sealer: Sealer,
+    /// `render.max_data_size` in bytes.
+    max_data: u64,
+}
+
+impl Schedules {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Bus,
+        mail: MailConfig,
+        sealer: Sealer,
+        max_data: u64,
+    ) -> Self {
+        Schedules {
+            store,
+            bus,
+            mail,
+            sealer,
+            max_data,
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<Schedule>, ScheduleError> {
+        Ok(self.store.schedules().await?)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Schedule, ScheduleError> {
+        self.store
+            .schedule(id)
+            .await?
+            .ok_or_else(|| ScheduleError::NotFound(format!("schedule {id}")))
+    }
+
+    pub async fn create(&self, draft: Draft, by: &str) -> Result<Schedule, ScheduleError> {
+        let (spec, next) = self.check(draft).await?;
+        Ok(self.store.create_schedule(&spec, next, Some(by)).await?)
+    }
+
+    pub async fn update(&self, id: &str, draft: Draft) -> Result<Schedule, ScheduleError> {
+        let existing = self.get(id).await?;
+        let (spec, mut next) = self.check(draft).await?;
+        // Unless when it fires changed, keep its place: recomputing from now could move it back
+        // past a fire time the scheduler just ran.
+        let same_timing = existing.spec.cron == spec.cron
+            && existing.spec.timezone == spec.timezone
+            && existing.spec.enabled == spec.enabled;
+        if same_timing && existing.next_fire_at.is_some() {
+            next = existing.next_fire_at;
+        }
+        self.store
+            .update_schedule(&existing.id, &spec, next)
+            .await?
+            .ok_or_else(|| ScheduleError::NotFound(format!("schedule {id}")))
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), ScheduleError> {
+        let s = self.get(id).await?;
+        self.store.delete_schedule(&s.id).await?;
+        Ok(())
+    }
+
+    /// A schedule's newest occurrences, with their mails.
+    pub async fn occurrences(
+        &self,
+        schedule: &str,
+        limit: i64,
+    ) -> Result<Vec<OccurrenceMails>, ScheduleError> {
+        let s = self.get(schedule).await?;
+        let mut out = Vec::new();
+        for o in self.store.occurrences(&s.id, limit).await? {
+            out.push(self.with_mails(o).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn occurrence(&self, id: &str) -> Result<OccurrenceMails, ScheduleError> {
+        let o = self.find_occurrence(id).await?;
+        self.with_mails(o).await
+    }
+
+    /// Approves (queueing its mails) or rejects a held occurrence.
+    pub async fn review(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+    ) -> Result<OccurrenceMails, ScheduleError> {
+        let o = self.find_occurrence(id).await?;
+        let s = self.get(&o.schedule_id).await?;
+        let rendered = Rendered {
+            occurrence: o,
+            schedule: s.clone(),
+            job_state: JobState::Succeeded,
+            job_error: None,
+        };
+        let from = scheduler::sender(self.store.as_ref(), &self.mail, &self.sealer).await;
+        let mails = scheduler::mails_for(&s, &rendered, from.as_deref());
+        let reviewed = self
+            .store
+            .review_occurrence(id, approve, by, &mails)
+            .await?
+            .ok_or(ScheduleError::NotHeld)?;
+        if approve {
+            self.bus.wake_mail();
+        }
+        tracing::info!(occurrence = %id, approve, by, "occurrence reviewed");
+        self.with_mails(reviewed).await
+    }
+
+    /// Mails in a state (all when `None`), newest first.
+    pub async fn deliveries(
+        &self,
+        state: Option<MailState>,
+        limit: i64,
+    ) -> Result<Vec<Mail>, ScheduleError> {
+        Ok(self.store.mails(state, limit).await?)
+    }
+
+    /// Queues a sent or failed mail again.
+    pub async fn resend(&self, id: &str) -> Result<Mail, ScheduleError> {
+        let m = self
+            .store
+            .resend_mail(id)
+            .await?
+            .ok_or(ScheduleError::NotResendable)?;
+        self.bus.wake_mail();
+        Ok(m)
+    }
+
+    async fn find_occurrence(&self, id: &str) -> Result<Occurrence, ScheduleError> {
+        self.store
+            .occurrence(id)
+            .await?
+            .ok_or_else(|| ScheduleError::NotFound(format!("occurrence {id}")))
+    }
+
+    async fn with_mails(&self, occurrence: Occurrence) -> Result<OccurrenceMails, ScheduleError> {
+        let mails = self.store.mails_of(&occurrence.id).await?;
+        Ok(OccurrenceMails { occurrence, mails })
+    }
+
+    /// The rules a schedule must satisfy, and when it fires next.
+    async fn check(&self, d: Draft) -> Result<(ScheduleSpec, Option<i64>), ScheduleError> {
+        let name = d.name.trim().to_owned();
+        if name.is_empty() || name.len() > 100 {
+            return Err(invalid("name", "must have 1 to 100 characters"));
+        }
+        let cron = parse_cron(&d.cron)?;
+        let tz = zone(&d.timezone)?;
+        let t = self
+            .store
+            .template(&d.template)
+            .await?
+            .ok_or_else(|| invalid("template", format!("no template \"{}\"", d.template)))?;
+        let v = self
+            .store
+            .version(&t.id, t.latest_version)
+            .await?
+            .ok_or_else(|| ScheduleError::NotFound("template version".into()))?;
+        let stored = params::resolve(&v.parameters, &d.parameters)?.stored;
+        let recipients = recipients(&d.recipients)?;
+        let data = d.data.unwrap_or_else(|| "{}".to_owned());
+        if data.len() as u64 > self.max_data {
+            return Err(ScheduleError::DataTooLarge);
+        }
+        let jitter = d.jitter.unwrap_or(Span::secs(0));
+        if jitter > MAX_JITTER {
+            return Err(invalid("jitter", "at most 1h"));
+        }
+        let window = d.misfire_window.unwrap_or(WINDOW);
+        if window > MAX_WINDOW {
+            return Err(invalid("misfire_window", "at most 30d"));
+        }
+        let next = if d.enabled {
+            next_fire(&cron, &tz, self.store.db_now().await?)
+        } else {
+            None
+        };
+        let spec = ScheduleSpec {
+            name,
+            template_id: t.id,
+            template_name: t.name,
+            cron: cron.to_string(),
+            timezone: d.timezone,
+            parameters: Value::Object(stored).to_string(),
+            data,
+            recipients,
+            subject: d.subject,
+            body: d.body,
+            enabled: d.enabled,
+            hold_for_review: d.hold_for_review,
+            jitter_ms: millis(jitter.get()),
+            misfire: d.misfire.unwrap_or(Misfire::Latest),
+            misfire_window_ms: millis(window.get()),
+        };
+        Ok((spec, next))
+    }
+}
+
+fn parse_cron(text: &str) -> Result<Cron, ScheduleError> {
+    text.parse()
+        .map_err(|e: CronError| invalid("cron", e.to_string()))
+}
+
+fn zone(name: &str) -> Result<TimeZone, ScheduleError> {
+    TimeZone::get(name).map_err(|_| {
+        invalid(
+            "timezone",
+            format!("\"{name}\" is not an IANA time zone such as Europe/Berlin"),
+        )
+    })
+}
+
+fn recipients(given: &[String]) -> Result<Vec<String>, ScheduleError> {
+    if given.is_empty() {
+        return Err(invalid("recipients", "at least one recipient"));
+    }
+    given
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            normalize_email(r).ok_or_else(|| {
+                invalid(
+                    format!("recipients[{i}]"),
+                    format!("\"{r}\" is not an email address"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// An expression as Quire reads it back, and its next `count` fire times from now in its zone
+/// as people read them.
+pub fn upcoming(
+    cron: &str,
+    timezone: &str,
+    count: usize,
+) -> Result<(String, Vec<String>), ScheduleError> {
+    let cron = parse_cron(cron)?;
+    let tz = zone(timezone)?;
+    let times = cron
+        .upcoming(jiff::Timestamp::now(), &tz, count)
+        .into_iter()
+        .map(|t| t.to_zoned(tz.clone()).to_string())
+        .collect();
+    Ok((cron.to_string(), times))
+}

@@ -18,6 +18,8 @@ pub struct AppOptions {
     pub args: Vec<String>,
     /// The umask the process starts with; the test runner's when unset.
     pub umask: Option<u32>,
+    /// Start it as the leader of its own process group ([`Proc::spawn_group`]).
+    pub own_group: bool,
 }
 
 impl AppOptions {
@@ -29,6 +31,13 @@ impl AppOptions {
     /// Starts the process under `mask` (e.g. `0o000`), to test that it sets its own file modes.
     pub fn umask(mut self, mask: u32) -> Self {
         self.umask = Some(mask);
+        self
+    }
+
+    /// Starts the process in a process group of its own, with its render workers: killed
+    /// together, and their CPU time readable together (the render benchmark needs both).
+    pub fn own_group(mut self) -> Self {
+        self.own_group = true;
         self
     }
 }
@@ -147,7 +156,11 @@ fn spawn(options: &AppOptions, data_dir: &Path, port: u16) -> Proc {
         Some(parent) if !data_dir.exists() => parent,
         _ => data_dir,
     };
-    Proc::spawn(&name, cmd, log_dir)
+    if options.own_group {
+        Proc::spawn_group(&name, cmd, log_dir)
+    } else {
+        Proc::spawn(&name, cmd, log_dir)
+    }
 }
 
 /// Sets the child's umask between fork and exec, leaving the test runner's own alone (other

@@ -2,6 +2,7 @@
 //! stderr captured in a log file that is printed when the test fails.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -10,11 +11,26 @@ pub struct Proc {
     pub name: String,
     child: Child,
     log: PathBuf,
+    /// Leads its own process group, which dies with it.
+    group: bool,
 }
 
 impl Proc {
     /// Starts `cmd` with output going to `<log_dir>/<name>.log`.
-    pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Proc {
+    pub fn spawn(name: &str, cmd: Command, log_dir: &Path) -> Proc {
+        Self::start(name, cmd, log_dir, false)
+    }
+
+    /// Like [`Proc::spawn`], but as the leader of a new process group (whose id is its pid), and
+    /// dropping it kills the whole group: a server with its render workers, or a browser with
+    /// its helpers, also when they outlive the leader. The group also lets a benchmark read the
+    /// CPU time of all of them together.
+    pub fn spawn_group(name: &str, mut cmd: Command, log_dir: &Path) -> Proc {
+        cmd.process_group(0);
+        Self::start(name, cmd, log_dir, true)
+    }
+
+    fn start(name: &str, mut cmd: Command, log_dir: &Path, group: bool) -> Proc {
         let log = log_dir.join(format!("{name}.log"));
         let out = File::options()
             .create(true)
@@ -32,6 +48,7 @@ impl Proc {
             name: name.to_owned(),
             child,
             log,
+            group,
         }
     }
 
@@ -88,6 +105,13 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The last `lines` lines of the log, to explain a failure.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }
@@ -95,17 +119,20 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.group
+            && let Some(pid) = rustix::process::Pid::from_raw(self.pid() as i32)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() || super::verbose() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
             eprintln!(
                 "----- last lines of {} ({}) -----",
                 self.name,
                 self.log.display()
             );
-            for line in tail.into_iter().rev() {
+            for line in self.log_tail(80).lines() {
                 eprintln!("{line}");
             }
         }

@@ -128,9 +128,7 @@ impl FontLibrary {
     /// the other instances; the number of faces it holds.
     pub async fn upload(&self, name: String, data: bytes::Bytes) -> Result<usize, FontError> {
         let lib = self.clone();
-        let faces = self
-            .blocking(move || lib.install(&name, &data))
-            .await?;
+        let faces = self.blocking(move || lib.install(&name, &data)).await?;
         self.announce_change().await;
         Ok(faces)
     }

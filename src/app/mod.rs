@@ -175,9 +175,13 @@ pub async fn run(
         cache,
         fonts,
         metrics: metrics.clone(),
-        limiter: auth::ratelimit::LoginLimiter::new(
-            config.auth.login_max_failures,
-            config.auth.login_window.get(),
+        accounts: auth::accounts::Accounts::new(
+            store.clone(),
+            auth::ratelimit::LoginLimiter::new(
+                config.auth.login_max_failures,
+                config.auth.login_window.get(),
+            ),
+            config.auth.session_ttl.get(),
         ),
         shutdown: shutdown.clone(),
         schema_version,

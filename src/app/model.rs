@@ -468,7 +468,11 @@ stored_as_text!(LeaderRole {
 });
 
 impl LeaderRole {
-    pub const ALL: [LeaderRole; 3] = [LeaderRole::Janitor, LeaderRole::Mailer, LeaderRole::Scheduler];
+    pub const ALL: [LeaderRole; 3] = [
+        LeaderRole::Janitor,
+        LeaderRole::Mailer,
+        LeaderRole::Scheduler,
+    ];
 }
 
 /// Proof that the caller holds a leader role; writes check it in the same transaction.

@@ -4,7 +4,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::auth::ratelimit::LoginLimiter;
+use super::auth::accounts::Accounts;
 use super::bus::Bus;
 use super::cluster::{Availability, Roles};
 use super::fonts::FontLibrary;
@@ -34,7 +34,8 @@ pub struct Shared {
     pub cache: Arc<FileCache>,
     pub fonts: FontLibrary,
     pub metrics: Arc<Metrics>,
-    pub limiter: LoginLimiter,
+    /// Users, sessions and tokens as people manage them (sign-in limits included).
+    pub accounts: Accounts,
     pub shutdown: Shutdown,
     /// The schema version this binary expects; /readyz waits for it.
     pub schema_version: i64,

@@ -2,6 +2,7 @@
 //! from the config, sessions for the console (cookie + CSRF token), personal API tokens (Bearer),
 //! and sign-in rate limiting.
 
+pub mod accounts;
 pub mod password;
 pub mod ratelimit;
 pub mod token;

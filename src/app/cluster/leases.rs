@@ -180,7 +180,11 @@ impl Leader {
                 {
                     Ok(Some(grant)) => {
                         self.hold(role, grant.term, sent);
-                        tracing::info!(role = role.as_str(), term = grant.term, "took a leader role");
+                        tracing::info!(
+                            role = role.as_str(),
+                            term = grant.term,
+                            "took a leader role"
+                        );
                     }
                     Ok(None) => {}
                     Err(e) => {

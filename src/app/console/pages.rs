@@ -447,7 +447,7 @@ pub async fn users(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
     if user.user.role < Role::Admin {
         return Err(forbidden(&user, Role::Admin));
     }
-    let list = state.store.users().await.map_err(|e| fail(e.into()))?;
+    let list = state.accounts.users().await.map_err(|e| fail(e.into()))?;
     let roles = [Role::Viewer, Role::Editor, Role::Admin];
     let content = html! {
         h1 { "Users" }
@@ -669,11 +669,7 @@ pub async fn schedule(
     if user.user.role < Role::Editor {
         return Err(forbidden(&user, Role::Editor));
     }
-    let s = state
-        .schedules
-        .get(&id)
-        .await
-        .map_err(|e| fail(e.into()))?;
+    let s = state.schedules.get(&id).await.map_err(|e| fail(e.into()))?;
     let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
     let view =
         serde_json::to_value(crate::app::http::schedules::schedule_view(&s)).unwrap_or_default();

@@ -76,7 +76,9 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<OccurrenceView>> {
     p.require(Role::Editor)?;
-    Ok(Json(occurrence_view(&state.schedules.occurrence(&id).await?)))
+    Ok(Json(occurrence_view(
+        &state.schedules.occurrence(&id).await?,
+    )))
 }
 
 pub async fn approve(

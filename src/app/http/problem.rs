@@ -7,11 +7,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::app::auth::Forbidden;
+use crate::app::auth::accounts::AccountError;
 use crate::app::fonts::FontError;
 use crate::app::jobs::RenderNowError;
 use crate::app::mail::MailError;
-use crate::app::schedule::service::ScheduleError;
 use crate::app::render::{RenderError, SyncQueueFull};
+use crate::app::schedule::service::ScheduleError;
 use crate::app::store::StoreError;
 use crate::app::templates::TemplateError;
 use crate::app::templates::params::ParamError;
@@ -277,7 +278,9 @@ impl From<MailError> for Problem {
                 Problem::invalid("from", format!("\"{m}\" is not an email address"))
             }
             MailError::Seal(s) => Problem::new(StatusCode::CONFLICT, "no-key", s.to_string()),
-            MailError::Configured => Problem::new(StatusCode::CONFLICT, "configured", e.to_string()),
+            MailError::Configured => {
+                Problem::new(StatusCode::CONFLICT, "configured", e.to_string())
+            }
             MailError::Store(s) => s.into(),
         }
     }
@@ -288,6 +291,23 @@ impl From<RenderNowError> for Problem {
         match e {
             RenderNowError::Busy(b) => b.into(),
             RenderNowError::Render(r) => r.into(),
+        }
+    }
+}
+
+impl From<AccountError> for Problem {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Invalid { field, message } => Problem::invalid(field, message),
+            AccountError::Forbidden(why) => Problem::new(StatusCode::FORBIDDEN, "forbidden", why),
+            AccountError::NotFound(what) => Problem::not_found(what),
+            AccountError::RateLimited { retry_after_secs } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", e.to_string())
+                    .retry_after(retry_after_secs)
+            }
+            AccountError::WrongPassword => Problem::unauthorized(e.to_string()),
+            AccountError::Hash(h) => Problem::internal(h),
+            AccountError::Store(s) => s.into(),
         }
     }
 }

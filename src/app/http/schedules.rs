@@ -212,7 +212,9 @@ pub async fn update(
 ) -> ApiResult<Json<ScheduleView>> {
     p.require(Role::Editor)?;
     let draft = read_draft(&state, &headers, body).await?;
-    Ok(Json(schedule_view(&state.schedules.update(&id, draft).await?)))
+    Ok(Json(schedule_view(
+        &state.schedules.update(&id, draft).await?,
+    )))
 }
 
 pub async fn delete(

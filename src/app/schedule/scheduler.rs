@@ -43,7 +43,6 @@ impl RoleWorker for Scheduler {
 }
 
 impl Scheduler {
-
     async fn fire_due(&self, fence: &Fence) -> Result<(), StoreError> {
         let (now, due) = self.store.due_schedules(100).await?;
         for s in due {

@@ -7,18 +7,22 @@
 
 use sha2::{Digest, Sha256};
 
-pub struct Migration {
-    pub version: i64,
-    pub name: &'static str,
-    pub sql: &'static str,
+/// One numbered migration of one backend.
+pub(crate) struct Migration {
+    /// The same number, and the same name, in every backend.
+    pub(crate) version: i64,
+    pub(crate) name: &'static str,
+    pub(crate) sql: &'static str,
 }
 
 impl Migration {
-    pub fn checksum(&self) -> String {
+    /// What `schema_migrations` records of the text, to notice an applied migration edited later.
+    pub(crate) fn checksum(&self) -> String {
         hex::encode(Sha256::digest(self.sql.as_bytes()))
     }
 }
 
+/// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error("migration {version} ({name}) was changed after it was applied (checksum differs)")]
@@ -31,7 +35,8 @@ pub enum MigrationError {
     },
 }
 
-pub const SQLITE: &[Migration] = &[
+/// SQLite's migrations. Each has a PostgreSQL twin that differs only as the drift test allows.
+pub(crate) const SQLITE: &[Migration] = &[
     Migration {
         version: 1,
         name: "init",
@@ -49,7 +54,8 @@ pub const SQLITE: &[Migration] = &[
     },
 ];
 
-pub const POSTGRES: &[Migration] = &[
+/// PostgreSQL's migrations.
+pub(crate) const POSTGRES: &[Migration] = &[
     Migration {
         version: 1,
         name: "init",
@@ -68,7 +74,7 @@ pub const POSTGRES: &[Migration] = &[
 ];
 
 /// Which migrations still need to run, given what the database recorded.
-pub fn pending<'a>(
+pub(crate) fn pending<'a>(
     all: &'a [Migration],
     applied: &[(i64, String)],
 ) -> Result<Vec<&'a Migration>, MigrationError> {

@@ -7,18 +7,22 @@
 
 use sha2::{Digest, Sha256};
 
-pub struct Migration {
-    pub version: i64,
-    pub name: &'static str,
-    pub sql: &'static str,
+/// One numbered migration of one backend.
+pub(crate) struct Migration {
+    /// The same number, and the same name, in every backend.
+    pub(crate) version: i64,
+    pub(crate) name: &'static str,
+    pub(crate) sql: &'static str,
 }
 
 impl Migration {
-    pub fn checksum(&self) -> String {
+    /// What `schema_migrations` records of the text, to notice an applied migration edited later.
+    pub(crate) fn checksum(&self) -> String {
         hex::encode(Sha256::digest(self.sql.as_bytes()))
     }
 }
 
+/// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error("migration {version} ({name}) was changed after it was applied (checksum differs)")]
@@ -31,7 +35,8 @@ pub enum MigrationError {
     },
 }
 
-pub const SQLITE: &[Migration] = &[
+/// SQLite's migrations. Each has a PostgreSQL twin that differs only as the drift test allows.
+pub(crate) const SQLITE: &[Migration] = &[
     Migration {
         version: 1,
         name: "init",
@@ -49,7 +54,8 @@ pub const SQLITE: &[Migration] = &[
     },
 ];
 
-pub const POSTGRES: &[Migration] = &[
+/// PostgreSQL's migrations.
+pub(crate) const POSTGRES: &[Migration] = &[
     Migration {
         version: 1,
         name: "init",
@@ -68,7 +74,7 @@ pub const POSTGRES: &[Migration] = &[
 ];
 
 /// Which migrations still need to run, given what the database recorded.
-pub fn pending<'a>(
+pub(crate) fn pending<'a>(
     all: &'a [Migration],
     applied: &[(i64, String)],
 ) -> Result<Vec<&'a Migration>, MigrationError> {
@@ -110,5 +116,123 @@ mod tests {
         assert!(SQLITE.windows(2).all(|w| w[0].version < w[1].version));
         let names = |ms: &[Migration]| ms.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
         assert_eq!(names(SQLITE), names(POSTGRES));
+    }
+
+    /// PostgreSQL's names for the column types SQLite's migrations use: the PostgreSQL text with
+    /// these words replaced must equal the SQLite text, except for the `DIFFERENCES`.
+    const TYPES: &[(&str, &str)] = &[("BIGINT", "INTEGER"), ("BYTEA", "BLOB")];
+
+    /// A part of one migration written differently per backend, cut from both texts before they
+    /// are compared: from the line starting with `from` up to (not including) the next line
+    /// starting with `until`. Keeping the two parts equivalent is left to review.
+    struct Difference {
+        version: i64,
+        from: &'static str,
+        until: &'static str,
+    }
+
+    const DIFFERENCES: &[Difference] = &[
+        // The lease history triggers. SQLite's are two trigger statements with a WHEN clause;
+        // PostgreSQL's trigger calls one plpgsql function that handles both cases. Both end the
+        // previous term ('expired' when a new term starts, 'released' when the holder gives the
+        // role up) and open the new one.
+        Difference {
+            version: 2,
+            from: "-- History is written by",
+            until: "-- Bumped when something instances cache changes",
+        },
+    ];
+
+    /// Replaces `from` by `to` where it stands as a whole word (not inside an identifier).
+    fn replace_word(text: &str, from: &str, to: &str) -> String {
+        let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let mut out = String::with_capacity(text.len());
+        let mut copied = 0;
+        for (at, _) in text.match_indices(from) {
+            let before = text[..at].chars().next_back();
+            let after = text[at + from.len()..].chars().next();
+            if !before.is_some_and(is_word) && !after.is_some_and(is_word) {
+                out.push_str(&text[copied..at]);
+                out.push_str(to);
+                copied = at + from.len();
+            }
+        }
+        out.push_str(&text[copied..]);
+        out
+    }
+
+    /// `text` with each difference of `version` replaced by one line naming it; an error when a
+    /// listed difference is not found (so the list cannot outlive what it describes).
+    fn cut_differences(text: &str, version: i64) -> Result<Vec<String>, String> {
+        let mut lines: Vec<String> = text.lines().map(|l| l.trim_end().to_owned()).collect();
+        for d in DIFFERENCES.iter().filter(|d| d.version == version) {
+            let starts = |l: &String, prefix: &str| l.trim_start().starts_with(prefix);
+            let from = lines
+                .iter()
+                .position(|l| starts(l, d.from))
+                .ok_or_else(|| format!("no line starts with {:?}", d.from))?;
+            let len = lines[from..]
+                .iter()
+                .position(|l| starts(l, d.until))
+                .ok_or_else(|| format!("no line starts with {:?} after {:?}", d.until, d.from))?;
+            lines.splice(
+                from..from + len,
+                [format!("-- (written per backend: {})", d.from)],
+            );
+        }
+        Ok(lines)
+    }
+
+    #[test]
+    fn postgres_migrations_differ_from_sqlite_only_in_types_and_listed_parts() {
+        assert_eq!(SQLITE.len(), POSTGRES.len());
+        for (lite, pg) in SQLITE.iter().zip(POSTGRES) {
+            let normalized = TYPES.iter().fold(pg.sql.to_owned(), |t, (from, to)| {
+                replace_word(&t, from, to)
+            });
+            let where_ =
+                |backend: &str| format!("migration {} ({}), {backend}", lite.version, lite.name);
+            let lite_lines = cut_differences(lite.sql, lite.version)
+                .unwrap_or_else(|e| panic!("{}: {e}", where_("sqlite")));
+            let pg_lines = cut_differences(&normalized, pg.version)
+                .unwrap_or_else(|e| panic!("{}: {e}", where_("postgres")));
+            for (i, (l, p)) in lite_lines.iter().zip(&pg_lines).enumerate() {
+                assert_eq!(
+                    l,
+                    p,
+                    "{}: line {} (after cutting the listed differences) drifted from \
+                     PostgreSQL's (types normalized: {TYPES:?})",
+                    where_("sqlite"),
+                    i + 1,
+                );
+            }
+            assert_eq!(
+                lite_lines.len(),
+                pg_lines.len(),
+                "{}: the two texts differ in length",
+                where_("sqlite")
+            );
+        }
+    }
+
+    #[test]
+    fn types_are_replaced_as_whole_words_only() {
+        assert_eq!(
+            replace_word("a BIGINT, b BIGINT_X, BIGINT", "BIGINT", "INTEGER"),
+            "a INTEGER, b BIGINT_X, INTEGER"
+        );
+        assert_eq!(replace_word("XBYTEA BYTEA", "BYTEA", "BLOB"), "XBYTEA BLOB");
+    }
+
+    #[test]
+    fn a_drifted_migration_is_noticed() {
+        let lite = "CREATE TABLE t (\n    a INTEGER NOT NULL\n);";
+        let pg = "CREATE TABLE t (\n    a BIGINT\n);";
+        let normalized = replace_word(pg, "BIGINT", "INTEGER");
+        assert_ne!(cut_differences(lite, 1), cut_differences(&normalized, 1));
+        assert!(
+            cut_differences("no such part", 2).is_err(),
+            "a listed difference that is gone fails"
+        );
     }
 }

@@ -7,25 +7,77 @@
 //! `-shm` files the database file's mode.
 
 use std::fs::{OpenOptions, Permissions};
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use futures_util::TryFutureExt;
+use sqlx::Sqlite;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 
+use super::sql::SqlStore;
+use super::sql::db::{Backend, Col, Dialect, Param, Row, SqlxQuery, Value};
+use super::{Result, StoreError, migrate};
 use crate::config::DatabaseConfig;
 
-sql_store! {
-    name: SqliteStore,
-    db: sqlx::Sqlite,
-    backend: "sqlite",
-    now: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-    skip_locked: "",
-    share_lock: "",
-    begin_write: "BEGIN IMMEDIATE",
-    migrate_lock: "",
-    migrations: migrate::SQLITE,
+/// The store on SQLite.
+pub(crate) type SqliteStore = SqlStore<Sqlite>;
+
+impl Backend for Sqlite {
+    const DIALECT: Dialect = Dialect {
+        name: "sqlite",
+        slot: 0,
+        now: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+        // SQLite has one writer at a time: the write transaction (`BEGIN IMMEDIATE`) is the lock.
+        skip_locked: "",
+        share_lock: "",
+        begin_write: "BEGIN IMMEDIATE",
+        migrate_lock: "",
+        migrations: migrate::SQLITE,
+    };
+
+    fn bind<'q>(q: SqlxQuery<Self>, value: impl Param<'q>) -> SqlxQuery<Self> {
+        q.bind(value)
+    }
+
+    fn fetch_optional(
+        conn: &mut SqliteConnection,
+        q: SqlxQuery<Self>,
+    ) -> impl Future<Output = sqlx::Result<Option<SqliteRow>>> + Send {
+        q.fetch_optional(conn)
+    }
+
+    fn fetch_all(
+        conn: &mut SqliteConnection,
+        q: SqlxQuery<Self>,
+    ) -> impl Future<Output = sqlx::Result<Vec<SqliteRow>>> + Send {
+        q.fetch_all(conn)
+    }
+
+    fn execute(
+        conn: &mut SqliteConnection,
+        q: SqlxQuery<Self>,
+    ) -> impl Future<Output = sqlx::Result<u64>> + Send {
+        q.execute(conn).map_ok(|r| r.rows_affected())
+    }
+
+    fn execute_raw(
+        conn: &mut SqliteConnection,
+        sql: &'static str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send {
+        sqlx::raw_sql(sql).execute(conn).map_ok(|_| ())
+    }
+}
+
+impl Row for SqliteRow {
+    fn try_get<T: Value, I: Col>(&self, col: I) -> Result<T> {
+        Ok(sqlx::Row::try_get(self, col)?)
+    }
 }
 
 /// Mode of the database file, and so of its `-wal` and `-shm` files: the service user writes,
@@ -41,9 +93,9 @@ enum FileError {
     File { path: PathBuf, source: io::Error },
 }
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Opens (creating if needed) the database at `url`, e.g. `sqlite://./data/quire.db`.
-    pub async fn open(url: &str, cfg: &DatabaseConfig) -> Result<Self> {
+    pub(crate) async fn open(url: &str, cfg: &DatabaseConfig) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -61,10 +113,7 @@ impl SqliteStore {
             .acquire_timeout(cfg.connect_timeout().get())
             .connect_with(opts)
             .await?;
-        Ok(SqliteStore {
-            pool,
-            persistent: true,
-        })
+        Ok(SqlStore::new(pool, true))
     }
 }
 
@@ -103,7 +152,8 @@ fn prepare_dir(dir: &Path) -> Result<(), FileError> {
             tracing::warn!(
                 dir = %dir.display(),
                 mode = %format!("{mode:o}"),
-                "other users can open the database directory; `chmod o-rwx` it (Quire creates its own directories 0750)"
+                "other users can open the database directory; `chmod o-rwx` it \
+                 (Quire creates its own directories 0750)"
             );
         }
     }
@@ -167,6 +217,7 @@ fn sibling(db: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::store::BaseStore;
 
     fn mode(path: &Path) -> u32 {
         let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

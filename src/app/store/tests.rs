@@ -1,7 +1,8 @@
-//! The store test suite. Each case takes a fresh, migrated `Store`; `store_suite!` instantiates
+//! The store test suite. Each case takes a fresh, migrated `Store`; `every_case!` instantiates
 //! every case for a backend, so SQLite and PostgreSQL are held to the same behaviour.
 
 use super::*;
+use crate::app::model::*;
 
 fn version(files: &[(&str, &str)]) -> NewVersion {
     NewVersion {
@@ -806,8 +807,16 @@ mod postgres {
                     let direct = pg.fresh_database().await;
                     let db = direct.rsplit('/').next().unwrap().to_owned();
                     let bouncer = server::PgBouncer::start(&pg, &db);
-                    PgStore::open(&direct, &crate::config::DatabaseConfig::default(), "migrate").await.unwrap().migrate().await.unwrap();
-                    let store = PgStore::open(&bouncer.url(&db), &cfg, "quire store tests").await.unwrap();
+                    let plain = crate::config::DatabaseConfig::default();
+                    PgStore::open(&direct, &plain, "migrate")
+                        .await
+                        .unwrap()
+                        .migrate()
+                        .await
+                        .unwrap();
+                    let store = PgStore::open(&bouncer.url(&db), &cfg, "quire store tests")
+                        .await
+                        .unwrap();
                     eprintln!("pgbouncer: {}", stringify!($case));
                     super::$case(&store).await;
                     store.close().await;

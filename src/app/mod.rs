@@ -172,6 +172,7 @@ pub async fn run(
             sealer.clone(),
             config.render.max_data_size.bytes(),
         ),
+        templates: templates::service::Templates::new(store.clone(), cache.clone()),
         cache,
         fonts,
         metrics: metrics.clone(),

@@ -15,6 +15,7 @@ use super::schedule::service::Schedules;
 use super::secrets::Sealer;
 use super::store::Store;
 use super::templates::FileCache;
+use super::templates::service::Templates;
 use crate::config::Config;
 use crate::lifecycle::Shutdown;
 
@@ -32,6 +33,8 @@ pub struct Shared {
     /// Schedules, occurrences and deliveries as users manage them.
     pub schedules: Schedules,
     pub cache: Arc<FileCache>,
+    /// Templates and their versions as authors and renders use them.
+    pub templates: Templates,
     pub fonts: FontLibrary,
     pub metrics: Arc<Metrics>,
     /// Users, sessions and tokens as people manage them (sign-in limits included).

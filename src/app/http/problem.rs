@@ -188,6 +188,9 @@ impl From<TemplateError> for Problem {
         match e {
             TemplateError::Invalid { field, message } => Problem::invalid(field, message),
             e @ TemplateError::TooLarge { .. } => Problem::too_large("files", e.to_string()),
+            TemplateError::Params(p) => p.into(),
+            TemplateError::NotFound(what) => Problem::not_found(what),
+            TemplateError::Store(s) => s.into(),
         }
     }
 }

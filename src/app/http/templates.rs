@@ -17,9 +17,9 @@ use super::extract::{self, ApiPath};
 use super::problem::{ApiResult, Problem};
 use super::views::{TemplateView, VersionView};
 use crate::app::auth::Principal;
-use crate::app::model::{NewVersion, ParamSpec, Role, Template, TemplateFile};
+use crate::app::model::{NewVersion, ParamSpec, Role, TemplateFile};
 use crate::app::state::AppState;
-use crate::app::templates::{self, params};
+use crate::app::templates;
 
 #[derive(Deserialize)]
 #[serde(
@@ -83,7 +83,6 @@ pub fn decode_files(
 }
 
 fn new_version(req: VersionRequest, max_size: usize, by: &Principal) -> ApiResult<NewVersion> {
-    params::check_spec(&req.parameters)?;
     let files = decode_files(req.files, &req.entry, max_size)?;
     Ok(NewVersion {
         entry: req.entry,
@@ -106,36 +105,12 @@ fn body_limit(state: &AppState) -> usize {
         + (1 << 20)
 }
 
-fn check_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
-        && !name.starts_with(' ');
-    if ok {
-        Ok(())
-    } else {
-        Err(Problem::invalid(
-            "name",
-            "1 to 100 letters, digits, spaces, '-', '_' or '.'",
-        ))
-    }
-}
-
 pub async fn list(
     State(state): State<AppState>,
     _p: Principal,
 ) -> ApiResult<Json<Vec<TemplateView>>> {
-    Ok(Json(
-        state
-            .store
-            .templates()
-            .await?
-            .iter()
-            .map(TemplateView::from)
-            .collect(),
-    ))
+    let list = state.templates.list().await?;
+    Ok(Json(list.iter().map(TemplateView::from).collect()))
 }
 
 pub async fn create(
@@ -147,16 +122,14 @@ pub async fn create(
     p.require(Role::Editor)?;
     let bytes = extract::body(body, body_limit(&state), "render.max_template_size").await?;
     let req: CreateTemplate = extract::json(&headers, &bytes)?;
-    let name = req.name.trim().to_owned();
-    check_name(&name)?;
     let version = new_version(
         req.version,
         state.config.render.max_template_size.as_usize(),
         &p,
     )?;
     let (t, v) = state
-        .store
-        .create_template(&name, req.description.trim(), &version)
+        .templates
+        .create(&req.name, &req.description, &version)
         .await?;
     tracing::info!(template = %t.name, by = %p.user.email, "template created");
     let body = json!({"template": TemplateView::from(&t), "version": VersionView::new(&v, None)});
@@ -168,28 +141,14 @@ pub async fn create(
         .into_response())
 }
 
-async fn find(state: &AppState, id: &str) -> ApiResult<Template> {
-    state
-        .store
-        .template(id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("template {id}")))
-}
-
 pub async fn get(
     State(state): State<AppState>,
     _p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let t = find(&state, &id).await?;
-    let v = state
-        .store
-        .version(&t.id, t.latest_version)
-        .await?
-        .ok_or_else(|| Problem::not_found("latest version"))?;
-    let files = state.store.files(&t.id, v.version).await?;
+    let (t, v) = state.templates.version(&id, None).await?;
     Ok(Json(
-        json!({"template": TemplateView::from(&t), "version": VersionView::new(&v, Some(&files))}),
+        json!({"template": TemplateView::from(&t), "version": VersionView::new(&v.version, Some(&v.files))}),
     ))
 }
 
@@ -204,17 +163,15 @@ pub async fn update(
     p.require(Role::Editor)?;
     let bytes = extract::body(body, body_limit(&state), "render.max_template_size").await?;
     let req: UpdateTemplate = extract::json(&headers, &bytes)?;
-    let t = find(&state, &id).await?;
     let version = new_version(
         req.version,
         state.config.render.max_template_size.as_usize(),
         &p,
     )?;
     let (t, v) = state
-        .store
-        .add_version(&t.id, req.description.as_deref().map(str::trim), &version)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("template {id}")))?;
+        .templates
+        .save(&id, req.description.as_deref(), &version)
+        .await?;
     tracing::info!(template = %t.name, version = v.version, by = %p.user.email, "template saved");
     Ok(Json(
         json!({"template": TemplateView::from(&t), "version": VersionView::new(&v, None)}),
@@ -227,8 +184,7 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     p.require(Role::Editor)?;
-    let t = find(&state, &id).await?;
-    state.store.delete_template(&t.id).await?;
+    let t = state.templates.delete(&id).await?;
     tracing::info!(template = %t.name, by = %p.user.email, "template deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -238,15 +194,9 @@ pub async fn versions(
     _p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Vec<VersionView>>> {
-    let t = find(&state, &id).await?;
+    let versions = state.templates.versions(&id).await?;
     Ok(Json(
-        state
-            .store
-            .versions(&t.id)
-            .await?
-            .iter()
-            .map(|v| VersionView::new(v, None))
-            .collect(),
+        versions.iter().map(|v| VersionView::new(v, None)).collect(),
     ))
 }
 
@@ -255,14 +205,8 @@ pub async fn version(
     _p: Principal,
     ApiPath((id, n)): ApiPath<(String, i64)>,
 ) -> ApiResult<Json<VersionView>> {
-    let t = find(&state, &id).await?;
-    let v = state
-        .store
-        .version(&t.id, n)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("version {n}")))?;
-    let files = state.store.files(&t.id, n).await?;
-    Ok(Json(VersionView::new(&v, Some(&files))))
+    let (_, v) = state.templates.version(&id, Some(n)).await?;
+    Ok(Json(VersionView::new(&v.version, Some(&v.files))))
 }
 
 /// One file of a version, raw, with a content type from its extension.
@@ -271,9 +215,9 @@ pub async fn file(
     _p: Principal,
     ApiPath((id, n, path)): ApiPath<(String, i64, String)>,
 ) -> ApiResult<Response> {
-    let t = find(&state, &id).await?;
-    let files = state.cache.get(state.store.as_ref(), &t.id, n).await?;
-    let f = files
+    let (_, v) = state.templates.version(&id, Some(n)).await?;
+    let f = v
+        .files
         .iter()
         .find(|f| f.path == path)
         .ok_or_else(|| Problem::not_found(format!("file {path}")))?;

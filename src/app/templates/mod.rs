@@ -3,6 +3,7 @@
 //! submits and assembles render jobs from stored versions.
 
 pub mod params;
+pub mod service;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,12 @@ pub enum TemplateError {
         "the template's files total {size} bytes; the limit is {limit} (render.max_template_size)"
     )]
     TooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    Params(#[from] params::ParamError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> TemplateError {

@@ -1,0 +1,115 @@
+//! Templates as authors and renders use them: names checked, versions checked and saved whole,
+//! files read through the version cache.
+
+use std::sync::Arc;
+
+use super::{FileCache, TemplateError, invalid, params};
+use crate::app::model::{NewVersion, Template, TemplateFile, TemplateVersion};
+use crate::app::store::Store;
+
+/// A template version with its files.
+pub struct VersionFiles {
+    pub version: TemplateVersion,
+    pub files: Arc<Vec<TemplateFile>>,
+}
+
+#[derive(Clone)]
+pub struct Templates {
+    store: Arc<dyn Store>,
+    cache: Arc<FileCache>,
+}
+
+impl Templates {
+    pub fn new(store: Arc<dyn Store>, cache: Arc<FileCache>) -> Self {
+        Templates { store, cache }
+    }
+
+    pub async fn list(&self) -> Result<Vec<Template>, TemplateError> {
+        Ok(self.store.templates().await?)
+    }
+
+    /// A template by id or name.
+    pub async fn get(&self, id: &str) -> Result<Template, TemplateError> {
+        self.store
+            .template(id)
+            .await?
+            .ok_or_else(|| TemplateError::NotFound(format!("template {id}")))
+    }
+
+    /// A template and version `n` (its latest when `None`) with the version's files.
+    pub async fn version(
+        &self,
+        id: &str,
+        n: Option<i64>,
+    ) -> Result<(Template, VersionFiles), TemplateError> {
+        let t = self.get(id).await?;
+        let n = n.unwrap_or(t.latest_version);
+        let version = self
+            .store
+            .version(&t.id, n)
+            .await?
+            .ok_or_else(|| TemplateError::NotFound(format!("version {n} of {}", t.name)))?;
+        let files = self.cache.get(self.store.as_ref(), &t.id, n).await?;
+        Ok((t, VersionFiles { version, files }))
+    }
+
+    pub async fn versions(&self, id: &str) -> Result<Vec<TemplateVersion>, TemplateError> {
+        let t = self.get(id).await?;
+        Ok(self.store.versions(&t.id).await?)
+    }
+
+    /// Creates a template with its first version.
+    pub async fn create(
+        &self,
+        name: &str,
+        description: &str,
+        version: &NewVersion,
+    ) -> Result<(Template, TemplateVersion), TemplateError> {
+        let name = name.trim();
+        check_name(name)?;
+        params::check_spec(&version.parameters)?;
+        let (t, v) = self
+            .store
+            .create_template(name, description.trim(), version)
+            .await?;
+        Ok((t, v))
+    }
+
+    /// Saves a new version (versions are immutable; renders pin the one they used).
+    pub async fn save(
+        &self,
+        id: &str,
+        description: Option<&str>,
+        version: &NewVersion,
+    ) -> Result<(Template, TemplateVersion), TemplateError> {
+        let t = self.get(id).await?;
+        params::check_spec(&version.parameters)?;
+        self.store
+            .add_version(&t.id, description.map(str::trim), version)
+            .await?
+            .ok_or_else(|| TemplateError::NotFound(format!("template {id}")))
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<Template, TemplateError> {
+        let t = self.get(id).await?;
+        self.store.delete_template(&t.id).await?;
+        Ok(t)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), TemplateError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
+        && !name.starts_with(' ');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "name",
+            "1 to 100 letters, digits, spaces, '-', '_' or '.'",
+        ))
+    }
+}

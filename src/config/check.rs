@@ -3,7 +3,8 @@
 
 use figment::value::Value;
 
-use super::redact::{MASK, hide_url_credentials, redact_server, redact_url};
+use super::credential::MASK;
+use super::redact::{hide_url_credentials, redact_server, redact_url};
 use super::source::{SECRET_KEYS, describe};
 use super::{Config, Loaded};
 

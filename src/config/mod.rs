@@ -5,6 +5,7 @@
 
 mod check;
 pub mod connstring;
+mod credential;
 mod redact;
 mod source;
 pub mod types;

@@ -113,18 +113,19 @@ impl Policy {
     }
 }
 
+/// An upstream's tier: backups take requests only when no primary is available.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum UpstreamRole {
     Primary,
     Backup,
 }
 
-impl Role {
+impl UpstreamRole {
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Primary => "primary",
-            Role::Backup => "backup",
+            UpstreamRole::Primary => "primary",
+            UpstreamRole::Backup => "backup",
         }
     }
 }
@@ -133,7 +134,7 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpstreamConfig {
     pub url: UpstreamUrl,
-    pub role: Role,
+    pub role: UpstreamRole,
     /// Share of requests relative to the other upstreams of the same role (1–1000).
     pub weight: u32,
 }
@@ -144,13 +145,13 @@ pub struct UpstreamConfig {
 struct UpstreamTable {
     url: UpstreamUrl,
     #[serde(default = "primary")]
-    role: Role,
+    role: UpstreamRole,
     #[serde(default = "one")]
     weight: u32,
 }
 
-fn primary() -> Role {
-    Role::Primary
+fn primary() -> UpstreamRole {
+    UpstreamRole::Primary
 }
 
 fn one() -> u32 {
@@ -169,13 +170,13 @@ impl FromStr for UpstreamConfig {
             .parse()?;
         let mut upstream = UpstreamConfig {
             url,
-            role: Role::Primary,
+            role: UpstreamRole::Primary,
             weight: 1,
         };
         for word in words {
             match word {
-                "primary" => upstream.role = Role::Primary,
-                "backup" => upstream.role = Role::Backup,
+                "primary" => upstream.role = UpstreamRole::Primary,
+                "backup" => upstream.role = UpstreamRole::Backup,
                 _ => {
                     upstream.weight = word
                         .strip_prefix("weight=")
@@ -607,9 +608,9 @@ mod tests {
         let lb = loaded.unwrap().config.lb;
         assert_eq!(lb.policy, Policy::RoundRobin);
         assert_eq!(lb.upstreams.len(), 2);
-        assert_eq!(lb.upstreams[0].role, Role::Primary);
+        assert_eq!(lb.upstreams[0].role, UpstreamRole::Primary);
         assert_eq!(lb.upstreams[0].weight, 1);
-        assert_eq!(lb.upstreams[1].role, Role::Backup);
+        assert_eq!(lb.upstreams[1].role, UpstreamRole::Backup);
         assert_eq!(lb.upstreams[1].weight, 3);
         assert_eq!(lb.upstreams[1].url.authority.as_str(), "10.0.0.12:8080");
     }
@@ -630,7 +631,7 @@ mod tests {
         .unwrap();
         let lb = &l.config.lb;
         assert_eq!(lb.upstreams[0], "http://a:8080 weight=2".parse().unwrap());
-        assert_eq!(lb.upstreams[1].role, Role::Backup);
+        assert_eq!(lb.upstreams[1].role, UpstreamRole::Backup);
         assert_eq!(lb.timeouts.connect, Span::millis(500));
         assert_eq!(lb.health.rise, 4);
     }

@@ -20,8 +20,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::lb::Core;
 use crate::lb::config::LbConfig;
+use crate::lb::core::Core;
 use crate::lb::proxy::{Peer, Proxy};
 use crate::lb::tls::Tls;
 use crate::lb::websocket::Tunnels;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::auth::ratelimit::LoginLimiter;
 use super::bus::Bus;
 use super::cluster::{Availability, Roles};
+use super::config::AppConfig;
 use super::fonts::FontLibrary;
 use super::jobs::Jobs;
 use super::metrics::Metrics;
@@ -14,14 +15,13 @@ use super::render::RenderPool;
 use super::secrets::Sealer;
 use super::store::Store;
 use super::templates::FileCache;
-use crate::config::Config;
 use crate::lifecycle::Shutdown;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
-    pub config: Arc<Config>,
+    pub config: Arc<AppConfig>,
     pub instance: String,
     pub started: Instant,
     pub store: Arc<dyn Store>,

@@ -36,7 +36,6 @@ use tokio_util::task::TaskTracker;
 
 pub use config::LbConfig;
 
-use crate::config::Config;
 use crate::lb::core::Core;
 use crate::lb::metrics::Metrics;
 use crate::lb::probe::Checker;
@@ -61,9 +60,10 @@ pub enum LbError {
     Worker(#[source] std::io::Error),
 }
 
-/// Runs the load balancer until the lifecycle's stop phase.
-pub async fn run(config: Arc<Config>, lifecycle: Lifecycle) -> Result<(), LbError> {
-    let lb = &config.lb;
+/// Runs the load balancer on its `[lb]` section until the lifecycle's stop phase.
+pub async fn run(config: LbConfig, lifecycle: Lifecycle) -> Result<(), LbError> {
+    let config = Arc::new(config);
+    let lb = &*config;
     let shutdown = lifecycle.shutdown().clone();
     let tls = Tls::from_config(&lb.tls)?.map(Arc::new);
     let bind_error = |key, addr| move |source| LbError::Bind { key, addr, source };

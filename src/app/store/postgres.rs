@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::config::DatabaseConfig;
+use crate::app::config::DatabaseConfig;
 
 sql_store! {
     name: PgStore,

@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::config::DatabaseConfig;
+use crate::app::config::DatabaseConfig;
 
 sql_store! {
     name: SqliteStore,

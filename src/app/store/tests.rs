@@ -732,7 +732,7 @@ mod sqlite {
     async fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = SqliteStore::open(&url, &crate::config::DatabaseConfig::default())
+        let store = SqliteStore::open(&url, &crate::app::config::DatabaseConfig::default())
             .await
             .unwrap();
         store.migrate().await.unwrap();
@@ -766,7 +766,7 @@ mod postgres {
         let url = pg.fresh_database().await;
         let store = PgStore::open(
             &url,
-            &crate::config::DatabaseConfig::default(),
+            &crate::app::config::DatabaseConfig::default(),
             "quire store tests",
         )
         .await
@@ -800,13 +800,13 @@ mod postgres {
             #[tokio::test]
             async fn every_case_through_pgbouncer() {
                 let pg = tokio::task::spawn_blocking(server::Postgres::start).await.unwrap();
-                let mut cfg = crate::config::DatabaseConfig::default();
+                let mut cfg = crate::app::config::DatabaseConfig::default();
                 cfg.pgbouncer = true;
                 $(
                     let direct = pg.fresh_database().await;
                     let db = direct.rsplit('/').next().unwrap().to_owned();
                     let bouncer = server::PgBouncer::start(&pg, &db);
-                    PgStore::open(&direct, &crate::config::DatabaseConfig::default(), "migrate").await.unwrap().migrate().await.unwrap();
+                    PgStore::open(&direct, &crate::app::config::DatabaseConfig::default(), "migrate").await.unwrap().migrate().await.unwrap();
                     let store = PgStore::open(&bouncer.url(&db), &cfg, "quire store tests").await.unwrap();
                     eprintln!("pgbouncer: {}", stringify!($case));
                     super::$case(&store).await;
@@ -826,7 +826,7 @@ mod postgres {
             .unwrap();
         let url = pg.fresh_database().await;
         let stores: Vec<PgStore> = futures_util::future::join_all((0..3).map(|_| async {
-            PgStore::open(&url, &crate::config::DatabaseConfig::default(), "t")
+            PgStore::open(&url, &crate::app::config::DatabaseConfig::default(), "t")
                 .await
                 .unwrap()
         }))

@@ -1,4 +1,7 @@
-//! The command line, and the edge where typed errors become exit codes and messages.
+//! The command line, and the edge where typed errors become exit codes and messages. The whole
+//! configuration is composed here (`config.rs`); each mode gets its own section.
+
+mod config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +10,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config, ConfigError, Loaded};
+use self::config::Config;
+use crate::config::{ConfigError, Loaded, Span};
+use crate::lb::LbConfig;
 use crate::lifecycle::{Lifecycle, Notifier};
 use crate::{app, healthcheck, instance, lb, nats, telemetry};
 
@@ -51,7 +56,7 @@ pub enum Command {
         url: Option<String>,
         /// Give up after this long.
         #[arg(long, default_value = "5s")]
-        timeout: config::Span,
+        timeout: Span,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -77,7 +82,7 @@ pub enum NatsAction {
         url: Option<String>,
         /// Give up on each request after this long.
         #[arg(long, default_value = "5s")]
-        timeout: config::Span,
+        timeout: Span,
     },
 }
 
@@ -144,7 +149,7 @@ fn out(text: &str) -> ExitCode {
     }
 }
 
-fn load(file: Option<&std::path::Path>) -> Result<Loaded, ConfigError> {
+fn load(file: Option<&std::path::Path>) -> Result<Loaded<Config>, ConfigError> {
     config::load(file, &process_env())
 }
 
@@ -155,13 +160,13 @@ pub fn process_env() -> Vec<(String, String)> {
         .collect()
 }
 
-fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
+fn dispatch(command: Command, loaded: Loaded<Config>) -> anyhow::Result<ExitCode> {
     match command {
         Command::Config {
             action: ConfigAction::Check,
-        } => Ok(out(&format!("{}\n", config::report(&loaded)))),
+        } => Ok(out(&format!("{}\n", crate::config::report(&loaded)))),
         Command::Healthcheck { url, timeout } => {
-            let url = url.unwrap_or_else(|| healthcheck::local_url(loaded.config.http.listen));
+            let url = url.unwrap_or_else(|| healthcheck::local_url(loaded.config.app.http.listen));
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -175,7 +180,7 @@ fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
         }
         Command::Render(args) => {
             app::render::render_files(
-                &loaded.config,
+                &loaded.config.app,
                 &args.template,
                 args.data.as_deref(),
                 &args.inputs,
@@ -185,16 +190,15 @@ fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let config = Arc::new(loaded.config);
-            start_telemetry(&config, &loaded.warnings)?;
+            start_telemetry(&loaded.config, &loaded.warnings)?;
             runtime()?
-                .block_on(app::migrate(&config))
+                .block_on(app::migrate(&loaded.config.app))
                 .context("migration failed")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::App => {
-            let config = Arc::new(loaded.config);
-            let instance = start_telemetry(&config, &loaded.warnings)?;
+            let instance = start_telemetry(&loaded.config, &loaded.warnings)?;
+            let config = Arc::new(loaded.config.app);
             runtime()?.block_on(async {
                 let lifecycle = Lifecycle::new(Notifier::from_env(&process_env()));
                 lifecycle
@@ -226,19 +230,19 @@ fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Lb => {
-            if let Err(e) = lb::config::check_runnable(&loaded) {
+            if let Err(e) = loaded.require(&loaded.config.lb, LbConfig::check_runnable) {
                 eprintln!("error: {e}");
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
-            let config = Arc::new(loaded.config);
-            start_telemetry(&config, &loaded.warnings)?;
+            start_telemetry(&loaded.config, &loaded.warnings)?;
+            let section = loaded.config.lb;
             runtime()?.block_on(async {
                 let lifecycle = Lifecycle::new(Notifier::from_env(&process_env()));
                 lifecycle
                     .watch_signals()
                     .context("cannot install signal handlers")?;
                 lifecycle.expect(&["lb"]);
-                lb::run(config, lifecycle).await.context("quire lb failed")
+                lb::run(section, lifecycle).await.context("quire lb failed")
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -250,24 +254,24 @@ fn dispatch(command: Command, loaded: Loaded) -> anyhow::Result<ExitCode> {
 
 /// `quire nats`. A missing nats-server or a config it rejects exits with `EXIT_CONFIG`: another
 /// start would fail the same way until the operator acts.
-fn run_nats(loaded: Loaded) -> anyhow::Result<ExitCode> {
+fn run_nats(loaded: Loaded<Config>) -> anyhow::Result<ExitCode> {
     let file = loaded.file.clone();
     let reload: nats::Reload = Box::new(move || {
         let loaded = config::load(file.as_deref(), &process_env())?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
-        Ok(loaded.config)
+        Ok((loaded.config.nats_server, loaded.config.app.data_dir))
     });
-    let config = Arc::new(loaded.config);
-    start_telemetry(&config, &loaded.warnings)?;
+    start_telemetry(&loaded.config, &loaded.warnings)?;
+    let (section, data_dir) = (loaded.config.nats_server, loaded.config.app.data_dir);
     let result = runtime()?.block_on(async {
         let lifecycle = Lifecycle::new(Notifier::from_env(&process_env()));
         lifecycle
             .watch_signals()
             .map_err(nats::NatsError::Signals)?;
         lifecycle.expect(&["nats"]);
-        nats::run(config, lifecycle, reload).await
+        nats::run(&section, &data_dir, lifecycle, reload).await
     });
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -281,7 +285,7 @@ fn run_nats(loaded: Loaded) -> anyhow::Result<ExitCode> {
 
 /// Installs logging and returns this process's instance id.
 fn start_telemetry(config: &Config, warnings: &[String]) -> anyhow::Result<String> {
-    let id = instance::new_id(config.instance_name.as_deref(), &process_env());
+    let id = instance::new_id(config.app.instance_name.as_deref(), &process_env());
     telemetry::init(&config.log, &id)?;
     for w in warnings {
         tracing::warn!("{w}");

@@ -4,13 +4,56 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{Problems, Section};
+
+/// The `[log]` section, read by every mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `info,sqlx=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Section for LogConfig {
+    const KEY: &'static str = "log";
+
+    fn validate(&self, problems: &mut Problems<'_>) {
+        if EnvFilter::try_new(&self.level).is_err() {
+            problems.add(
+                "level",
+                format!(
+                    "\"{}\" is not a log filter: use e.g. info, debug, or info,sqlx=warn",
+                    self.level
+                ),
+            );
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod bus;
 pub mod cluster;
+pub mod config;
 pub mod console;
 pub mod examples;
 pub mod fonts;
@@ -23,7 +24,7 @@ pub mod templates;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::app::config::AppConfig;
 use crate::lifecycle::{Lifecycle, within};
 
 /// Render workers are started from the running executable's inode, so an upgrade that replaces
@@ -55,7 +56,7 @@ pub enum AppError {
 
 /// `quire migrate`: applies migrations (through `database.migrate_url` when set, a direct
 /// connection rather than a pooler) and exits.
-pub async fn migrate(config: &Config) -> Result<(), AppError> {
+pub async fn migrate(config: &AppConfig) -> Result<(), AppError> {
     let mut direct = config.clone();
     if let Some(url) = &config.database.migrate_url {
         direct.database.url = Some(url.clone());
@@ -73,7 +74,7 @@ pub async fn migrate(config: &Config) -> Result<(), AppError> {
 
 /// `quire app`: serves until shutdown.
 pub async fn run(
-    config: Arc<Config>,
+    config: Arc<AppConfig>,
     instance: String,
     lifecycle: Lifecycle,
 ) -> Result<(), AppError> {
@@ -322,7 +323,7 @@ pub async fn run(
 /// Applies migrations, waiting for the database while it is unreachable (containers often start
 /// before their database). False when shutdown came first.
 async fn migrate_when_reachable(
-    config: &Config,
+    config: &AppConfig,
     store: &dyn store::Store,
     shutdown: &crate::lifecycle::Shutdown,
 ) -> Result<bool, AppError> {

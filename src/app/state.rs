@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::auth::accounts::Accounts;
 use super::bus::Bus;
 use super::cluster::{Availability, Roles};
+use super::config::AppConfig;
 use super::fonts::FontLibrary;
 use super::jobs::Jobs;
 use super::metrics::Metrics;
@@ -16,14 +17,13 @@ use super::secrets::Sealer;
 use super::store::Store;
 use super::templates::FileCache;
 use super::templates::service::Templates;
-use crate::config::Config;
 use crate::lifecycle::Shutdown;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
-    pub config: Arc<Config>,
+    pub config: Arc<AppConfig>,
     pub instance: String,
     pub started: Instant,
     pub store: Arc<dyn Store>,

@@ -4,7 +4,7 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::redact::{MASK, is_credential_key};
+use super::credential::{MASK, is_credential_key};
 
 /// Characters kept as they are in the user-info and path parts of the URL.
 const URL_PART: &AsciiSet = &NON_ALPHANUMERIC

@@ -1,28 +1,13 @@
-//! Where settings come from: the TOML file, `QUIRE_*` variables (with `*_FILE` secrets), and the
-//! reference products' variable names accepted as aliases. Each environment variable becomes its
-//! own figment provider so every value remembers exactly which variable set it, and a value from
-//! the file is traced back to its line.
+//! Where settings come from: the TOML file, `QUIRE_*` variables (with `*_FILE` secrets), and
+//! other products' variable names accepted as aliases (each section names its own). Each
+//! environment variable becomes its own figment provider so every value remembers exactly which
+//! variable set it, and a value from the file is traced back to its line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::value::{Dict, Map, Value};
-use figment::{Error, Metadata, Profile, Provider};
-
-/// Keys whose values are secrets: they may be read from a file (`QUIRE_…_FILE`) and are redacted
-/// by `config check`.
-pub const SECRET_KEYS: &[&str] = &[
-    "database.url",
-    "database.migrate_url",
-    "root_user.password",
-    "encryption.key",
-    "encryption.vector",
-    "mail.smtp_url",
-    "license.key",
-    "nats.url",
-    "nats_server.auth.token",
-    "nats_server.auth.password",
-];
+use figment::{Error, Figment, Metadata, Profile, Provider};
 
 /// The prefix of Quire's own environment variables.
 pub const ENV_PREFIX: &str = "QUIRE_";
@@ -68,21 +53,12 @@ pub struct EnvFileError {
     pub source: std::io::Error,
 }
 
-/// Settings from the reference products' variable names, in a fixed order.
-pub fn alias_settings(env: &[(String, String)]) -> Vec<Setting> {
-    const ALIASES: &[(&str, &str)] = &[
-        ("highavailability__enabled", "ha.enabled"),
-        ("nats__enabled", "nats.enabled"),
-        ("nats__url", "nats.url"),
-        ("connectionstrings__database", "database.url"),
-        ("encryption__key", "encryption.key"),
-        ("encryption__vector", "encryption.vector"),
-        ("rootuser__email", "root_user.email"),
-        ("rootuser__password", "root_user.password"),
-        ("licenseconfiguration__key", "license.key"),
-    ];
+/// Settings from another product's names for the same settings (`RootUser__Email` for
+/// `root_user.email`), in the order of `aliases`: `(variable, key)`, variables compared without
+/// case.
+pub fn alias_settings(env: &[(String, String)], aliases: &[(&str, &str)]) -> Vec<Setting> {
     let mut out = Vec::new();
-    for (alias, key) in ALIASES {
+    for (alias, key) in aliases {
         if let Some((var, value)) = env.iter().find(|(k, _)| k.eq_ignore_ascii_case(alias)) {
             out.push(Setting {
                 origin: format!("env {var} (alias)"),
@@ -91,24 +67,18 @@ pub fn alias_settings(env: &[(String, String)]) -> Vec<Setting> {
             });
         }
     }
-    if let Some(proxies) = known_networks(env) {
-        out.push(proxies);
-    }
     out
 }
 
-/// `ForwardedHeaders__KnownNetworks__N` and `…__KnownProxies__N`, collected in index order into
-/// one `http.trusted_proxies` list.
-fn known_networks(env: &[(String, String)]) -> Option<Setting> {
-    let mut found: BTreeMap<(u8, u32), (&str, &str)> = BTreeMap::new();
+/// One list setting from numbered variables (`…__0`, `…__1`) under any of `prefixes` (compared
+/// without case), collected in prefix then index order; `None` when no such variable is set.
+pub fn numbered_alias(env: &[(String, String)], prefixes: &[&str], key: &str) -> Option<Setting> {
+    let mut found: BTreeMap<(usize, u32), (&str, &str)> = BTreeMap::new();
     for (var, value) in env {
         let lower = var.to_ascii_lowercase();
-        for (group, prefix) in [
-            (0u8, "forwardedheaders__knownnetworks__"),
-            (1, "forwardedheaders__knownproxies__"),
-        ] {
+        for (group, prefix) in prefixes.iter().enumerate() {
             if let Some(idx) = lower
-                .strip_prefix(prefix)
+                .strip_prefix(&prefix.to_ascii_lowercase())
                 .and_then(|i| i.parse::<u32>().ok())
             {
                 found.insert((group, idx), (var, value));
@@ -125,14 +95,17 @@ fn known_networks(env: &[(String, String)]) -> Option<Setting> {
         .collect();
     Some(Setting {
         origin: format!("env {} (alias)", vars.join(", ")),
-        key: "http.trusted_proxies".to_owned(),
+        key: key.to_owned(),
         value: Value::from(values),
     })
 }
 
-/// Settings from `QUIRE_*` variables: `QUIRE_HTTP__LISTEN` -> `http.listen`. A secret key can
-/// instead be given as `QUIRE_DATABASE__URL_FILE=/run/secrets/db`.
-pub fn quire_settings(env: &[(String, String)]) -> Result<Vec<Setting>, EnvFileError> {
+/// Settings from `QUIRE_*` variables: `QUIRE_HTTP__LISTEN` -> `http.listen`. A key listed in
+/// `secrets` can instead be given as `QUIRE_DATABASE__URL_FILE=/run/secrets/db`.
+pub fn quire_settings(
+    env: &[(String, String)],
+    secrets: &[String],
+) -> Result<Vec<Setting>, EnvFileError> {
     let mut out = Vec::new();
     for (var, value) in env {
         let upper = var.to_ascii_uppercase();
@@ -145,7 +118,7 @@ pub fn quire_settings(env: &[(String, String)]) -> Result<Vec<Setting>, EnvFileE
         let key = rest.to_ascii_lowercase().replace("__", ".");
         if let Some(secret_key) = key
             .strip_suffix("_file")
-            .filter(|k| SECRET_KEYS.contains(k))
+            .filter(|k| secrets.iter().any(|s| s == k))
         {
             let path = PathBuf::from(value);
             let text = std::fs::read_to_string(&path).map_err(|source| EnvFileError {
@@ -167,6 +140,24 @@ pub fn quire_settings(env: &[(String, String)]) -> Result<Vec<Setting>, EnvFileE
         }
     }
     Ok(out)
+}
+
+/// Whether a `QUIRE_*` variable set `key`: such an explicit setting wins over what a platform
+/// dictates.
+pub fn set_by_quire_env(figment: &Figment, key: &str) -> bool {
+    figment
+        .find_metadata(key)
+        .is_some_and(|m| m.name.starts_with("env QUIRE_"))
+}
+
+/// Where the value at `key` came from. A key inside a list item (`lb.upstreams.0.url`) has no
+/// metadata of its own; the nearest enclosing key that has some answers.
+pub fn origin(figment: &Figment, key: &str) -> String {
+    let path: Vec<&str> = key.split('.').collect();
+    let metadata = (1..=path.len())
+        .rev()
+        .find_map(|n| figment.find_metadata(&path[..n].join(".")));
+    describe(metadata, &path)
 }
 
 /// Where a value came from, for messages: `/etc/quire/quire.toml:12`, `env QUIRE_HTTP__LISTEN`,
@@ -207,19 +198,31 @@ pub fn line_of(path: &Path, key_path: &[&str]) -> Option<usize> {
     best.map(|offset| text[..offset].matches('\n').count() + 1)
 }
 
+/// An environment for tests, from literal pairs.
+#[cfg(test)]
+pub fn test_env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_env as env;
     use super::*;
-    use crate::config::test_env as env;
 
     #[test]
     fn quire_vars_map_to_dotted_keys() {
-        let s = quire_settings(&env(&[
-            ("QUIRE_HTTP__LISTEN", "0.0.0.0:9000"),
-            ("QUIRE_DATA_DIR", "/srv"),
-            ("QUIRE_CONFIG", "/etc/x.toml"),
-            ("HOME", "/root"),
-        ]))
+        let s = quire_settings(
+            &env(&[
+                ("QUIRE_HTTP__LISTEN", "0.0.0.0:9000"),
+                ("QUIRE_DATA_DIR", "/srv"),
+                ("QUIRE_CONFIG", "/etc/x.toml"),
+                ("HOME", "/root"),
+            ]),
+            &[],
+        )
         .unwrap();
         let keys: Vec<_> = s
             .iter()
@@ -239,42 +242,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("db");
         std::fs::write(&f, "postgres://u:p@h/db\n").unwrap();
-        let s = quire_settings(&env(&[
-            ("QUIRE_DATABASE__URL_FILE", f.to_str().unwrap()),
-            ("QUIRE_LB__TLS__CERT_FILE", "/etc/cert.pem"),
-        ]))
+        let secrets = ["database.url".to_owned(), "license.key".to_owned()];
+        let s = quire_settings(
+            &env(&[
+                ("QUIRE_DATABASE__URL_FILE", f.to_str().unwrap()),
+                ("QUIRE_LB__TLS__CERT_FILE", "/etc/cert.pem"),
+            ]),
+            &secrets,
+        )
         .unwrap();
         assert_eq!(s[0].key, "database.url");
         assert_eq!(s[0].value, Value::from("postgres://u:p@h/db".to_string()));
         assert_eq!(s[1].key, "lb.tls.cert_file");
-        let err = quire_settings(&env(&[("QUIRE_LICENSE__KEY_FILE", "/nonexistent/x")]))
-            .err()
-            .unwrap();
+        let err = quire_settings(
+            &env(&[("QUIRE_LICENSE__KEY_FILE", "/nonexistent/x")]),
+            &secrets,
+        )
+        .err()
+        .unwrap();
         assert!(
             err.to_string()
                 .starts_with("QUIRE_LICENSE__KEY_FILE: cannot read /nonexistent/x")
-        );
-    }
-
-    #[test]
-    fn aliases_are_case_insensitive_and_collect_networks() {
-        let s = alias_settings(&env(&[
-            ("HighAvailability__Enabled", "true"),
-            ("ForwardedHeaders__KnownNetworks__1", "192.168.0.0/16"),
-            ("ForwardedHeaders__KnownNetworks__0", "10.0.0.0/8"),
-            ("ROOTUSER__EMAIL", "a@b.c"),
-        ]));
-        let keys: Vec<_> = s.iter().map(|s| s.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            vec!["ha.enabled", "root_user.email", "http.trusted_proxies"]
-        );
-        assert_eq!(
-            s[2].value,
-            Value::from(vec![
-                Value::from("10.0.0.0/8".to_string()),
-                Value::from("192.168.0.0/16".to_string())
-            ])
         );
     }
 

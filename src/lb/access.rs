@@ -9,7 +9,7 @@ use std::time::Instant;
 use hyper::http::uri::PathAndQuery;
 use hyper::http::{HeaderValue, Method};
 
-use crate::lb::Core;
+use crate::lb::core::Core;
 use crate::lb::pool::{Pool, Sender};
 use crate::lb::upstream::{InFlight, Upstream};
 

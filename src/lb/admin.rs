@@ -12,7 +12,7 @@ use axum::routing::get;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::lb::Core;
+use crate::lb::core::Core;
 use crate::lb::upstream::UpstreamStatus;
 use crate::lifecycle::Shutdown;
 

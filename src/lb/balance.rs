@@ -1,12 +1,12 @@
-//! Choosing an upstream for an attempt. Roles first: backups get requests only when no primary is
-//! available. Within a role the policy decides. When nothing looks available the lb panics in
-//! the Envoy sense: it tries the upstreams anyway, primaries first, because refusing every request
-//! is worse than trying an upstream that may have recovered since its last probe.
+//! Choosing an upstream for an attempt. Upstream roles first: backups get requests only when no
+//! primary is available. Within a role the policy decides. When nothing looks available the lb
+//! panics in the Envoy sense: it tries the upstreams anyway, primaries first, because refusing
+//! every request is worse than trying an upstream that may have recovered since its last probe.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::lb::config::{Policy, Role};
+use crate::lb::config::{Policy, UpstreamRole};
 use crate::lb::upstream::{Upstream, Upstreams};
 
 /// The upstreams one request has already tried (bit i is upstream i).
@@ -45,7 +45,7 @@ impl Balancer {
 
     pub fn pick(&self, ups: &Upstreams, tried: Tried) -> Option<Pick> {
         let now = ups.clock.now();
-        for role in [Role::Primary, Role::Backup] {
+        for role in [UpstreamRole::Primary, UpstreamRole::Backup] {
             let eligible =
                 |u: &Upstream| u.role == role && !tried.contains(u.index) && u.is_available(now);
             if let Some(u) = self.choose(ups, now, eligible) {
@@ -55,7 +55,7 @@ impl Balancer {
                 });
             }
         }
-        for role in [Role::Primary, Role::Backup] {
+        for role in [UpstreamRole::Primary, UpstreamRole::Backup] {
             let eligible = |u: &Upstream| u.role == role && !tried.contains(u.index);
             if let Some(u) = self.choose(ups, now, eligible) {
                 return Some(Pick {

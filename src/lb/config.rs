@@ -1,6 +1,7 @@
 //! The `[lb]` section: plain data deserialized by figment, with every value parsed into a type
 //! that cannot be invalid (addresses, durations, header names, upstream URLs), and the rules that
-//! span fields checked once in `validate`.
+//! span fields checked once in `validate`. (That idle pooled connections close before the app's
+//! keep-alive timeout spans two sections: it is checked where they are composed, `cli/config.rs`.)
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use hyper::http::{HeaderName, Uri};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::config::{ByteSize, ConfigError, Loaded, Problem, Span, one_or_many};
+use crate::config::{ByteSize, Problems, Section, Span, one_or_many};
 
 /// Upstreams are tracked in a 64-bit set per request (which ones a request already tried).
 pub const MAX_UPSTREAMS: usize = 64;
@@ -113,18 +114,19 @@ impl Policy {
     }
 }
 
+/// An upstream's tier: backups take requests only when no primary is available.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum UpstreamRole {
     Primary,
     Backup,
 }
 
-impl Role {
+impl UpstreamRole {
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Primary => "primary",
-            Role::Backup => "backup",
+            UpstreamRole::Primary => "primary",
+            UpstreamRole::Backup => "backup",
         }
     }
 }
@@ -133,7 +135,7 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpstreamConfig {
     pub url: UpstreamUrl,
-    pub role: Role,
+    pub role: UpstreamRole,
     /// Share of requests relative to the other upstreams of the same role (1–1000).
     pub weight: u32,
 }
@@ -144,13 +146,13 @@ pub struct UpstreamConfig {
 struct UpstreamTable {
     url: UpstreamUrl,
     #[serde(default = "primary")]
-    role: Role,
+    role: UpstreamRole,
     #[serde(default = "one")]
     weight: u32,
 }
 
-fn primary() -> Role {
-    Role::Primary
+fn primary() -> UpstreamRole {
+    UpstreamRole::Primary
 }
 
 fn one() -> u32 {
@@ -169,13 +171,13 @@ impl FromStr for UpstreamConfig {
             .parse()?;
         let mut upstream = UpstreamConfig {
             url,
-            role: Role::Primary,
+            role: UpstreamRole::Primary,
             weight: 1,
         };
         for word in words {
             match word {
-                "primary" => upstream.role = Role::Primary,
-                "backup" => upstream.role = Role::Backup,
+                "primary" => upstream.role = UpstreamRole::Primary,
+                "backup" => upstream.role = UpstreamRole::Backup,
                 _ => {
                     upstream.weight = word
                         .strip_prefix("weight=")
@@ -433,164 +435,166 @@ impl TlsConfig {
     }
 }
 
-/// Rules for `[lb]` that need more than a type can say. These hold for every mode, since a typo
-/// in `[lb]` is worth reporting whoever reads the file; `check_runnable` adds what only `quire lb`
-/// needs.
-pub fn validate(loaded: &Loaded) -> Vec<Problem> {
-    let config = &loaded.config;
-    let lb = &config.lb;
-    let mut out = Vec::new();
-    let mut bad = |key: String, message: String| {
-        out.push(Problem {
-            origin: loaded.origin(&key),
-            key,
-            message,
-        });
-    };
+impl Section for LbConfig {
+    const KEY: &'static str = "lb";
 
-    if lb.upstreams.len() > MAX_UPSTREAMS {
-        bad(
-            "lb.upstreams".into(),
-            format!("{} upstreams: at most {MAX_UPSTREAMS}", lb.upstreams.len()),
-        );
-    }
-    for (i, u) in lb.upstreams.iter().enumerate() {
-        if !(1..=1000).contains(&u.weight) {
+    /// Rules for `[lb]` that need more than a type can say. These hold for every mode, since a
+    /// typo in `[lb]` is worth reporting whoever reads the file; `check_runnable` adds what only
+    /// `quire lb` needs.
+    fn validate(&self, problems: &mut Problems<'_>) {
+        let lb = self;
+        let mut bad = |key: String, message: String| problems.add(&key, message);
+
+        if lb.upstreams.len() > MAX_UPSTREAMS {
             bad(
-                format!("lb.upstreams.{i}.weight"),
-                format!("{} is out of range: use 1 to 1000", u.weight),
+                "upstreams".into(),
+                format!("{} upstreams: at most {MAX_UPSTREAMS}", lb.upstreams.len()),
             );
         }
-        if lb.upstreams[..i].iter().any(|earlier| earlier.url == u.url) {
+        for (i, u) in lb.upstreams.iter().enumerate() {
+            if !(1..=1000).contains(&u.weight) {
+                bad(
+                    format!("upstreams.{i}.weight"),
+                    format!("{} is out of range: use 1 to 1000", u.weight),
+                );
+            }
+            if lb.upstreams[..i].iter().any(|earlier| earlier.url == u.url) {
+                bad(
+                    format!("upstreams.{i}.url"),
+                    format!("{} is listed twice", u.url),
+                );
+            }
+        }
+        if let Some(0) | Some(257..) = lb.workers {
+            bad("workers".into(), "must be between 1 and 256".into());
+        }
+        if lb.listen == lb.admin_listen {
             bad(
-                format!("lb.upstreams.{i}.url"),
-                format!("{} is listed twice", u.url),
+                "admin_listen".into(),
+                format!("{} is also lb.listen: use another port", lb.admin_listen),
+            );
+        }
+        if !lb.health.path.starts_with('/')
+            || lb.health.path.parse::<http::uri::PathAndQuery>().is_err()
+        {
+            bad(
+                "health.path".into(),
+                format!("\"{}\" is not a path: use e.g. /readyz", lb.health.path),
+            );
+        }
+        for (key, value) in [
+            ("health.rise", lb.health.rise),
+            ("health.fall", lb.health.fall),
+            ("retry.tries", lb.retry.tries),
+        ] {
+            if value == 0 {
+                bad(key.into(), "must be at least 1".into());
+            }
+        }
+        for (key, span) in positive_spans(lb) {
+            if span.get().is_zero() {
+                bad(key.into(), "must be longer than 0s".into());
+            }
+        }
+        if lb.health.timeout > lb.health.interval {
+            bad(
+                "health.timeout".into(),
+                format!(
+                    "{} is longer than lb.health.interval ({}): probes would overlap",
+                    lb.health.timeout, lb.health.interval
+                ),
+            );
+        }
+        if lb.passive.max_ejection_time < lb.passive.ejection_time {
+            bad(
+                "passive.max_ejection_time".into(),
+                format!(
+                    "{} is shorter than lb.passive.ejection_time ({})",
+                    lb.passive.max_ejection_time, lb.passive.ejection_time
+                ),
+            );
+        }
+        if !(1024..=1024 * 1024).contains(&lb.max_header_size.bytes()) {
+            bad(
+                "max_header_size".into(),
+                format!("{} is out of range: use 1KiB to 1MiB", lb.max_header_size),
+            );
+        }
+        if !(8..=1000).contains(&lb.max_headers) {
+            bad(
+                "max_headers".into(),
+                format!("{} is out of range: use 8 to 1000", lb.max_headers),
+            );
+        }
+        match (&lb.tls.cert_file, &lb.tls.key_file) {
+            (Some(_), None) => bad(
+                "tls.key_file".into(),
+                "must be set when lb.tls.cert_file is".into(),
+            ),
+            (None, Some(_)) => bad(
+                "tls.cert_file".into(),
+                "must be set when lb.tls.key_file is".into(),
+            ),
+            _ => {}
+        }
+    }
+}
+
+impl LbConfig {
+    /// What `quire lb` needs beyond a valid file: something to balance over.
+    pub(crate) fn check_runnable(&self, problems: &mut Problems<'_>) {
+        if self.upstreams.is_empty() {
+            problems.add(
+                "upstreams",
+                "no upstreams: add [[lb.upstreams]] tables with url = \"http://HOST:PORT\", or set \
+                 QUIRE_LB__UPSTREAMS=\"http://10.0.0.11:8080, http://10.0.0.12:8080 backup\"",
             );
         }
     }
-    if let Some(0) | Some(257..) = lb.workers {
-        bad("lb.workers".into(), "must be between 1 and 256".into());
-    }
-    if lb.listen == lb.admin_listen {
-        bad(
-            "lb.admin_listen".into(),
-            format!("{} is also lb.listen: use another port", lb.admin_listen),
-        );
-    }
-    if !lb.health.path.starts_with('/')
-        || lb.health.path.parse::<http::uri::PathAndQuery>().is_err()
-    {
-        bad(
-            "lb.health.path".into(),
-            format!("\"{}\" is not a path: use e.g. /readyz", lb.health.path),
-        );
-    }
-    for (key, value) in [
-        ("lb.health.rise", lb.health.rise),
-        ("lb.health.fall", lb.health.fall),
-        ("lb.retry.tries", lb.retry.tries),
-    ] {
-        if value == 0 {
-            bad(key.into(), "must be at least 1".into());
-        }
-    }
-    for (key, span) in positive_spans(lb) {
-        if span.get().is_zero() {
-            bad(key.into(), "must be longer than 0s".into());
-        }
-    }
-    if lb.health.timeout > lb.health.interval {
-        bad(
-            "lb.health.timeout".into(),
-            format!(
-                "{} is longer than lb.health.interval ({}): probes would overlap",
-                lb.health.timeout, lb.health.interval
-            ),
-        );
-    }
-    if lb.passive.max_ejection_time < lb.passive.ejection_time {
-        bad(
-            "lb.passive.max_ejection_time".into(),
-            format!(
-                "{} is shorter than lb.passive.ejection_time ({})",
-                lb.passive.max_ejection_time, lb.passive.ejection_time
-            ),
-        );
-    }
-    if lb.timeouts.pool_idle >= config.http.keep_alive_timeout {
-        bad(
-            "lb.timeouts.pool_idle".into(),
-            format!(
-                "{} must be shorter than http.keep_alive_timeout ({}), or the app may close a connection just as the lb reuses it",
-                lb.timeouts.pool_idle, config.http.keep_alive_timeout
-            ),
-        );
-    }
-    if !(1024..=1024 * 1024).contains(&lb.max_header_size.bytes()) {
-        bad(
-            "lb.max_header_size".into(),
-            format!("{} is out of range: use 1KiB to 1MiB", lb.max_header_size),
-        );
-    }
-    if !(8..=1000).contains(&lb.max_headers) {
-        bad(
-            "lb.max_headers".into(),
-            format!("{} is out of range: use 8 to 1000", lb.max_headers),
-        );
-    }
-    match (&lb.tls.cert_file, &lb.tls.key_file) {
-        (Some(_), None) => bad(
-            "lb.tls.key_file".into(),
-            "must be set when lb.tls.cert_file is".into(),
-        ),
-        (None, Some(_)) => bad(
-            "lb.tls.cert_file".into(),
-            "must be set when lb.tls.key_file is".into(),
-        ),
-        _ => {}
-    }
-    out
 }
 
 fn positive_spans(lb: &LbConfig) -> [(&'static str, Span); 11] {
     let t = &lb.timeouts;
     [
-        ("lb.timeouts.connect", t.connect),
-        ("lb.timeouts.first_byte", t.first_byte),
-        ("lb.timeouts.read", t.read),
-        ("lb.timeouts.client_idle", t.client_idle),
-        ("lb.timeouts.pool_idle", t.pool_idle),
-        ("lb.timeouts.tunnel_idle", t.tunnel_idle),
-        ("lb.timeouts.tls_handshake", t.tls_handshake),
-        ("lb.health.interval", lb.health.interval),
-        ("lb.health.timeout", lb.health.timeout),
-        ("lb.retry.budget", lb.retry.budget),
-        ("lb.passive.ejection_time", lb.passive.ejection_time),
+        ("timeouts.connect", t.connect),
+        ("timeouts.first_byte", t.first_byte),
+        ("timeouts.read", t.read),
+        ("timeouts.client_idle", t.client_idle),
+        ("timeouts.pool_idle", t.pool_idle),
+        ("timeouts.tunnel_idle", t.tunnel_idle),
+        ("timeouts.tls_handshake", t.tls_handshake),
+        ("health.interval", lb.health.interval),
+        ("health.timeout", lb.health.timeout),
+        ("retry.budget", lb.retry.budget),
+        ("passive.ejection_time", lb.passive.ejection_time),
     ]
-}
-
-/// What `quire lb` needs beyond a valid file: something to balance over.
-pub fn check_runnable(loaded: &Loaded) -> Result<(), ConfigError> {
-    if !loaded.config.lb.upstreams.is_empty() {
-        return Ok(());
-    }
-    Err(ConfigError::Invalid(vec![Problem {
-        key: "lb.upstreams".into(),
-        origin: loaded.origin("lb.upstreams"),
-        message:
-            "no upstreams: add [[lb.upstreams]] tables with url = \"http://HOST:PORT\", or set \
-                  QUIRE_LB__UPSTREAMS=\"http://10.0.0.11:8080, http://10.0.0.12:8080 backup\""
-                .into(),
-    }]))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::config::load;
-    use crate::config::test_env as env;
+    use std::path::Path;
 
-    fn load_file(text: &str) -> (tempfile::TempDir, Result<Loaded, ConfigError>) {
+    use super::*;
+    use crate::config::test_env as env;
+    use crate::config::{ConfigError, EachSection, Layout, Loaded};
+
+    /// The file with only its `[lb]` section read.
+    #[derive(Default, Clone)]
+    struct File {
+        lb: LbConfig,
+    }
+
+    impl Layout for File {
+        fn sections(&mut self, each: &mut impl EachSection) {
+            each.section(&mut self.lb);
+        }
+    }
+
+    fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Loaded<File>, ConfigError> {
+        crate::config::load(file, env)
+    }
+
+    fn load_file(text: &str) -> (tempfile::TempDir, Result<Loaded<File>, ConfigError>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quire.toml");
         std::fs::write(&path, text).unwrap();
@@ -607,9 +611,9 @@ mod tests {
         let lb = loaded.unwrap().config.lb;
         assert_eq!(lb.policy, Policy::RoundRobin);
         assert_eq!(lb.upstreams.len(), 2);
-        assert_eq!(lb.upstreams[0].role, Role::Primary);
+        assert_eq!(lb.upstreams[0].role, UpstreamRole::Primary);
         assert_eq!(lb.upstreams[0].weight, 1);
-        assert_eq!(lb.upstreams[1].role, Role::Backup);
+        assert_eq!(lb.upstreams[1].role, UpstreamRole::Backup);
         assert_eq!(lb.upstreams[1].weight, 3);
         assert_eq!(lb.upstreams[1].url.authority.as_str(), "10.0.0.12:8080");
     }
@@ -630,7 +634,7 @@ mod tests {
         .unwrap();
         let lb = &l.config.lb;
         assert_eq!(lb.upstreams[0], "http://a:8080 weight=2".parse().unwrap());
-        assert_eq!(lb.upstreams[1].role, Role::Backup);
+        assert_eq!(lb.upstreams[1].role, UpstreamRole::Backup);
         assert_eq!(lb.timeouts.connect, Span::millis(500));
         assert_eq!(lb.health.rise, 4);
     }
@@ -669,7 +673,6 @@ mod tests {
             None,
             &env(&[
                 ("QUIRE_LB__UPSTREAMS", "http://a:1 weight=0, http://a:1"),
-                ("QUIRE_LB__TIMEOUTS__POOL_IDLE", "80s"),
                 ("QUIRE_LB__HEALTH__TIMEOUT", "5s"),
                 ("QUIRE_LB__RETRY__TRIES", "0"),
                 ("QUIRE_LB__TLS__CERT_FILE", "/etc/quire/cert.pem"),
@@ -681,7 +684,6 @@ mod tests {
         for expected in [
             "lb.upstreams.0.weight (from env QUIRE_LB__UPSTREAMS): 0 is out of range",
             "lb.upstreams.1.url (from env QUIRE_LB__UPSTREAMS): http://a:1 is listed twice",
-            "lb.timeouts.pool_idle (from env QUIRE_LB__TIMEOUTS__POOL_IDLE): 80s must be shorter than http.keep_alive_timeout (75s)",
             "lb.health.timeout (from env QUIRE_LB__HEALTH__TIMEOUT): 5s is longer than lb.health.interval",
             "lb.retry.tries (from env QUIRE_LB__RETRY__TRIES): must be at least 1",
             "lb.tls.key_file (from default): must be set when lb.tls.cert_file is",
@@ -693,7 +695,11 @@ mod tests {
     #[test]
     fn running_needs_upstreams() {
         let l = load(None, &[]).unwrap();
-        let err = check_runnable(&l).err().unwrap().to_string();
+        let err = l
+            .require(&l.config.lb, LbConfig::check_runnable)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("lb.upstreams (from default): no upstreams"),
             "{err}"

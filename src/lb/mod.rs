@@ -10,13 +10,16 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod core;
 pub mod forwarded;
 pub mod headers;
 pub mod health;
 pub mod metrics;
 pub mod passive;
 pub mod pool;
+pub mod probe;
 pub mod proxy;
+pub mod response;
 pub mod retry;
 pub mod server;
 pub mod tls;
@@ -33,10 +36,9 @@ use tokio_util::task::TaskTracker;
 
 pub use config::LbConfig;
 
-use crate::config::Config;
-use crate::lb::config::Policy;
-use crate::lb::health::Checker;
+use crate::lb::core::Core;
 use crate::lb::metrics::Metrics;
+use crate::lb::probe::Checker;
 use crate::lb::tls::{Tls, TlsError};
 use crate::lb::upstream::{Clock, Upstreams};
 use crate::lifecycle::{self, Lifecycle};
@@ -58,17 +60,10 @@ pub enum LbError {
     Worker(#[source] std::io::Error),
 }
 
-/// State shared by the workers, the probes and the admin listener.
-pub struct Core {
-    pub upstreams: Upstreams,
-    pub metrics: Metrics,
-    pub policy: Policy,
-    pub access_log: bool,
-}
-
-/// Runs the load balancer until the lifecycle's stop phase.
-pub async fn run(config: Arc<Config>, lifecycle: Lifecycle) -> Result<(), LbError> {
-    let lb = &config.lb;
+/// Runs the load balancer on its `[lb]` section until the lifecycle's stop phase.
+pub async fn run(config: LbConfig, lifecycle: Lifecycle) -> Result<(), LbError> {
+    let config = Arc::new(config);
+    let lb = &*config;
     let shutdown = lifecycle.shutdown().clone();
     let tls = Tls::from_config(&lb.tls)?.map(Arc::new);
     let bind_error = |key, addr| move |source| LbError::Bind { key, addr, source };

@@ -16,14 +16,15 @@ use hyper::http::{
 use hyper::upgrade::OnUpgrade;
 use ipnet::IpNet;
 
-use crate::lb::Core;
 use crate::lb::access::Record;
 use crate::lb::balance::{Balancer, Tried};
-use crate::lb::body::{Replay, RequestBody, ResponseBody};
+use crate::lb::body::{Replay, RequestBody};
 use crate::lb::config::LbConfig;
+use crate::lb::core::Core;
 use crate::lb::forwarded;
 use crate::lb::headers::{self, Direction, NOT_PROCESSED};
 use crate::lb::pool::{ConnectError, Pool, Sender};
+use crate::lb::response::ResponseBody;
 use crate::lb::retry::{self, Failure};
 use crate::lb::upstream::{InFlight, Upstream};
 use crate::lb::websocket::Tunnels;

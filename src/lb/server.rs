@@ -19,9 +19,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::lb::Core;
 use crate::lb::config::LbConfig;
+use crate::lb::core::Core;
 use crate::lb::proxy::{Peer, Proxy};
 use crate::lb::tls::Tls;
 use crate::lb::websocket::Tunnels;
@@ -29,7 +28,7 @@ use crate::lifecycle::Shutdown;
 
 /// What every worker thread shares.
 pub struct Shared {
-    pub config: Arc<Config>,
+    pub config: Arc<LbConfig>,
     pub core: Arc<Core>,
     pub tls: Option<Arc<Tls>>,
     pub tracker: TaskTracker,
@@ -89,7 +88,7 @@ async fn work(listener: std::net::TcpListener, shared: &Arc<Shared>) {
             return;
         }
     };
-    let lb = &shared.config.lb;
+    let lb = &*shared.config;
     let tunnels = Tunnels {
         idle: lb.timeouts.tunnel_idle.get(),
         close_on_unreachable: lb.websocket.close_on_unreachable,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::lb::config::{LbConfig, PassiveConfig, Role, UpstreamConfig, UpstreamUrl};
+use crate::lb::config::{LbConfig, PassiveConfig, UpstreamConfig, UpstreamRole, UpstreamUrl};
 use crate::lb::health::{Health, ProbeOutcome, Probes};
 use crate::lb::metrics::{Metrics, UpstreamMetrics};
 use crate::lb::passive::{Passive, millis};
@@ -39,7 +39,7 @@ pub struct Upstream {
     pub url: UpstreamUrl,
     /// The URL as text, for logs, metrics and status.
     pub name: String,
-    pub role: Role,
+    pub role: UpstreamRole,
     pub weight: u32,
     health: AtomicU8,
     ejected_until: AtomicU64,

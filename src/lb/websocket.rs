@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::task::TaskTracker;
 
-use crate::lb::Core;
+use crate::lb::core::Core;
 use crate::lb::upstream::{Clock, InFlight};
 use crate::lifecycle::Shutdown;
 

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ByteSize, Problem, Secret, Span, one_or_many};
+use crate::config::{
+    ByteSize, Problems, Secret, SecretKey, Section, Shown, Span, hide_url_credentials, one_or_many,
+};
 
 /// nats-server refuses a larger `max_payload` (and a larger one would exceed `max_pending`).
 pub const MAX_PAYLOAD_LIMIT: ByteSize = ByteSize::mib(64);
@@ -153,33 +155,37 @@ pub struct NatsTlsConfig {
     pub verify_clients: bool,
 }
 
-/// Rules that span fields or need more than a type can say. `origin` names where a key's value
-/// came from, for the message.
-pub fn validate(c: &NatsServerConfig, origin: &dyn Fn(&str) -> String) -> Vec<Problem> {
-    [
-        port_problems(c),
-        name_problems(c),
-        route_problems(c),
-        limit_problems(c),
-        auth_problems(&c.auth),
-        tls_problems(&c.tls),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|(key, message)| {
-        let key = format!("nats_server.{key}");
-        // A list item's origin is the list's: figment records none per item.
-        let list = key
-            .rsplit_once('.')
-            .filter(|(_, last)| last.parse::<usize>().is_ok());
-        let origin = origin(list.map_or(key.as_str(), |(list, _)| list));
-        Problem {
-            origin,
-            key,
-            message,
+impl Section for NatsServerConfig {
+    const KEY: &'static str = "nats_server";
+
+    const SECRETS: &'static [SecretKey] = &[
+        SecretKey {
+            key: "auth.token",
+            shown: Shown::Hidden,
+        },
+        SecretKey {
+            key: "auth.password",
+            shown: Shown::Hidden,
+        },
+    ];
+
+    fn validate(&self, problems: &mut Problems<'_>) {
+        let found = [
+            port_problems(self),
+            name_problems(self),
+            route_problems(self),
+            limit_problems(self),
+            auth_problems(&self.auth),
+            tls_problems(&self.tls),
+        ];
+        for (key, message) in found.into_iter().flatten() {
+            // A list item's origin is the list's: figment records none per item.
+            let list = key
+                .rsplit_once('.')
+                .filter(|(_, last)| last.parse::<usize>().is_ok());
+            problems.add_with_origin_of(&key, list.map_or(key.as_str(), |(list, _)| list), message);
         }
-    })
-    .collect()
+    }
 }
 
 /// A key below `nats_server` and what is wrong with its value.
@@ -314,7 +320,7 @@ fn check_route(route: &str) -> Result<(), String> {
 
 /// A route for messages: a route may carry the cluster's user and password, which stay hidden.
 fn shown_route(route: &str) -> String {
-    match crate::config::hide_url_credentials(route) {
+    match hide_url_credentials(route) {
         Some(hidden) => hidden,
         // Not a URL: whatever comes before an `@` may be a credential.
         None => match route.rsplit_once('@') {
@@ -390,7 +396,11 @@ mod tests {
     use super::*;
 
     fn problems(c: &NatsServerConfig) -> Vec<String> {
-        validate(c, &|_| "test".into())
+        let origin = |_: &str| "test".to_owned();
+        let mut problems = Problems::new(NatsServerConfig::KEY, &origin);
+        c.validate(&mut problems);
+        problems
+            .into_vec()
             .into_iter()
             .map(|p| format!("{}: {}", p.key, p.message))
             .collect()

@@ -2,7 +2,7 @@
 //! is generated from the `[nats_server]` section of quire.toml. Three machines with the same
 //! config (routes listing all three) make a cluster.
 //!
-//! This module knows nothing about `app/`: it only needs the config and the lifecycle.
+//! This module knows nothing about `app/`: it only needs its section, `data_dir` and the lifecycle.
 
 mod backoff;
 pub mod binary;
@@ -15,19 +15,19 @@ pub mod monitor;
 pub mod status;
 mod supervisor;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
-pub use config::{NatsServerConfig, validate};
+pub use config::NatsServerConfig;
 pub use monitor::Monitor;
 pub use status::{Status, status};
 
-use crate::config::{Config, ConfigError};
+use crate::config::ConfigError;
 use crate::lifecycle::Lifecycle;
 use supervisor::{Node, Supervisor};
 
-/// Re-reads the configuration (file and environment) when SIGHUP asks for a reload.
-pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+/// Re-reads the configuration (file and environment) when SIGHUP asks for a reload: the
+/// `[nats_server]` section and `data_dir` (under which the state directory defaults to `nats/`).
+pub type Reload = Box<dyn Fn() -> Result<(NatsServerConfig, PathBuf), ConfigError> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -63,12 +63,13 @@ impl NatsError {
 /// Runs the node until drain: writes nats-server's config, starts and supervises it, reports
 /// ready once `/healthz` answers, and stops it in lame-duck mode. `reload` is called on SIGHUP.
 pub async fn run(
-    config: Arc<Config>,
+    config: &NatsServerConfig,
+    data_dir: &Path,
     lifecycle: Lifecycle,
     reload: Reload,
 ) -> Result<(), NatsError> {
-    let binary = binary::resolve_here(config.nats_server.binary.as_deref())?;
-    let node = Node::from_config(&config)?;
+    let binary = binary::resolve_here(config.binary.as_deref())?;
+    let node = Node::from_config(config, data_dir)?;
     let state_dir = node.state_dir().to_path_buf();
     std::fs::create_dir_all(&state_dir).map_err(|source| NatsError::StateDir {
         path: state_dir,

@@ -14,11 +14,11 @@ use tokio::sync::watch;
 use super::backoff::Backoff;
 use super::child::{NatsChild, Spawner, describe_exit};
 use super::conf_file;
+use super::config::NatsServerConfig;
 use super::health::Health;
 use super::logs;
 use super::monitor::Monitor;
 use super::{NatsError, Reload};
-use crate::config::Config;
 use crate::lifecycle::{self, Lifecycle, Shutdown};
 
 /// After SIGTERM, how long nats-server gets before SIGKILL.
@@ -41,9 +41,9 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn from_config(config: &Config) -> Result<Node, NatsError> {
-        let c = &config.nats_server;
-        let dir = c.state_dir(&config.data_dir);
+    /// The node `c` describes, its state directory defaulting to `data_dir/nats`.
+    pub fn from_config(c: &NatsServerConfig, data_dir: &Path) -> Result<Node, NatsError> {
+        let dir = c.state_dir(data_dir);
         let state_dir = std::path::absolute(&dir)
             .map_err(|source| NatsError::StateDir { path: dir, source })?;
         Ok(Node {
@@ -281,7 +281,7 @@ impl Supervisor {
         tracing::info!("SIGHUP: reloading the configuration");
         let node = match (self.reload)()
             .map_err(|e| e.to_string())
-            .and_then(|c| Node::from_config(&c).map_err(|e| e.to_string()))
+            .and_then(|(c, data_dir)| Node::from_config(&c, &data_dir).map_err(|e| e.to_string()))
         {
             Ok(node) => node,
             Err(e) => {
@@ -390,30 +390,31 @@ async fn confirm_reload(monitor: Monitor, before: String) {
 mod tests {
     use super::*;
 
-    fn node(edit: impl FnOnce(&mut Config)) -> Node {
-        let mut config = Config::default();
-        edit(&mut config);
-        Node::from_config(&config).unwrap()
+    fn node(edit: impl FnOnce(&mut NatsServerConfig, &mut PathBuf)) -> Node {
+        let mut config = NatsServerConfig::default();
+        let mut data_dir = PathBuf::from("./data");
+        edit(&mut config, &mut data_dir);
+        Node::from_config(&config, &data_dir).unwrap()
     }
 
     #[test]
     fn reload_changes_the_config_text_but_not_what_quire_itself_uses() {
-        let current = node(|_| {});
+        let current = node(|_, _| {});
         assert!(
             current.state_dir().is_absolute(),
             "nats-server must not resolve it"
         );
 
-        let bigger = node(|c| c.nats_server.max_payload = crate::config::ByteSize::mib(2));
+        let bigger = node(|c, _| c.max_payload = crate::config::ByteSize::mib(2));
         assert_eq!(current.restart_needed_for(&bigger), None);
         assert_ne!(current.conf(), bigger.conf());
 
-        let moved = node(|c| c.nats_server.monitor_port = 9222);
+        let moved = node(|c, _| c.monitor_port = 9222);
         assert_eq!(
             current.restart_needed_for(&moved),
             Some("monitor_host / monitor_port")
         );
-        let elsewhere = node(|c| c.data_dir = "/srv/quire".into());
+        let elsewhere = node(|_, data_dir| *data_dir = "/srv/quire".into());
         assert_eq!(current.restart_needed_for(&elsewhere), Some("state_dir"));
     }
 }

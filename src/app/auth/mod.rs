@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use super::model::{Role, User};
 use super::store::{Store, StoreError};
-use crate::config::Config;
+use crate::app::config::AppConfig;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ pub enum RootError {
 }
 
 /// Makes the root user match the config, or creates a first admin when there is nobody.
-pub async fn ensure_root(store: &dyn Store, config: &Config) -> Result<RootUser, RootError> {
+pub async fn ensure_root(store: &dyn Store, config: &AppConfig) -> Result<RootUser, RootError> {
     if let (Some(email), Some(pw)) = (&config.root_user.email, &config.root_user.password) {
         let email = email.to_lowercase();
         let existing = store.user_by_email(&email).await?;

@@ -11,9 +11,10 @@ use sha2::Sha256;
 
 use super::availability::Availability;
 use crate::app::bus::{Bus, Hint};
+use crate::app::config::AppConfig;
 use crate::app::model::{Handover, InstanceInfo, InstanceRow, Lease, Millis, millis};
 use crate::app::store::{Store, StoreError};
-use crate::config::{Config, Secret};
+use crate::config::Secret;
 use crate::lifecycle::Shutdown;
 
 /// The flag holding the cluster's random fingerprint salt, set by the first instance to start.
@@ -36,7 +37,7 @@ pub fn fingerprint(secret: Option<&Secret>, salt: &str) -> String {
 
 /// What this process registers.
 pub fn describe(
-    config: &Config,
+    config: &AppConfig,
     id: &str,
     address: String,
     started_at: Millis,

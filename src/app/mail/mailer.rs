@@ -12,11 +12,11 @@ use super::MailSettings;
 use crate::app::bus::Bus;
 use crate::app::cluster::Roles;
 use crate::app::cluster::worker::RoleWorker;
+use crate::app::config::MailConfig;
 use crate::app::metrics::Metrics;
 use crate::app::model::{Fence, LeaderRole, Mail, millis, now_ms};
 use crate::app::secrets::Sealer;
 use crate::app::store::Store;
-use crate::config::MailConfig;
 use crate::lifecycle::Shutdown;
 
 /// A claimed mail may be resent after this long without an answer.

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use super::model::Mail;
 use super::secrets::{SealError, Sealer};
 use super::store::{Store, StoreError};
-use crate::config::{MailConfig, Secret};
+use crate::app::config::MailConfig;
+use crate::config::Secret;
 
 /// The flag holding settings saved in the console.
 const SETTINGS_FLAG: &str = "mail.settings";

@@ -201,7 +201,7 @@ fn describe(e: &RenderError) -> String {
 
 /// `quire render`: compiles a template from disk in-process and writes the PDF atomically.
 pub fn render_files(
-    config: &crate::config::Config,
+    config: &crate::app::config::AppConfig,
     template: &Path,
     data: Option<&Path>,
     inputs: &[(String, String)],

@@ -24,7 +24,7 @@ pub struct Scheduler {
     pub bus: Bus,
     pub metrics: Arc<Metrics>,
     /// For the sender address, which names the domain of Message-IDs.
-    pub mail: crate::config::MailConfig,
+    pub mail: crate::app::config::MailConfig,
     pub sealer: crate::app::secrets::Sealer,
 }
 
@@ -189,7 +189,7 @@ impl Scheduler {
 /// The sender address in effect, if mail is set up.
 pub async fn sender(
     store: &dyn Store,
-    mail: &crate::config::MailConfig,
+    mail: &crate::app::config::MailConfig,
     sealer: &crate::app::secrets::Sealer,
 ) -> Option<String> {
     crate::app::mail::settings(store, mail, sealer)

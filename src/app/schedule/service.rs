@@ -12,13 +12,14 @@ use super::cron::{Cron, CronError};
 use super::{next_fire, scheduler};
 use crate::app::auth::normalize_email;
 use crate::app::bus::Bus;
+use crate::app::config::MailConfig;
 use crate::app::model::{
     JobState, Mail, MailState, Misfire, Occurrence, Rendered, Schedule, ScheduleSpec, millis,
 };
 use crate::app::secrets::Sealer;
 use crate::app::store::{Store, StoreError};
 use crate::app::templates::params::{self, ParamError};
-use crate::config::{MailConfig, Span};
+use crate::config::Span;
 
 /// Default misfire window: after downtime, a fire time up to an hour old still runs.
 const WINDOW: Span = Span::secs(3600);

@@ -33,7 +33,7 @@ mod users;
 
 use async_trait::async_trait;
 
-use crate::config::{Config, DatabaseUrl};
+use crate::app::config::{AppConfig, DatabaseUrl};
 
 pub use cluster::ClusterStore;
 pub use jobs::{Abandoned, JobStore};
@@ -138,7 +138,7 @@ impl<T> Store for T where
 
 /// Opens the configured database (creating a SQLite file and its directory when needed).
 /// `application_name` shows up in PostgreSQL's `pg_stat_activity`.
-pub async fn open(config: &Config, application_name: &str) -> Result<std::sync::Arc<dyn Store>> {
+pub async fn open(config: &AppConfig, application_name: &str) -> Result<std::sync::Arc<dyn Store>> {
     match config.database_url() {
         DatabaseUrl::Sqlite(url) => Ok(std::sync::Arc::new(
             SqliteStore::open(&url, &config.database).await?,

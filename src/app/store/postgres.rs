@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use super::sql::SqlStore;
 use super::sql::db::{Backend, Col, Dialect, Param, Row, SqlxQuery, Value};
 use super::{Result, migrate};
-use crate::config::DatabaseConfig;
+use crate::app::config::DatabaseConfig;
 
 /// The store on PostgreSQL.
 pub(crate) type PgStore = SqlStore<Postgres>;

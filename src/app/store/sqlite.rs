@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 use super::sql::SqlStore;
 use super::sql::db::{Backend, Col, Dialect, Param, Row, SqlxQuery, Value};
 use super::{Result, StoreError, migrate};
-use crate::config::DatabaseConfig;
+use crate::app::config::DatabaseConfig;
 
 /// The store on SQLite.
 pub(crate) type SqliteStore = SqlStore<Sqlite>;

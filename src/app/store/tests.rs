@@ -733,7 +733,7 @@ mod sqlite {
     async fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = SqliteStore::open(&url, &crate::config::DatabaseConfig::default())
+        let store = SqliteStore::open(&url, &crate::app::config::DatabaseConfig::default())
             .await
             .unwrap();
         store.migrate().await.unwrap();
@@ -767,7 +767,7 @@ mod postgres {
         let url = pg.fresh_database().await;
         let store = PgStore::open(
             &url,
-            &crate::config::DatabaseConfig::default(),
+            &crate::app::config::DatabaseConfig::default(),
             "quire store tests",
         )
         .await
@@ -801,13 +801,13 @@ mod postgres {
             #[tokio::test]
             async fn every_case_through_pgbouncer() {
                 let pg = tokio::task::spawn_blocking(server::Postgres::start).await.unwrap();
-                let mut cfg = crate::config::DatabaseConfig::default();
+                let mut cfg = crate::app::config::DatabaseConfig::default();
                 cfg.pgbouncer = true;
                 $(
                     let direct = pg.fresh_database().await;
                     let db = direct.rsplit('/').next().unwrap().to_owned();
                     let bouncer = server::PgBouncer::start(&pg, &db);
-                    let plain = crate::config::DatabaseConfig::default();
+                    let plain = crate::app::config::DatabaseConfig::default();
                     PgStore::open(&direct, &plain, "migrate")
                         .await
                         .unwrap()
@@ -835,7 +835,7 @@ mod postgres {
             .unwrap();
         let url = pg.fresh_database().await;
         let stores: Vec<PgStore> = futures_util::future::join_all((0..3).map(|_| async {
-            PgStore::open(&url, &crate::config::DatabaseConfig::default(), "t")
+            PgStore::open(&url, &crate::app::config::DatabaseConfig::default(), "t")
                 .await
                 .unwrap()
         }))

@@ -41,15 +41,17 @@ pub fn millis(d: std::time::Duration) -> Millis {
     Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 
+/// What a user may do (viewer < editor < admin). Not to be confused with a `LeaderRole` (a
+/// background role an instance holds) or the lb's `UpstreamRole` (primary or backup).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum UserRole {
     Viewer,
     Editor,
     Admin,
 }
 
-stored_as_text!(Role {
+stored_as_text!(UserRole {
     Viewer => "viewer",
     Editor => "editor",
     Admin => "admin",
@@ -59,7 +61,7 @@ stored_as_text!(Role {
 pub struct User {
     pub id: String,
     pub email: String,
-    pub role: Role,
+    pub role: UserRole,
     pub password_hash: String,
     pub is_root: bool,
     pub disabled: bool,
@@ -70,12 +72,12 @@ pub struct User {
 pub struct NewUser {
     pub email: String,
     pub password_hash: String,
-    pub role: Role,
+    pub role: UserRole,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct UserChanges {
-    pub role: Option<Role>,
+    pub role: Option<UserRole>,
     pub password_hash: Option<String>,
     pub disabled: Option<bool>,
 }

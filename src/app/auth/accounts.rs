@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::password::{self, HashError};
 use super::ratelimit::LoginLimiter;
 use super::{MIN_PASSWORD_LEN, normalize_email, token};
-use crate::app::model::{ApiToken, NewUser, Role, Session, User, UserChanges, millis, now_ms};
+use crate::app::model::{ApiToken, NewUser, Session, User, UserChanges, UserRole, millis, now_ms};
 use crate::app::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> AccountError {
 
 /// A change an admin asks for.
 pub struct UserPatch {
-    pub role: Option<Role>,
+    pub role: Option<UserRole>,
     pub password: Option<String>,
     pub disabled: Option<bool>,
     /// With a new password: also revoke the user's API tokens, since whoever knew the old
@@ -149,7 +149,7 @@ impl Accounts {
         &self,
         email: &str,
         password: String,
-        role: Role,
+        role: UserRole,
     ) -> Result<User, AccountError> {
         let email =
             normalize_email(email).ok_or_else(|| invalid("email", "not an email address"))?;
@@ -177,7 +177,7 @@ impl Accounts {
             ));
         }
         if target.is_root
-            && (patch.role.is_some_and(|r| r != Role::Admin) || patch.disabled == Some(true))
+            && (patch.role.is_some_and(|r| r != UserRole::Admin) || patch.disabled == Some(true))
         {
             return Err(invalid(
                 "role",

@@ -9,7 +9,7 @@ pub mod token;
 
 use std::path::PathBuf;
 
-use super::model::{Role, User};
+use super::model::{User, UserRole};
 use super::store::{Store, StoreError};
 use crate::app::config::AppConfig;
 
@@ -37,7 +37,7 @@ pub struct Forbidden {
 }
 
 impl Principal {
-    pub fn require(&self, role: Role) -> Result<(), Forbidden> {
+    pub fn require(&self, role: UserRole) -> Result<(), Forbidden> {
         if self.user.role >= role {
             Ok(())
         } else {
@@ -50,7 +50,7 @@ impl Principal {
 
     /// Editors and admins see every job; viewers see their own.
     pub fn sees_all_jobs(&self) -> bool {
-        self.user.role >= Role::Editor
+        self.user.role >= UserRole::Editor
     }
 }
 

@@ -13,7 +13,7 @@ use axum::routing::get;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::auth::{Principal, Via};
-use super::model::Role;
+use super::model::UserRole;
 use super::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -40,17 +40,17 @@ pub fn routes() -> Router<AppState> {
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; \
                    connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'";
 
-const NAV: &[(&str, &str, Role)] = &[
-    ("/templates", "Templates", Role::Viewer),
-    ("/render", "Render", Role::Viewer),
-    ("/jobs", "Jobs", Role::Viewer),
-    ("/schedules", "Schedules", Role::Editor),
-    ("/deliveries", "Deliveries", Role::Editor),
-    ("/fonts", "Fonts", Role::Viewer),
-    ("/tokens", "API tokens", Role::Viewer),
-    ("/users", "Users", Role::Admin),
-    ("/cluster", "HA Instances", Role::Admin),
-    ("/settings", "Settings", Role::Admin),
+const NAV: &[(&str, &str, UserRole)] = &[
+    ("/templates", "Templates", UserRole::Viewer),
+    ("/render", "Render", UserRole::Viewer),
+    ("/jobs", "Jobs", UserRole::Viewer),
+    ("/schedules", "Schedules", UserRole::Editor),
+    ("/deliveries", "Deliveries", UserRole::Editor),
+    ("/fonts", "Fonts", UserRole::Viewer),
+    ("/tokens", "API tokens", UserRole::Viewer),
+    ("/users", "Users", UserRole::Admin),
+    ("/cluster", "HA Instances", UserRole::Admin),
+    ("/settings", "Settings", UserRole::Admin),
 ];
 
 /// A whole page: header with navigation, the content, the page's data for the script.

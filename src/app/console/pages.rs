@@ -15,7 +15,7 @@ use crate::app::auth::Principal;
 use crate::app::http::auth::ConsoleUser;
 use crate::app::http::problem::Problem;
 use crate::app::http::views::{JobView, VersionView, ts};
-use crate::app::model::{Job, JobFilter, JobState, Role};
+use crate::app::model::{Job, JobFilter, JobState, UserRole};
 use crate::app::state::AppState;
 
 type PageResult = Result<Response, Response>;
@@ -24,7 +24,7 @@ fn fail(p: Problem) -> Response {
     p.into_response()
 }
 
-fn forbidden(user: &Principal, needed: Role) -> Response {
+fn forbidden(user: &Principal, needed: UserRole) -> Response {
     let content =
         html! { h1 { "Not allowed" } p { "This page needs the " (needed.as_str()) " role." } };
     let page = Page {
@@ -76,7 +76,7 @@ pub async fn templates(
     ConsoleUser(user): ConsoleUser,
 ) -> PageResult {
     let list = state.store.templates().await.map_err(|e| fail(e.into()))?;
-    let editor = user.user.role >= Role::Editor;
+    let editor = user.user.role >= UserRole::Editor;
     let content = html! {
         h1 { "Templates" }
         table.list {
@@ -121,8 +121,8 @@ pub async fn editor(
     ConsoleUser(user): ConsoleUser,
     Path(id): Path<String>,
 ) -> PageResult {
-    if user.user.role < Role::Editor {
-        return Err(forbidden(&user, Role::Editor));
+    if user.user.role < UserRole::Editor {
+        return Err(forbidden(&user, UserRole::Editor));
     }
     let t = state
         .store
@@ -358,10 +358,10 @@ pub async fn fonts(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
                 .push(f.family.clone());
         }
     }
-    let editor = user.user.role >= Role::Editor;
+    let editor = user.user.role >= UserRole::Editor;
     let content = html! {
         h1 { "Fonts" }
-        @if user.user.role >= Role::Admin {
+        @if user.user.role >= UserRole::Admin {
             p.muted { "Font directory: " code { (state.fonts.dir().display()) } ". Files dropped there are picked up within " (state.config.fonts.rescan_interval) "." }
         }
         table.list {
@@ -444,11 +444,11 @@ pub async fn tokens(State(state): State<AppState>, ConsoleUser(user): ConsoleUse
 }
 
 pub async fn users(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
-    if user.user.role < Role::Admin {
-        return Err(forbidden(&user, Role::Admin));
+    if user.user.role < UserRole::Admin {
+        return Err(forbidden(&user, UserRole::Admin));
     }
     let list = state.accounts.users().await.map_err(|e| fail(e.into()))?;
-    let roles = [Role::Viewer, Role::Editor, Role::Admin];
+    let roles = [UserRole::Viewer, UserRole::Editor, UserRole::Admin];
     let content = html! {
         h1 { "Users" }
         p #user-error .error hidden {}
@@ -504,8 +504,8 @@ pub async fn users(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
 }
 
 pub async fn cluster(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
-    if user.user.role < Role::Admin {
-        return Err(forbidden(&user, Role::Admin));
+    if user.user.role < UserRole::Admin {
+        return Err(forbidden(&user, UserRole::Admin));
     }
     let overview = crate::app::http::cluster::load(&state)
         .await
@@ -617,12 +617,12 @@ pub async fn schedules(
     ConsoleUser(user): ConsoleUser,
 ) -> PageResult {
     // Schedules carry their recipients and data: editors and admins only, as in the API.
-    if user.user.role < Role::Editor {
-        return Err(forbidden(&user, Role::Editor));
+    if user.user.role < UserRole::Editor {
+        return Err(forbidden(&user, UserRole::Editor));
     }
     let list = state.schedules.list().await.map_err(|e| fail(e.into()))?;
     let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
-    let editor = user.user.role >= Role::Editor;
+    let editor = user.user.role >= UserRole::Editor;
     let content = html! {
         h1 { "Schedules" }
         table.list {
@@ -666,14 +666,14 @@ pub async fn schedule(
     ConsoleUser(user): ConsoleUser,
     Path(id): Path<String>,
 ) -> PageResult {
-    if user.user.role < Role::Editor {
-        return Err(forbidden(&user, Role::Editor));
+    if user.user.role < UserRole::Editor {
+        return Err(forbidden(&user, UserRole::Editor));
     }
     let s = state.schedules.get(&id).await.map_err(|e| fail(e.into()))?;
     let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
     let view =
         serde_json::to_value(crate::app::http::schedules::schedule_view(&s)).unwrap_or_default();
-    let editor = user.user.role >= Role::Editor;
+    let editor = user.user.role >= UserRole::Editor;
     let content = html! {
         h1 { (s.spec.name) }
         p.muted { "Next: " (s.next_fire_at.map(ts).unwrap_or_else(|| "never (paused)".into())) " · skipped after downtime: " (s.skipped_total) }
@@ -709,15 +709,15 @@ pub async fn deliveries(
     State(state): State<AppState>,
     ConsoleUser(user): ConsoleUser,
 ) -> PageResult {
-    if user.user.role < Role::Editor {
-        return Err(forbidden(&user, Role::Editor));
+    if user.user.role < UserRole::Editor {
+        return Err(forbidden(&user, UserRole::Editor));
     }
     let mails = state
         .schedules
         .deliveries(None, 200)
         .await
         .map_err(|e| fail(e.into()))?;
-    let editor = user.user.role >= Role::Editor;
+    let editor = user.user.role >= UserRole::Editor;
     let content = html! {
         h1 { "Deliveries" }
         p.muted { "Every mail, one row per recipient, newest first. Failed mails stay here until sent again." }
@@ -751,8 +751,8 @@ pub async fn deliveries(
 }
 
 pub async fn settings(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
-    if user.user.role < Role::Admin {
-        return Err(forbidden(&user, Role::Admin));
+    if user.user.role < UserRole::Admin {
+        return Err(forbidden(&user, UserRole::Admin));
     }
     let current =
         crate::app::mail::settings(state.store.as_ref(), &state.config.mail, &state.sealer).await;

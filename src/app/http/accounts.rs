@@ -13,7 +13,7 @@ use super::problem::{ApiResult, Problem};
 use super::views::{TokenView, UserView, ts};
 use crate::app::auth::Principal;
 use crate::app::auth::accounts::UserPatch as Patch;
-use crate::app::model::Role;
+use crate::app::model::UserRole;
 use crate::app::state::AppState;
 
 const SMALL_BODY: usize = 64 * 1024;
@@ -23,17 +23,17 @@ struct NewUserRequest {
     email: String,
     password: String,
     #[serde(default = "viewer")]
-    role: Role,
+    role: UserRole,
 }
 
-fn viewer() -> Role {
-    Role::Viewer
+fn viewer() -> UserRole {
+    UserRole::Viewer
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserPatch {
-    role: Option<Role>,
+    role: Option<UserRole>,
     password: Option<String>,
     disabled: Option<bool>,
     /// With a new password: also revoke the user's API tokens (the default), since whoever
@@ -50,7 +50,7 @@ pub async fn list_users(
     State(state): State<AppState>,
     p: Principal,
 ) -> ApiResult<Json<Vec<UserView>>> {
-    p.require(Role::Admin)?;
+    p.require(UserRole::Admin)?;
     let users = state.accounts.users().await?;
     Ok(Json(users.iter().map(UserView::from).collect()))
 }
@@ -61,7 +61,7 @@ pub async fn create_user(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    p.require(Role::Admin)?;
+    p.require(UserRole::Admin)?;
     let bytes = extract::body(body, SMALL_BODY, "user requests").await?;
     let req: NewUserRequest = extract::json(&headers, &bytes)?;
     let user = state
@@ -79,7 +79,7 @@ pub async fn update_user(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<UserView>> {
-    p.require(Role::Admin)?;
+    p.require(UserRole::Admin)?;
     let bytes = extract::body(body, SMALL_BODY, "user requests").await?;
     let patch: UserPatch = extract::json(&headers, &bytes)?;
     let patch = Patch {
@@ -97,7 +97,7 @@ pub async fn delete_user(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    p.require(Role::Admin)?;
+    p.require(UserRole::Admin)?;
     state.accounts.delete_user(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,11 +9,11 @@ use super::extract::ApiPath;
 use super::problem::{ApiResult, Problem};
 use crate::app::auth::Principal;
 use crate::app::cluster::registry::{self, Overview, Thresholds};
-use crate::app::model::Role;
+use crate::app::model::UserRole;
 use crate::app::state::AppState;
 
 pub async fn overview(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Overview>> {
-    p.require(Role::Admin)?;
+    p.require(UserRole::Admin)?;
     Ok(Json(load(&state).await?))
 }
 
@@ -52,7 +52,7 @@ async fn set_drain(
     ApiPath(id): ApiPath<String>,
     drain: bool,
 ) -> ApiResult<StatusCode> {
-    p.require(Role::Admin)?;
+    p.require(UserRole::Admin)?;
     if !registry::request_drain(state.store.as_ref(), &state.bus, &id, drain).await? {
         return Err(Problem::not_found(format!("instance {id}")));
     }

@@ -8,7 +8,7 @@ use super::extract::{ApiPath, ApiQuery};
 use super::problem::{ApiResult, Problem};
 use super::views::ts;
 use crate::app::auth::Principal;
-use crate::app::model::{Mail, MailState, Role};
+use crate::app::model::{Mail, MailState, UserRole};
 use crate::app::state::AppState;
 
 #[derive(Serialize)]
@@ -53,7 +53,7 @@ pub async fn list(
     p: Principal,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> ApiResult<Json<Vec<MailView>>> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let filter = q
         .state
         .as_deref()
@@ -73,6 +73,6 @@ pub async fn resend(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<MailView>> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     Ok(Json(MailView::from(&state.schedules.resend(&id).await?)))
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::extract::{self, ApiPath};
 use super::problem::{ApiResult, Problem};
 use crate::app::auth::Principal;
-use crate::app::model::Role;
+use crate::app::model::UserRole;
 use crate::app::state::AppState;
 
 /// The faces renders can use and the directory files skipped; the directory's path is the
@@ -18,7 +18,7 @@ use crate::app::state::AppState;
 pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
     let catalog = state.fonts.list();
     let mut body = json!({"faces": catalog.faces, "skipped": catalog.skipped});
-    if p.user.role >= Role::Admin {
+    if p.user.role >= UserRole::Admin {
         body["dir"] = json!(state.fonts.dir().display().to_string());
     }
     Json(body)
@@ -31,7 +31,7 @@ pub async fn upload(
     ApiPath(name): ApiPath<String>,
     body: Body,
 ) -> ApiResult<Response> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let limit = state.config.fonts.max_upload_size.as_usize();
     let bytes = extract::body(body, limit, "fonts.max_upload_size").await?;
     let faces = state.fonts.upload(name.clone(), bytes).await?;
@@ -48,7 +48,7 @@ pub async fn remove(
     p: Principal,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     if state.fonts.delete(name.clone()).await? {
         tracing::info!(font = %name, by = %p.user.email, "font removed");
         Ok(StatusCode::NO_CONTENT)

@@ -11,7 +11,7 @@ use super::extract;
 use super::problem::ApiResult;
 use crate::app::auth::Principal;
 use crate::app::mail;
-use crate::app::model::Role;
+use crate::app::model::UserRole;
 use crate::app::state::AppState;
 
 #[derive(Deserialize)]
@@ -21,7 +21,7 @@ struct MailSettingsRequest {
 }
 
 pub async fn get(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
-    p.require(Role::Admin)?;
+    p.require(UserRole::Admin)?;
     let current = mail::settings(state.store.as_ref(), &state.config.mail, &state.sealer).await;
     Ok(Json(match current {
         Ok(Some(s)) => json!({
@@ -46,7 +46,7 @@ pub async fn save(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<StatusCode> {
-    p.require(Role::Admin)?;
+    p.require(UserRole::Admin)?;
     let bytes = extract::body(body, 16 << 10, "mail settings").await?;
     let req: MailSettingsRequest = extract::json(&headers, &bytes)?;
     mail::save_settings(

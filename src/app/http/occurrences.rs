@@ -10,7 +10,7 @@ use super::extract::{ApiPath, ApiQuery};
 use super::problem::ApiResult;
 use super::views::ts;
 use crate::app::auth::Principal;
-use crate::app::model::{OccurrenceState, Role};
+use crate::app::model::{OccurrenceState, UserRole};
 use crate::app::schedule::service::OccurrenceMails;
 use crate::app::state::AppState;
 
@@ -64,7 +64,7 @@ pub async fn list(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<Limit>,
 ) -> ApiResult<Json<Vec<OccurrenceView>>> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 10_000);
     let list = state.schedules.occurrences(&id, limit).await?;
     Ok(Json(list.iter().map(occurrence_view).collect()))
@@ -75,7 +75,7 @@ pub async fn get(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<OccurrenceView>> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     Ok(Json(occurrence_view(
         &state.schedules.occurrence(&id).await?,
     )))
@@ -103,7 +103,7 @@ async fn review(
     ApiPath(id): ApiPath<String>,
     approve: bool,
 ) -> ApiResult<Json<OccurrenceView>> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let reviewed = state.schedules.review(&id, approve, &p.user.email).await?;
     Ok(Json(occurrence_view(&reviewed)))
 }

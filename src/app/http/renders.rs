@@ -18,7 +18,7 @@ use super::problem::{ApiResult, Problem};
 use super::templates::{FileContent, decode_files};
 use super::views::{JobView, ts};
 use crate::app::auth::Principal;
-use crate::app::model::{Job, JobFilter, JobState, NewJob, Role, Template, TemplateVersion};
+use crate::app::model::{Job, JobFilter, JobState, NewJob, Template, TemplateVersion, UserRole};
 use crate::app::render::{Artifact, Format, Input, RenderJob};
 use crate::app::state::AppState;
 use crate::app::templates::{self, params};
@@ -339,7 +339,7 @@ pub async fn preview(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let limit = state.config.render.max_template_size.as_usize() * 4 / 3 + body_limit(&state);
     let bytes = extract::body(body, limit, "render.max_template_size").await?;
     let req: PreviewRequest = extract::json(&headers, &bytes)?;

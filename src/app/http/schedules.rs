@@ -14,7 +14,7 @@ use super::extract::{self, ApiPath, ApiQuery};
 use super::problem::ApiResult;
 use super::views::ts;
 use crate::app::auth::Principal;
-use crate::app::model::{Misfire, Role, Schedule};
+use crate::app::model::{Misfire, Schedule, UserRole};
 use crate::app::schedule::cron::Cron;
 use crate::app::schedule::service::{self, Draft};
 use crate::app::state::AppState;
@@ -171,7 +171,7 @@ pub async fn list(
     State(state): State<AppState>,
     p: Principal,
 ) -> ApiResult<Json<Vec<ScheduleView>>> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let list = state.schedules.list().await?;
     Ok(Json(list.iter().map(schedule_view).collect()))
 }
@@ -182,7 +182,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let draft = read_draft(&state, &headers, body).await?;
     let s = state.schedules.create(draft, &p.user.id).await?;
     tracing::info!(schedule = %s.spec.name, cron = %s.spec.cron, by = %p.user.email, "schedule created");
@@ -199,7 +199,7 @@ pub async fn get(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     Ok(Json(schedule_view(&state.schedules.get(&id).await?)))
 }
 
@@ -210,7 +210,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<ScheduleView>> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let draft = read_draft(&state, &headers, body).await?;
     Ok(Json(schedule_view(
         &state.schedules.update(&id, draft).await?,
@@ -222,7 +222,7 @@ pub async fn delete(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     state.schedules.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,7 +17,7 @@ use super::extract::{self, ApiPath};
 use super::problem::{ApiResult, Problem};
 use super::views::{TemplateView, VersionView};
 use crate::app::auth::Principal;
-use crate::app::model::{NewVersion, ParamSpec, Role, TemplateFile};
+use crate::app::model::{NewVersion, ParamSpec, TemplateFile, UserRole};
 use crate::app::state::AppState;
 use crate::app::templates;
 
@@ -119,7 +119,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let bytes = extract::body(body, body_limit(&state), "render.max_template_size").await?;
     let req: CreateTemplate = extract::json(&headers, &bytes)?;
     let version = new_version(
@@ -160,7 +160,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let bytes = extract::body(body, body_limit(&state), "render.max_template_size").await?;
     let req: UpdateTemplate = extract::json(&headers, &bytes)?;
     let version = new_version(
@@ -183,7 +183,7 @@ pub async fn delete(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    p.require(Role::Editor)?;
+    p.require(UserRole::Editor)?;
     let t = state.templates.delete(&id).await?;
     tracing::info!(template = %t.name, by = %p.user.email, "template deleted");
     Ok(StatusCode::NO_CONTENT)

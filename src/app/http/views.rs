@@ -17,7 +17,7 @@ pub fn ts(ms: Millis) -> String {
 pub struct UserView {
     pub id: String,
     pub email: String,
-    pub role: Role,
+    pub role: UserRole,
     pub root: bool,
     pub disabled: bool,
     pub created_at: String,

@@ -52,7 +52,7 @@ async fn new_job(s: &dyn Store, id: &str) -> (Job, JobEvent) {
 
 pub async fn users_and_root(s: &dyn Store) {
     let root = s.upsert_root("root@example.com", "h1").await.unwrap();
-    assert!(root.is_root && root.role == Role::Admin);
+    assert!(root.is_root && root.role == UserRole::Admin);
     let again = s.upsert_root("root@example.com", "h2").await.unwrap();
     assert_eq!(again.id, root.id);
     assert_eq!(again.password_hash, "h2");
@@ -66,7 +66,7 @@ pub async fn users_and_root(s: &dyn Store) {
         .create_user(&NewUser {
             email: "v@example.com".into(),
             password_hash: "x".into(),
-            role: Role::Viewer,
+            role: UserRole::Viewer,
         })
         .await
         .unwrap();
@@ -74,7 +74,7 @@ pub async fn users_and_root(s: &dyn Store) {
         .create_user(&NewUser {
             email: "v@example.com".into(),
             password_hash: "y".into(),
-            role: Role::Admin,
+            role: UserRole::Admin,
         })
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{dup:?}");
@@ -82,7 +82,7 @@ pub async fn users_and_root(s: &dyn Store) {
         .update_user(
             &u.id,
             &UserChanges {
-                role: Some(Role::Editor),
+                role: Some(UserRole::Editor),
                 disabled: Some(true),
                 ..Default::default()
             },
@@ -90,7 +90,7 @@ pub async fn users_and_root(s: &dyn Store) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(changed.role, Role::Editor);
+    assert_eq!(changed.role, UserRole::Editor);
     assert!(changed.disabled);
     assert_eq!(changed.password_hash, "x");
     assert!(

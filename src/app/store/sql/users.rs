@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::db::{Backend, Row, Sql};
 use super::{SqlStore, conflict};
-use crate::app::model::{ApiToken, Millis, NewUser, Role, Session, User, UserChanges};
+use crate::app::model::{ApiToken, Millis, NewUser, Session, User, UserChanges, UserRole};
 use crate::app::store::{Result, StoreError, UserStore};
 
 const USER_COLS: &str = "id, email, role, password_hash, is_root, disabled, created_at";
@@ -16,7 +16,7 @@ fn user_row(r: &impl Row) -> Result<User> {
     Ok(User {
         id: r.try_get("id")?,
         email: r.try_get("email")?,
-        role: Role::parse(&role).ok_or(StoreError::Corrupt("users.role"))?,
+        role: UserRole::parse(&role).ok_or(StoreError::Corrupt("users.role"))?,
         password_hash: r.try_get("password_hash")?,
         is_root: r.try_get::<i64, _>("is_root")? != 0,
         disabled: r.try_get::<i64, _>("disabled")? != 0,
@@ -140,7 +140,7 @@ impl<B: Backend> UserStore for SqlStore<B> {
             .db
             .query(&UPDATE)
             .bind(id)
-            .bind(c.role.map(Role::as_str))
+            .bind(c.role.map(UserRole::as_str))
             .bind(&c.password_hash)
             .bind(c.disabled.map(i64::from))
             .fetch_optional()

@@ -39,8 +39,8 @@ pub enum FontError {
     },
 }
 
-/// One font face as listed to users.
-#[derive(Debug, Clone, serde::Serialize)]
+/// One font face a render can use.
+#[derive(Debug, Clone)]
 pub struct FaceEntry {
     pub family: String,
     pub style: String,
@@ -48,12 +48,11 @@ pub struct FaceEntry {
     /// `bundled` or `directory`.
     pub source: &'static str,
     /// The file name within the font directory (directory fonts only).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
 }
 
 /// A font file in the directory that renders do not use, and why.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct SkippedFile {
     pub file: String,
     pub reason: String,

@@ -129,8 +129,9 @@ pub struct Thresholds {
     pub stale_after: Duration,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct InstanceView {
+/// One instance as the HA page shows it.
+#[derive(Debug, Clone)]
+pub struct InstanceStatus {
     pub id: String,
     pub name: String,
     pub version: String,
@@ -152,18 +153,20 @@ pub struct InstanceView {
     pub schema_version: i64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// Everything the HA page shows; `http::cluster` gives it its JSON shape.
+#[derive(Debug, Clone)]
 pub struct Overview {
     pub now: Millis,
     pub you: String,
-    pub instances: Vec<InstanceView>,
-    pub leases: Vec<LeaseView>,
-    pub handovers: Vec<HandoverView>,
+    pub instances: Vec<InstanceStatus>,
+    pub leases: Vec<LeaseStatus>,
+    pub handovers: Vec<HandoverSpan>,
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LeaseView {
+/// A leader role's lease now.
+#[derive(Debug, Clone)]
+pub struct LeaseStatus {
     pub role: String,
     pub holder: Option<String>,
     pub term: i64,
@@ -171,8 +174,9 @@ pub struct LeaseView {
     pub acquired_at: Option<Millis>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HandoverView {
+/// One holder's time in a role.
+#[derive(Debug, Clone)]
+pub struct HandoverSpan {
     pub role: String,
     pub term: i64,
     pub holder: String,
@@ -208,9 +212,9 @@ pub async fn overview(
     let leases = store.leases().await?;
     let history = store.lease_history(30).await?;
     let stale_ms = millis(t.stale_after);
-    let instances: Vec<InstanceView> = rows
+    let instances: Vec<InstanceStatus> = rows
         .iter()
-        .map(|r| view(r, &leases, now, stale_ms, me))
+        .map(|r| status(r, &leases, now, stale_ms, me))
         .collect();
     let warnings = warnings(&instances, ha);
     Ok(Overview {
@@ -219,7 +223,7 @@ pub async fn overview(
         instances,
         leases: leases
             .into_iter()
-            .map(|l| LeaseView {
+            .map(|l| LeaseStatus {
                 role: l.role,
                 holder: l.holder.filter(|_| l.expires_at > now),
                 term: l.term,
@@ -227,13 +231,13 @@ pub async fn overview(
                 acquired_at: l.acquired_at,
             })
             .collect(),
-        handovers: history.into_iter().map(handover_view).collect(),
+        handovers: history.into_iter().map(handover_span).collect(),
         warnings,
     })
 }
 
-fn handover_view(h: Handover) -> HandoverView {
-    HandoverView {
+fn handover_span(h: Handover) -> HandoverSpan {
+    HandoverSpan {
         role: h.role,
         term: h.term,
         holder: h.holder,
@@ -243,7 +247,13 @@ fn handover_view(h: Handover) -> HandoverView {
     }
 }
 
-fn view(r: &InstanceRow, leases: &[Lease], now: Millis, stale_ms: i64, me: &str) -> InstanceView {
+fn status(
+    r: &InstanceRow,
+    leases: &[Lease],
+    now: Millis,
+    stale_ms: i64,
+    me: &str,
+) -> InstanceStatus {
     let age = now - r.heartbeat_at;
     let state = if r.stopped_at.is_some() {
         "stopped"
@@ -257,7 +267,7 @@ fn view(r: &InstanceRow, leases: &[Lease], now: Millis, stale_ms: i64, me: &str)
         .filter(|l| l.holder.as_deref() == Some(r.info.id.as_str()) && l.expires_at > now)
         .map(|l| l.role.clone())
         .collect();
-    InstanceView {
+    InstanceStatus {
         id: r.info.id.clone(),
         name: r.info.name.clone(),
         version: r.info.version.clone(),
@@ -281,10 +291,10 @@ fn view(r: &InstanceRow, leases: &[Lease], now: Millis, stale_ms: i64, me: &str)
 
 /// What an operator should look at: mixed versions, settings that differ between instances,
 /// NATS trouble, instances gone silent.
-pub fn warnings(instances: &[InstanceView], ha: bool) -> Vec<String> {
-    let active: Vec<&InstanceView> = instances.iter().filter(|i| i.state == "active").collect();
+pub fn warnings(instances: &[InstanceStatus], ha: bool) -> Vec<String> {
+    let active: Vec<&InstanceStatus> = instances.iter().filter(|i| i.state == "active").collect();
     let mut out = Vec::new();
-    let distinct = |f: fn(&InstanceView) -> &str| {
+    let distinct = |f: fn(&InstanceStatus) -> &str| {
         let mut v: Vec<&str> = active.iter().map(|i| f(i)).collect();
         v.sort_unstable();
         v.dedup();
@@ -363,8 +373,8 @@ pub fn newer(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn inst(id: &str, version: &str, key: &str, state: &'static str, nats: &str) -> InstanceView {
-        InstanceView {
+    fn inst(id: &str, version: &str, key: &str, state: &'static str, nats: &str) -> InstanceStatus {
+        InstanceStatus {
             id: id.into(),
             name: id.into(),
             version: version.into(),

@@ -75,7 +75,7 @@ pub async fn templates(
     State(state): State<AppState>,
     ConsoleUser(user): ConsoleUser,
 ) -> PageResult {
-    let list = state.store.templates().await.map_err(|e| fail(e.into()))?;
+    let list = state.templates.list().await.map_err(|e| fail(e.into()))?;
     let editor = user.user.role >= UserRole::Editor;
     let content = html! {
         h1 { "Templates" }
@@ -192,7 +192,7 @@ pub async fn render(
     ConsoleUser(user): ConsoleUser,
     Query(q): Query<RenderQuery>,
 ) -> PageResult {
-    let list = state.store.templates().await.map_err(|e| fail(e.into()))?;
+    let list = state.templates.list().await.map_err(|e| fail(e.into()))?;
     let mut templates = Vec::with_capacity(list.len());
     for t in &list {
         if let Some(v) = state
@@ -529,7 +529,7 @@ pub async fn cluster(State(state): State<AppState>, ConsoleUser(user): ConsoleUs
         table.list #handovers { thead { tr { th { "Role" } th { "Term" } th { "Holder" } th { "From" } th { "Until" } th { "Ended" } } } tbody {} }
         p #cluster-error .error hidden {}
     };
-    let data = serde_json::to_value(&overview).unwrap_or_default();
+    let data = crate::app::http::cluster::overview_json(&overview);
     Ok(Page {
         title: "HA Instances",
         name: "cluster",
@@ -621,7 +621,7 @@ pub async fn schedules(
         return Err(forbidden(&user, UserRole::Editor));
     }
     let list = state.schedules.list().await.map_err(|e| fail(e.into()))?;
-    let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
+    let templates = state.templates.list().await.map_err(|e| fail(e.into()))?;
     let editor = user.user.role >= UserRole::Editor;
     let content = html! {
         h1 { "Schedules" }
@@ -670,7 +670,7 @@ pub async fn schedule(
         return Err(forbidden(&user, UserRole::Editor));
     }
     let s = state.schedules.get(&id).await.map_err(|e| fail(e.into()))?;
-    let templates = state.store.templates().await.map_err(|e| fail(e.into()))?;
+    let templates = state.templates.list().await.map_err(|e| fail(e.into()))?;
     let view =
         serde_json::to_value(crate::app::http::schedules::schedule_view(&s)).unwrap_or_default();
     let editor = user.user.role >= UserRole::Editor;

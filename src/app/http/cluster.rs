@@ -8,13 +8,73 @@ use axum::http::StatusCode;
 use super::extract::ApiPath;
 use super::problem::{ApiResult, Problem};
 use crate::app::auth::Principal;
-use crate::app::cluster::registry::{self, Overview, Thresholds};
+use serde_json::{Value, json};
+
+use crate::app::cluster::registry::{
+    self, HandoverSpan, InstanceStatus, LeaseStatus, Overview, Thresholds,
+};
 use crate::app::model::UserRole;
 use crate::app::state::AppState;
 
-pub async fn overview(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Overview>> {
+pub async fn overview(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     p.require(UserRole::Admin)?;
-    Ok(Json(load(&state).await?))
+    Ok(Json(overview_json(&load(&state).await?)))
+}
+
+/// The HA page's JSON: times in epoch milliseconds (the page computes ages from `now`).
+pub fn overview_json(o: &Overview) -> Value {
+    json!({
+        "now": o.now,
+        "you": o.you,
+        "instances": o.instances.iter().map(instance_json).collect::<Vec<_>>(),
+        "leases": o.leases.iter().map(lease_json).collect::<Vec<_>>(),
+        "handovers": o.handovers.iter().map(handover_json).collect::<Vec<_>>(),
+        "warnings": o.warnings,
+    })
+}
+
+fn instance_json(i: &InstanceStatus) -> Value {
+    json!({
+        "id": i.id,
+        "name": i.name,
+        "version": i.version,
+        "build": i.build,
+        "address": i.address,
+        "state": i.state,
+        "you": i.you,
+        "started_at": i.started_at,
+        "uptime_seconds": i.uptime_seconds,
+        "last_heartbeat": i.last_heartbeat,
+        "heartbeat_age_ms": i.heartbeat_age_ms,
+        "draining": i.draining,
+        "drain_requested": i.drain_requested,
+        "nats": i.nats,
+        "roles": i.roles,
+        "key_fingerprint": i.key_fingerprint,
+        "license_fingerprint": i.license_fingerprint,
+        "schema_version": i.schema_version,
+    })
+}
+
+fn lease_json(l: &LeaseStatus) -> Value {
+    json!({
+        "role": l.role,
+        "holder": l.holder,
+        "term": l.term,
+        "expires_at": l.expires_at,
+        "acquired_at": l.acquired_at,
+    })
+}
+
+fn handover_json(h: &HandoverSpan) -> Value {
+    json!({
+        "role": h.role,
+        "term": h.term,
+        "holder": h.holder,
+        "from": h.from,
+        "until": h.until,
+        "ended": h.ended,
+    })
 }
 
 pub async fn load(state: &AppState) -> ApiResult<Overview> {

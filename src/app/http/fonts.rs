@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::extract::{self, ApiPath};
 use super::problem::{ApiResult, Problem};
 use crate::app::auth::Principal;
+use crate::app::fonts::FaceEntry;
 use crate::app::model::UserRole;
 use crate::app::state::AppState;
 
@@ -17,11 +18,28 @@ use crate::app::state::AppState;
 /// server's business, shown to admins only.
 pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
     let catalog = state.fonts.list();
-    let mut body = json!({"faces": catalog.faces, "skipped": catalog.skipped});
+    let faces: Vec<Value> = catalog.faces.iter().map(face_json).collect();
+    let skipped: Vec<Value> = catalog
+        .skipped
+        .iter()
+        .map(|s| json!({"file": s.file, "reason": s.reason}))
+        .collect();
+    let mut body = json!({"faces": faces, "skipped": skipped});
     if p.user.role >= UserRole::Admin {
         body["dir"] = json!(state.fonts.dir().display().to_string());
     }
     Json(body)
+}
+
+/// A face: family, style, weight, `source` (`bundled` or `directory`) and, for directory fonts,
+/// the `file` within the directory.
+fn face_json(f: &FaceEntry) -> Value {
+    let mut v =
+        json!({"family": f.family, "style": f.style, "weight": f.weight, "source": f.source});
+    if let Some(file) = &f.file {
+        v["file"] = json!(file);
+    }
+    v
 }
 
 /// `PUT /api/v1/fonts/{file name}` with the font file as the body.

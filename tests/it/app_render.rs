@@ -160,7 +160,8 @@ async fn bad_input_gets_clear_problems() {
 async fn runaway_templates_fail_their_job_and_the_instance_keeps_serving() {
     let app = Instance::start(
         AppOptions::default()
-            .env("QUIRE_RENDER__TIMEOUT", "2s")
+            // Long enough that the memory hog reaches its limit first even on a loaded machine.
+            .env("QUIRE_RENDER__TIMEOUT", "5s")
             .env("QUIRE_RENDER__MEMORY_LIMIT", "256MiB"),
     )
     .await;
@@ -185,7 +186,7 @@ async fn runaway_templates_fail_their_job_and_the_instance_keeps_serving() {
         spin["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("time limit of 2s"),
+            .contains("time limit of 5s"),
         "{spin}"
     );
     let hog = api

@@ -46,6 +46,7 @@ fn yes() -> bool {
     true
 }
 
+/// `GET /api/v1/users` (admins).
 pub async fn list_users(
     State(state): State<AppState>,
     p: Principal,
@@ -55,6 +56,7 @@ pub async fn list_users(
     Ok(Json(users.iter().map(UserView::from).collect()))
 }
 
+/// `POST /api/v1/users` (admins).
 pub async fn create_user(
     State(state): State<AppState>,
     p: Principal,
@@ -72,6 +74,7 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(UserView::from(&user))).into_response())
 }
 
+/// `PATCH /api/v1/users/{id}`: role, password, disabled (admins).
 pub async fn update_user(
     State(state): State<AppState>,
     p: Principal,
@@ -92,6 +95,7 @@ pub async fn update_user(
     Ok(Json(UserView::from(&user)))
 }
 
+/// `DELETE /api/v1/users/{id}` (admins; never root).
 pub async fn delete_user(
     State(state): State<AppState>,
     p: Principal,
@@ -109,6 +113,7 @@ struct NewToken {
     expires_in_days: Option<u32>,
 }
 
+/// `GET /api/v1/tokens`: the caller's tokens, without secrets.
 pub async fn list_tokens(
     State(state): State<AppState>,
     p: Principal,
@@ -147,6 +152,7 @@ pub async fn create_token(
         .into_response())
 }
 
+/// `DELETE /api/v1/tokens/{id}`: revokes one of the caller's tokens at once.
 pub async fn delete_token(
     State(state): State<AppState>,
     p: Principal,

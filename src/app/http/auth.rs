@@ -14,7 +14,9 @@ use crate::app::auth::{Principal, Via, token};
 use crate::app::model::now_ms;
 use crate::app::state::AppState;
 
+/// The console session's cookie.
 pub const SESSION_COOKIE: &str = "quire_session";
+/// The header that carries a session's CSRF token on changes.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 impl FromRequestParts<AppState> for Principal {

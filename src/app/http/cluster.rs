@@ -16,6 +16,7 @@ use crate::app::cluster::registry::{
 use crate::app::model::UserRole;
 use crate::app::state::AppState;
 
+/// `GET /api/v1/cluster`: the HA page's data (admins).
 pub async fn overview(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     p.require(UserRole::Admin)?;
     Ok(Json(overview_json(&load(&state).await?)))
@@ -77,6 +78,7 @@ fn handover_json(h: &HandoverSpan) -> Value {
     })
 }
 
+/// The HA overview as the registry computes it for this instance.
 pub async fn load(state: &AppState) -> ApiResult<Overview> {
     let t = Thresholds {
         stale_after: state.config.ha.stale_after.get(),
@@ -90,6 +92,7 @@ pub async fn load(state: &AppState) -> ApiResult<Overview> {
     .await?)
 }
 
+/// `POST /api/v1/cluster/instances/{id}/drain` (admins).
 pub async fn drain(
     state: State<AppState>,
     p: Principal,
@@ -98,6 +101,7 @@ pub async fn drain(
     set_drain(state, p, id, true).await
 }
 
+/// `POST /api/v1/cluster/instances/{id}/resume` (admins).
 pub async fn resume(
     state: State<AppState>,
     p: Principal,

@@ -11,6 +11,7 @@ use crate::app::auth::Principal;
 use crate::app::model::{Mail, MailState, UserRole};
 use crate::app::state::AppState;
 
+/// A mail to one recipient, with its delivery state and the server's last reply.
 #[derive(Serialize)]
 pub struct MailView {
     id: String,
@@ -42,12 +43,14 @@ impl From<&Mail> for MailView {
     }
 }
 
+/// `?state=&limit=` of the deliveries list.
 #[derive(Deserialize)]
 pub struct DeliveryQuery {
     state: Option<String>,
     limit: Option<i64>,
 }
 
+/// `GET /api/v1/deliveries`: mails, newest first (editors).
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
@@ -68,6 +71,7 @@ pub async fn list(
     Ok(Json(mails.iter().map(MailView::from).collect()))
 }
 
+/// `POST /api/v1/deliveries/{id}/resend`: queues a sent or failed mail again.
 pub async fn resend(
     State(state): State<AppState>,
     p: Principal,

@@ -34,11 +34,13 @@ use crate::app::state::AppState;
 const POLL: Duration = Duration::from_secs(2);
 const PING: Duration = Duration::from_secs(20);
 
+/// `?after=SEQ`: events after this sequence number.
 #[derive(Deserialize)]
 pub struct After {
     after: Option<i64>,
 }
 
+/// `GET /api/v1/renders/{id}/events`: progress as a WebSocket, Server-Sent Events or a JSON list.
 pub async fn events(
     State(state): State<AppState>,
     p: Principal,

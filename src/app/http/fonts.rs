@@ -61,6 +61,7 @@ pub async fn upload(
         .into_response())
 }
 
+/// `DELETE /api/v1/fonts/{file}` (editors).
 pub async fn remove(
     State(state): State<AppState>,
     p: Principal,

@@ -14,11 +14,13 @@ use super::problem::ApiResult;
 use crate::app::auth::Principal;
 use crate::app::state::AppState;
 
+/// `GET /livez`: the process answers.
 pub async fn livez(State(state): State<AppState>) -> Response {
     Json(json!({"status": "alive", "instance": state.instance, "version": crate::version()}))
         .into_response()
 }
 
+/// `GET /readyz` (and `/health`, `/healthz`): 200 when this instance takes work, else 503, with the reasons as JSON.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database =
         match tokio::time::timeout(Duration::from_secs(2), state.store.schema_version()).await {

@@ -20,6 +20,7 @@ struct MailSettingsRequest {
     from: String,
 }
 
+/// `GET /api/v1/settings/mail`: the SMTP settings in effect, without secrets (admins).
 pub async fn get(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     p.require(UserRole::Admin)?;
     let current = mail::settings(state.store.as_ref(), &state.config.mail, &state.sealer).await;
@@ -40,6 +41,7 @@ pub async fn get(State(state): State<AppState>, p: Principal) -> ApiResult<Json<
     }))
 }
 
+/// `PUT /api/v1/settings/mail`: saves console settings, the URL sealed (admins).
 pub async fn save(
     State(state): State<AppState>,
     p: Principal,

@@ -3,21 +3,27 @@
 //! `problem.rs`.
 
 mod accounts;
+/// Authentication of requests: tokens, sessions, CSRF, WebSocket origins.
 pub mod auth;
+/// The HA overview and drain requests.
 pub mod cluster;
 mod deliveries;
 mod events;
+/// Reading requests: bodies within limits, JSON with field names, client addresses.
 pub mod extract;
 mod fonts;
 mod health;
 mod mail_settings;
 mod occurrences;
+/// Errors as problem documents.
 pub mod problem;
 mod renders;
+/// Schedules and the cron preview.
 pub mod schedules;
 mod serve;
 mod session;
 mod templates;
+/// JSON shapes shared by several resources.
 pub mod views;
 
 use std::time::Instant;

@@ -14,6 +14,7 @@ use crate::app::model::{OccurrenceState, UserRole};
 use crate::app::schedule::service::OccurrenceMails;
 use crate::app::state::AppState;
 
+/// An occurrence with its mails.
 #[derive(Serialize)]
 pub struct OccurrenceView {
     id: String,
@@ -53,11 +54,13 @@ fn occurrence_view(om: &OccurrenceMails) -> OccurrenceView {
     }
 }
 
+/// `?limit=` of a list.
 #[derive(Deserialize)]
 pub struct Limit {
     limit: Option<i64>,
 }
 
+/// `GET /api/v1/schedules/{id}/occurrences` (editors).
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
@@ -70,6 +73,7 @@ pub async fn list(
     Ok(Json(list.iter().map(occurrence_view).collect()))
 }
 
+/// `GET /api/v1/occurrences/{id}` (editors).
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
@@ -81,6 +85,7 @@ pub async fn get(
     )))
 }
 
+/// `POST /api/v1/occurrences/{id}/approve`: queues a held occurrence's mails (editors).
 pub async fn approve(
     state: State<AppState>,
     p: Principal,
@@ -89,6 +94,7 @@ pub async fn approve(
     review(state, p, id, true).await
 }
 
+/// `POST /api/v1/occurrences/{id}/reject` (editors).
 pub async fn reject(
     state: State<AppState>,
     p: Principal,

@@ -21,6 +21,7 @@ use crate::app::templates::params::ParamError;
 /// a load balancer may safely retry it elsewhere, even a POST.
 pub const NOT_PROCESSED: &str = "quire-not-processed";
 
+/// An error as an HTTP answer: an RFC 9457 problem document.
 #[derive(Debug)]
 pub struct Problem {
     pub status: StatusCode,
@@ -33,9 +34,11 @@ pub struct Problem {
     pub not_processed: bool,
 }
 
+/// What a handler returns.
 pub type ApiResult<T> = Result<T, Problem>;
 
 impl Problem {
+    /// A problem with a status, a slug and a sentence for people.
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
         Problem {
             status,
@@ -48,29 +51,35 @@ impl Problem {
         }
     }
 
+    /// Names the input at fault.
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
     }
 
+    /// Adds a member to the document.
     pub fn with(mut self, key: &str, value: Value) -> Self {
         self.extra.insert(key.to_owned(), value);
         self
     }
 
+    /// Sets `Retry-After`.
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
         self
     }
 
+    /// 400: the request is malformed.
     pub fn bad_request(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail).field(field)
     }
 
+    /// 422: `field` is wrong, and why.
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", detail).field(field)
     }
 
+    /// 404.
     pub fn not_found(what: impl Into<String>) -> Self {
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -79,10 +88,12 @@ impl Problem {
         )
     }
 
+    /// 401.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }
 
+    /// 413: `field` is over a limit.
     pub fn too_large(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail).field(field)
     }
@@ -99,6 +110,7 @@ impl Problem {
         p
     }
 
+    /// 500, logged; the detail is not shown to the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
         Problem::new(

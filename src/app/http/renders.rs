@@ -123,6 +123,7 @@ pub async fn create(
         .into_response())
 }
 
+/// `?state=&template=&before=&limit=` of the renders list.
 #[derive(Deserialize)]
 pub struct ListQuery {
     state: Option<String>,
@@ -132,6 +133,7 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+/// `GET /api/v1/renders`: jobs, newest first; viewers see their own.
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
@@ -190,6 +192,7 @@ pub async fn visible_job(state: &AppState, p: &Principal, id: &str) -> ApiResult
     Ok(job)
 }
 
+/// `GET /api/v1/renders/{id}`: a job's status.
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
@@ -198,6 +201,7 @@ pub async fn get(
     Ok(Json(JobView::from(&visible_job(&state, &p, &id).await?)))
 }
 
+/// `GET /api/v1/renders/{id}/pdf`: the finished PDF (409 before).
 pub async fn pdf(
     State(state): State<AppState>,
     p: Principal,
@@ -257,6 +261,7 @@ fn pdf_response(name: &str, bytes: Vec<u8>, pages: i64) -> Response {
         .into_response()
 }
 
+/// `DELETE /api/v1/renders/{id}`: cancels a job; a running render's worker is stopped.
 pub async fn cancel(
     State(state): State<AppState>,
     p: Principal,

@@ -85,6 +85,7 @@ fn yes() -> bool {
     true
 }
 
+/// A schedule as the API shows it, with its next fire times.
 #[derive(Serialize)]
 pub struct ScheduleView {
     id: String,
@@ -110,6 +111,7 @@ pub struct ScheduleView {
     upcoming: Vec<String>,
 }
 
+/// The view of a schedule (also embedded in its console page).
 pub fn schedule_view(s: &Schedule) -> ScheduleView {
     let tz = TimeZone::get(&s.spec.timezone).unwrap_or(TimeZone::UTC);
     let upcoming = match (s.spec.cron.parse::<Cron>(), s.next_fire_at) {
@@ -167,6 +169,7 @@ async fn read_draft(state: &AppState, headers: &HeaderMap, body: Body) -> ApiRes
     Ok(extract::json::<ScheduleRequest>(headers, &bytes)?.into())
 }
 
+/// `GET /api/v1/schedules` (editors).
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
@@ -176,6 +179,7 @@ pub async fn list(
     Ok(Json(list.iter().map(schedule_view).collect()))
 }
 
+/// `POST /api/v1/schedules` (editors).
 pub async fn create(
     State(state): State<AppState>,
     p: Principal,
@@ -194,6 +198,7 @@ pub async fn create(
         .into_response())
 }
 
+/// `GET /api/v1/schedules/{id or name}` (editors).
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
@@ -203,6 +208,7 @@ pub async fn get(
     Ok(Json(schedule_view(&state.schedules.get(&id).await?)))
 }
 
+/// `PUT /api/v1/schedules/{id}` (editors).
 pub async fn update(
     State(state): State<AppState>,
     p: Principal,
@@ -217,6 +223,7 @@ pub async fn update(
     )))
 }
 
+/// `DELETE /api/v1/schedules/{id}` (editors).
 pub async fn delete(
     State(state): State<AppState>,
     p: Principal,
@@ -227,6 +234,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `?cron=&timezone=&count=` of the cron preview.
 #[derive(Deserialize)]
 pub struct PreviewQuery {
     cron: String,

@@ -25,6 +25,7 @@ struct Login {
     password: String,
 }
 
+/// `POST /api/v1/auth/login`: the session cookie and CSRF token, within the sign-in limits.
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -60,6 +61,7 @@ pub async fn login(
     Ok(resp)
 }
 
+/// `POST /api/v1/auth/logout`: ends the session and clears its cookie.
 pub async fn logout(State(state): State<AppState>, principal: Principal) -> ApiResult<Response> {
     if let Via::Session { token_hash, .. } = &principal.via {
         state.accounts.sign_out(token_hash).await?;
@@ -76,6 +78,7 @@ pub async fn logout(State(state): State<AppState>, principal: Principal) -> ApiR
     Ok(resp)
 }
 
+/// `GET /api/v1/auth/me`: the caller, and the CSRF token of a session.
 pub async fn me(principal: Principal) -> Json<serde_json::Value> {
     let csrf = match &principal.via {
         Via::Session { csrf, .. } => Some(csrf.clone()),

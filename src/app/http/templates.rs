@@ -26,6 +26,7 @@ use crate::app::templates;
     untagged,
     expecting = "the file's text as a string, or {\"base64\": \"…\"} for binary files"
 )]
+/// A file as sent: text, or base64 for binary files.
 pub enum FileContent {
     Text(String),
     Base64 { base64: String },
@@ -47,6 +48,7 @@ struct UpdateTemplate {
     version: VersionRequest,
 }
 
+/// What a new version carries: entry, files, declared parameters, sample data.
 #[derive(Deserialize)]
 pub struct VersionRequest {
     #[serde(default = "default_entry")]
@@ -105,6 +107,7 @@ fn body_limit(state: &AppState) -> usize {
         + (1 << 20)
 }
 
+/// `GET /api/v1/templates`.
 pub async fn list(
     State(state): State<AppState>,
     _p: Principal,
@@ -113,6 +116,7 @@ pub async fn list(
     Ok(Json(list.iter().map(TemplateView::from).collect()))
 }
 
+/// `POST /api/v1/templates`: a template with its first version (editors).
 pub async fn create(
     State(state): State<AppState>,
     p: Principal,
@@ -141,6 +145,7 @@ pub async fn create(
         .into_response())
 }
 
+/// `GET /api/v1/templates/{id or name}`: the latest version with its files.
 pub async fn get(
     State(state): State<AppState>,
     _p: Principal,
@@ -178,6 +183,7 @@ pub async fn update(
     ))
 }
 
+/// `DELETE /api/v1/templates/{id or name}` (editors).
 pub async fn delete(
     State(state): State<AppState>,
     p: Principal,
@@ -189,6 +195,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /api/v1/templates/{id}/versions`.
 pub async fn versions(
     State(state): State<AppState>,
     _p: Principal,
@@ -200,6 +207,7 @@ pub async fn versions(
     ))
 }
 
+/// `GET /api/v1/templates/{id}/versions/{n}`: one version with its files.
 pub async fn version(
     State(state): State<AppState>,
     _p: Principal,

@@ -13,6 +13,7 @@ pub fn ts(ms: Millis) -> String {
         .unwrap_or_default()
 }
 
+/// A user as the API shows it (never the password hash).
 #[derive(Serialize)]
 pub struct UserView {
     pub id: String,
@@ -36,6 +37,7 @@ impl From<&User> for UserView {
     }
 }
 
+/// A token as listed (never its secret).
 #[derive(Serialize)]
 pub struct TokenView {
     pub id: String,
@@ -59,6 +61,7 @@ impl From<&ApiToken> for TokenView {
     }
 }
 
+/// A template as listed.
 #[derive(Serialize)]
 pub struct TemplateView {
     pub id: String,
@@ -82,6 +85,7 @@ impl From<&Template> for TemplateView {
     }
 }
 
+/// A template version, with its files when asked for.
 #[derive(Serialize)]
 pub struct VersionView {
     pub version: i64,
@@ -140,6 +144,7 @@ impl From<&TemplateFile> for FileView {
     }
 }
 
+/// A render job as the API shows it, with links to its events and PDF.
 #[derive(Serialize)]
 pub struct JobView {
     pub id: String,
@@ -165,6 +170,7 @@ pub struct JobView {
     pub links: JobLinks,
 }
 
+/// Where to follow a job and fetch its PDF.
 #[derive(Serialize)]
 pub struct JobLinks {
     #[serde(rename = "self")]

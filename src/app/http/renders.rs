@@ -58,16 +58,20 @@ async fn read_request(
 
 async fn resolve(state: &AppState, req: RenderRequest) -> ApiResult<Resolved> {
     let template =
-        state.store.template(&req.template).await?.ok_or_else(|| {
+        state.templates.find(&req.template).await?.ok_or_else(|| {
             Problem::invalid("template", format!("no template \"{}\"", req.template))
         })?;
     let n = req.version.unwrap_or(template.latest_version);
-    let version = state.store.version(&template.id, n).await?.ok_or_else(|| {
-        Problem::invalid(
-            "version",
-            format!("template {} has no version {n}", template.name),
-        )
-    })?;
+    let version = state
+        .templates
+        .find_version(&template, n)
+        .await?
+        .ok_or_else(|| {
+            Problem::invalid(
+                "version",
+                format!("template {} has no version {n}", template.name),
+            )
+        })?;
     let data = req
         .data
         .map_or_else(|| "{}".to_owned(), |raw| raw.get().to_owned());
@@ -149,7 +153,7 @@ pub async fn list(
         })
         .transpose()?;
     let template_id = match q.template {
-        Some(t) => Some(state.store.template(&t).await?.map(|t| t.id).unwrap_or(t)),
+        Some(t) => Some(state.templates.find(&t).await?.map(|t| t.id).unwrap_or(t)),
         None => None,
     };
     let before = q
@@ -296,8 +300,8 @@ pub async fn render_now(
     let req = read_request(&state, &headers, body).await?;
     let r = resolve(&state, req).await?;
     let files = state
-        .cache
-        .get(state.store.as_ref(), &r.template.id, r.version.version)
+        .templates
+        .files(&r.template, r.version.version)
         .await?;
     let job = templates::job(
         &r.version,
@@ -363,20 +367,13 @@ pub async fn preview(
         ),
         (None, Some(t)) => {
             let t = state
-                .store
-                .template(&t)
+                .templates
+                .find(&t)
                 .await?
                 .ok_or_else(|| Problem::invalid("template", "no such template"))?;
-            let v = state
-                .store
-                .version(&t.id, t.latest_version)
-                .await?
-                .ok_or_else(|| Problem::not_found("version"))?;
-            let files = state
-                .cache
-                .get(state.store.as_ref(), &t.id, v.version)
-                .await?;
-            (files.to_vec(), v.entry, v.parameters)
+            let (_, v) = state.templates.version(&t.id, None).await?;
+            let version = v.version;
+            (v.files.to_vec(), version.entry, version.parameters)
         }
         (None, None) => return Err(Problem::invalid("files", "give files or a template")),
     };

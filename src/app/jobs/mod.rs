@@ -3,6 +3,7 @@
 //! finish within a bound before handing the rest back to the queue. A janitor purges expired
 //! jobs and takes back jobs whose claim lapsed.
 
+mod follow;
 mod runner;
 
 use std::collections::HashMap;

@@ -53,6 +53,29 @@ impl Templates {
         Ok((t, VersionFiles { version, files }))
     }
 
+    /// Version `n` of `t`, without its files.
+    pub async fn find_version(
+        &self,
+        t: &Template,
+        n: i64,
+    ) -> Result<Option<TemplateVersion>, TemplateError> {
+        Ok(self.store.version(&t.id, n).await?)
+    }
+
+    /// The files of version `n` of `t`, from the cache.
+    pub async fn files(
+        &self,
+        t: &Template,
+        n: i64,
+    ) -> Result<Arc<Vec<TemplateFile>>, TemplateError> {
+        Ok(self.cache.get(self.store.as_ref(), &t.id, n).await?)
+    }
+
+    /// A template by id or name, if there is one.
+    pub async fn find(&self, id: &str) -> Result<Option<Template>, TemplateError> {
+        Ok(self.store.template(id).await?)
+    }
+
     pub async fn versions(&self, id: &str) -> Result<Vec<TemplateVersion>, TemplateError> {
         let t = self.get(id).await?;
         Ok(self.store.versions(&t.id).await?)

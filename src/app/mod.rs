@@ -7,6 +7,7 @@ pub mod bus;
 pub mod cluster;
 pub mod config;
 pub mod console;
+pub mod datasource;
 pub mod examples;
 pub mod fonts;
 pub mod http;
@@ -166,6 +167,7 @@ pub async fn run(
         pool: pool.clone(),
         bus: bus.clone(),
         jobs: jobs.clone(),
+        datasources: datasource::service::DataSources::new(store.clone(), sealer.clone()),
         schedules: schedule::service::Schedules::new(
             store.clone(),
             bus.clone(),

@@ -8,6 +8,7 @@ use super::auth::accounts::Accounts;
 use super::bus::Bus;
 use super::cluster::{Availability, Roles};
 use super::config::AppConfig;
+use super::datasource::service::DataSources;
 use super::fonts::FontLibrary;
 use super::jobs::Jobs;
 use super::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct Shared {
     pub pool: RenderPool,
     pub bus: Bus,
     pub jobs: Jobs,
+    /// Where reports fetch their data.
+    pub datasources: DataSources,
     /// Schedules, occurrences and deliveries as users manage them.
     pub schedules: Schedules,
     pub cache: Arc<FileCache>,

@@ -7,6 +7,7 @@ mod accounts;
 pub mod auth;
 /// The HA overview and drain requests.
 pub mod cluster;
+mod datasources;
 mod deliveries;
 mod events;
 /// Reading requests: bodies within limits, JSON with field names, client addresses.
@@ -84,6 +85,17 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .route("/renders/{id}/events", get(events::events))
         .route("/render", post(renders::render_now))
         .route("/preview", post(renders::preview))
+        .route(
+            "/datasources",
+            get(datasources::list).post(datasources::create),
+        )
+        .route(
+            "/datasources/{id}",
+            get(datasources::get)
+                .put(datasources::update)
+                .delete(datasources::delete),
+        )
+        .route("/datasources/{id}/test", post(datasources::test))
         .route("/fonts", get(fonts::list))
         .route("/fonts/{name}", put(fonts::upload).delete(fonts::remove))
         .route("/schedules", get(schedules::list).post(schedules::create))

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::auth::Forbidden;
 use crate::app::auth::accounts::AccountError;
+use crate::app::datasource::DataSourceError;
 use crate::app::fonts::FontError;
 use crate::app::jobs::RenderNowError;
 use crate::app::mail::MailError;
@@ -323,6 +324,17 @@ impl From<AccountError> for Problem {
             AccountError::WrongPassword => Problem::unauthorized(e.to_string()),
             AccountError::Hash(h) => Problem::internal(h),
             AccountError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<DataSourceError> for Problem {
+    fn from(e: DataSourceError) -> Self {
+        match e {
+            DataSourceError::Invalid { field, message } => Problem::invalid(field, message),
+            DataSourceError::NotFound(what) => Problem::not_found(what),
+            DataSourceError::Seal(s) => Problem::new(StatusCode::CONFLICT, "no-key", s.to_string()),
+            DataSourceError::Store(s) => s.into(),
         }
     }
 }

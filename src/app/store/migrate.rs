@@ -52,6 +52,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "schedules",
         sql: include_str!("migrations/sqlite/0003_schedules.sql"),
     },
+    Migration {
+        version: 4,
+        name: "datasources",
+        sql: include_str!("migrations/sqlite/0004_datasources.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations.
@@ -70,6 +75,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "schedules",
         sql: include_str!("migrations/postgres/0003_schedules.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "datasources",
+        sql: include_str!("migrations/postgres/0004_datasources.sql"),
     },
 ];
 

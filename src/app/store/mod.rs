@@ -7,6 +7,7 @@
 //!   database clock;
 //! - [`ScheduleStore`] (`schedules.rs`): schedules and their occurrences;
 //! - [`OutboxStore`] (`outbox.rs`): mails waiting to be sent and their delivery;
+//! - [`DataSourceStore`] (`datasources.rs`): where reports fetch their data;
 //! - [`BaseStore`] (here): the database itself (backend, migrations, readiness) and small flags.
 //!
 //! [`Store`] is their sum, so a caller that needs several domains keeps one `Arc<dyn Store>`; the
@@ -21,6 +22,7 @@
 //! row does not have.
 
 mod cluster;
+mod datasources;
 mod jobs;
 mod migrate;
 mod outbox;
@@ -36,6 +38,7 @@ use async_trait::async_trait;
 use crate::app::config::{AppConfig, DatabaseUrl};
 
 pub use cluster::ClusterStore;
+pub use datasources::DataSourceStore;
 pub use jobs::{Abandoned, JobStore};
 pub use migrate::MigrationError;
 pub use outbox::OutboxStore;
@@ -120,6 +123,7 @@ pub trait Store:
     + ClusterStore
     + ScheduleStore
     + OutboxStore
+    + DataSourceStore
     + 'static
 {
 }
@@ -132,6 +136,7 @@ impl<T> Store for T where
         + ClusterStore
         + ScheduleStore
         + OutboxStore
+        + DataSourceStore
         + 'static
 {
 }

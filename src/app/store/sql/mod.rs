@@ -8,6 +8,7 @@
 //! transaction; times that decide who holds what come from `{now}`, the database clock.
 
 mod cluster;
+mod datasources;
 pub(crate) mod db;
 mod jobs;
 mod outbox;

@@ -1,0 +1,180 @@
+//! Data sources as admins manage them: names and kinds checked, settings checked per kind, the
+//! secret ones sealed before they reach the store, connection tests recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::DataSourceError;
+use super::model::{DataSource, DataSourceKind, NewDataSource};
+use super::probe::{self, Probed};
+use super::settings::{self, Settings};
+use crate::app::secrets::Sealer;
+use crate::app::store::Store;
+
+/// A data source as submitted.
+pub struct Draft {
+    pub name: String,
+    pub kind: String,
+    /// A JSON object; secrets in clear, or `"set"` to keep the stored one.
+    pub settings: Value,
+}
+
+/// The outcome of a connection test.
+pub struct Checked {
+    pub datasource: DataSource,
+    pub result: Result<Probed, String>,
+}
+
+#[derive(Clone)]
+pub struct DataSources {
+    store: Arc<dyn Store>,
+    sealer: Sealer,
+}
+
+impl DataSources {
+    pub fn new(store: Arc<dyn Store>, sealer: Sealer) -> Self {
+        DataSources { store, sealer }
+    }
+
+    pub async fn list(&self) -> Result<Vec<DataSource>, DataSourceError> {
+        Ok(self.store.datasources().await?)
+    }
+
+    /// A data source by id or name.
+    pub async fn get(&self, id: &str) -> Result<DataSource, DataSourceError> {
+        self.store
+            .datasource(id)
+            .await?
+            .ok_or_else(|| DataSourceError::NotFound(format!("data source {id}")))
+    }
+
+    pub async fn create(&self, draft: Draft, by: &str) -> Result<DataSource, DataSourceError> {
+        let mut new = self.prepare(draft, &Map::new())?;
+        new.created_by = Some(by.to_owned());
+        let id = uuid::Uuid::now_v7().to_string();
+        let ds = self.store.create_datasource(&id, &new).await?;
+        tracing::info!(datasource = %ds.name, kind = ds.kind.as_str(), by, "data source created");
+        Ok(ds)
+    }
+
+    /// Replaces a data source's name, kind and settings; secrets sent as `"set"` are kept.
+    pub async fn update(&self, id: &str, draft: Draft) -> Result<DataSource, DataSourceError> {
+        let existing = self.get(id).await?;
+        let stored = self.open_secrets(&existing)?;
+        let new = self.prepare(draft, &stored)?;
+        self.store
+            .update_datasource(&existing.id, &new)
+            .await?
+            .ok_or_else(|| DataSourceError::NotFound(format!("data source {id}")))
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), DataSourceError> {
+        let ds = self.get(id).await?;
+        self.store.delete_datasource(&ds.id).await?;
+        tracing::info!(datasource = %ds.name, "data source deleted");
+        Ok(())
+    }
+
+    /// Connects, asks for the server's version and times a round trip; the outcome is recorded
+    /// on the data source (its last error shows until a test succeeds).
+    pub async fn test(&self, id: &str) -> Result<Checked, DataSourceError> {
+        let ds = self.get(id).await?;
+        let result = match self.settings(&ds) {
+            Ok(s) => probe::probe(&s).await,
+            Err(e) => Err(e.to_string()),
+        };
+        let error = result.as_ref().err().map(String::as_str);
+        self.store.record_check(&ds.id, error).await?;
+        if let Err(e) = &result {
+            tracing::warn!(datasource = %ds.name, error = %e, "data source test failed");
+        }
+        let datasource = self.get(&ds.id).await?;
+        Ok(Checked { datasource, result })
+    }
+
+    /// The settings as a view shows them: secrets as `"set"`, a URL with credentials masked.
+    pub fn view(&self, ds: &DataSource) -> Map<String, Value> {
+        let shown = parse_object(&ds.settings);
+        // A secret that cannot be opened (another key) still shows as set.
+        let secrets = self.open_secrets(ds).unwrap_or_else(|_| {
+            settings::secret_keys(ds.kind)
+                .iter()
+                .map(|k| ((*k).to_owned(), Value::String(settings::SET.to_owned())))
+                .collect()
+        });
+        settings::view(&shown, &secrets)
+    }
+
+    /// A data source's checked settings, secrets opened.
+    pub fn settings(&self, ds: &DataSource) -> Result<Settings, DataSourceError> {
+        let secrets = self.open_secrets(ds)?;
+        settings::check(ds.kind, &parse_object(&ds.settings), &secrets)
+    }
+
+    fn prepare(
+        &self,
+        draft: Draft,
+        stored: &Map<String, Value>,
+    ) -> Result<NewDataSource, DataSourceError> {
+        let name = draft.name.trim().to_owned();
+        check_name(&name)?;
+        let kind = DataSourceKind::parse(&draft.kind).ok_or_else(|| DataSourceError::Invalid {
+            field: "kind".into(),
+            message: format!("one of {}", DataSourceKind::NAMES.join(", ")),
+        })?;
+        let Value::Object(given) = draft.settings else {
+            return Err(DataSourceError::Invalid {
+                field: "settings".into(),
+                message: "an object".into(),
+            });
+        };
+        let (shown, secrets) = settings::split(kind, given, stored)?;
+        settings::check(kind, &shown, &secrets)?;
+        let secrets = if secrets.is_empty() {
+            None
+        } else {
+            Some(self.sealer.seal(&Value::Object(secrets).to_string())?)
+        };
+        Ok(NewDataSource {
+            name,
+            kind,
+            settings: Value::Object(shown).to_string(),
+            secrets,
+            created_by: None,
+        })
+    }
+
+    fn open_secrets(&self, ds: &DataSource) -> Result<Map<String, Value>, DataSourceError> {
+        match &ds.secrets {
+            Some(sealed) => Ok(parse_object(&self.sealer.open(sealed)?)),
+            None => Ok(Map::new()),
+        }
+    }
+}
+
+/// How long a connection test took, in milliseconds with a fraction.
+pub fn millis_f64(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn parse_object(json: &str) -> Map<String, Value> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+fn check_name(name: &str) -> Result<(), DataSourceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DataSourceError::Invalid {
+            field: "name".into(),
+            message: "1 to 100 letters, digits, '-', '_' or '.' (queries name it)".into(),
+        })
+    }
+}

@@ -1,0 +1,23 @@
+//! Data sources: where reports fetch their data.
+
+use async_trait::async_trait;
+
+use super::Result;
+use crate::app::datasource::model::{DataSource, NewDataSource};
+
+/// Data sources and the outcome of their last connection test.
+#[async_trait]
+pub trait DataSourceStore: Send + Sync {
+    /// Creates a data source; `Conflict` on `name` when the name is taken.
+    async fn create_datasource(&self, id: &str, new: &NewDataSource) -> Result<DataSource>;
+    /// Replaces a data source's name, kind and settings; `None` when there is no such one.
+    async fn update_datasource(&self, id: &str, new: &NewDataSource) -> Result<Option<DataSource>>;
+    /// Every data source, by name.
+    async fn datasources(&self) -> Result<Vec<DataSource>>;
+    /// A data source by id or name.
+    async fn datasource(&self, id_or_name: &str) -> Result<Option<DataSource>>;
+    /// False when there was none.
+    async fn delete_datasource(&self, id: &str) -> Result<bool>;
+    /// Records a connection test: `error` is `None` when it succeeded.
+    async fn record_check(&self, id: &str, error: Option<&str>) -> Result<()>;
+}

@@ -1,0 +1,123 @@
+//! Data sources.
+
+use async_trait::async_trait;
+
+use super::db::{Backend, Row, Sql};
+use super::{SqlStore, conflict};
+use crate::app::datasource::model::{DataSource, DataSourceKind, NewDataSource};
+use crate::app::store::{DataSourceStore, Result, StoreError};
+
+const DATASOURCE_COLS: &str = "id, name, kind, settings, secrets, created_at, updated_at, \
+    created_by, checked_at, last_error";
+
+fn datasource_row(r: &impl Row) -> Result<DataSource> {
+    let kind: String = r.try_get("kind")?;
+    Ok(DataSource {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        kind: DataSourceKind::parse(&kind).ok_or(StoreError::Corrupt("datasources.kind"))?,
+        settings: r.try_get("settings")?,
+        secrets: r.try_get("secrets")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        created_by: r.try_get("created_by")?,
+        checked_at: r.try_get("checked_at")?,
+        last_error: r.try_get("last_error")?,
+    })
+}
+
+fn name_taken(e: StoreError, name: &str) -> StoreError {
+    conflict(e, "name", || format!("a data source named {name}"))
+}
+
+#[async_trait]
+impl<B: Backend> DataSourceStore for SqlStore<B> {
+    async fn create_datasource(&self, id: &str, new: &NewDataSource) -> Result<DataSource> {
+        static INSERT: Sql = Sql::new(&[
+            "INSERT INTO datasources (id, name, kind, settings, secrets, created_at, updated_at, \
+             created_by) VALUES ($1, $2, $3, $4, $5, {now}, {now}, $6) RETURNING ",
+            DATASOURCE_COLS,
+        ]);
+        let row = self
+            .db
+            .query(&INSERT)
+            .bind(id)
+            .bind(&new.name)
+            .bind(new.kind.as_str())
+            .bind(&new.settings)
+            .bind(&new.secrets)
+            .bind(&new.created_by)
+            .fetch_one()
+            .await
+            .map_err(|e| name_taken(e, &new.name))?;
+        datasource_row(&row)
+    }
+
+    async fn update_datasource(&self, id: &str, new: &NewDataSource) -> Result<Option<DataSource>> {
+        // A changed source has not been tested: its last test said nothing about it.
+        static UPDATE: Sql = Sql::new(&[
+            "UPDATE datasources SET name = $2, kind = $3, settings = $4, secrets = $5, \
+             updated_at = {now}, checked_at = NULL, last_error = NULL WHERE id = $1 RETURNING ",
+            DATASOURCE_COLS,
+        ]);
+        let row = self
+            .db
+            .query(&UPDATE)
+            .bind(id)
+            .bind(&new.name)
+            .bind(new.kind.as_str())
+            .bind(&new.settings)
+            .bind(&new.secrets)
+            .fetch_optional()
+            .await
+            .map_err(|e| name_taken(e, &new.name))?;
+        row.as_ref().map(datasource_row).transpose()
+    }
+
+    async fn datasources(&self) -> Result<Vec<DataSource>> {
+        static ALL: Sql = Sql::new(&[
+            "SELECT ",
+            DATASOURCE_COLS,
+            " FROM datasources ORDER BY name",
+        ]);
+        let rows = self.db.query(&ALL).fetch_all().await?;
+        rows.iter().map(datasource_row).collect()
+    }
+
+    async fn datasource(&self, id_or_name: &str) -> Result<Option<DataSource>> {
+        static ONE: Sql = Sql::new(&[
+            "SELECT ",
+            DATASOURCE_COLS,
+            " FROM datasources WHERE id = $1 OR name = $1",
+        ]);
+        let row = self
+            .db
+            .query(&ONE)
+            .bind(id_or_name)
+            .fetch_optional()
+            .await?;
+        row.as_ref().map(datasource_row).transpose()
+    }
+
+    async fn delete_datasource(&self, id: &str) -> Result<bool> {
+        let n = self
+            .db
+            .query("DELETE FROM datasources WHERE id = $1")
+            .bind(id)
+            .execute()
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn record_check(&self, id: &str, error: Option<&str>) -> Result<()> {
+        static CHECKED: Sql =
+            Sql::new(&["UPDATE datasources SET checked_at = {now}, last_error = $2 WHERE id = $1"]);
+        self.db
+            .query(&CHECKED)
+            .bind(id)
+            .bind(error)
+            .execute()
+            .await?;
+        Ok(())
+    }
+}

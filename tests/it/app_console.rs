@@ -322,3 +322,67 @@ async fn prefilled_data(c: &Client) -> String {
         .unwrap();
     data.prop("value").await.unwrap().unwrap_or_default()
 }
+
+#[tokio::test]
+async fn an_admin_adds_and_tests_a_data_source_in_the_console() {
+    let app = Instance::start(AppOptions::default()).await;
+    // The data source: an (empty) SQLite database file.
+    let db = app.data_dir.join("reports-source.db");
+    std::fs::write(&db, b"").unwrap();
+    let downloads = tempfile::tempdir().unwrap();
+    let browser = Browser::start(downloads.path(), &app.data_dir).await;
+    let c = &browser.client;
+    c.goto(&format!("{}/login?next=/datasources", app.url))
+        .await
+        .unwrap();
+    sign_in(c).await;
+    let form = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#new-datasource"))
+        .await
+        .unwrap();
+    let name = form.find(Locator::Css("input[name=name]")).await.unwrap();
+    name.send_keys("local").await.unwrap();
+    let kind = form.find(Locator::Css("select[name=kind]")).await.unwrap();
+    kind.select_by_value("sqlite").await.unwrap();
+    let settings = form
+        .find(Locator::Css("textarea[name=settings]"))
+        .await
+        .unwrap();
+    settings.clear().await.unwrap();
+    let path = json!({"path": db.display().to_string()}).to_string();
+    settings.send_keys(&path).await.unwrap();
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let test = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("button[data-test]"))
+        .await
+        .unwrap();
+    test.click().await.unwrap();
+    let outcome = wait_for(
+        "the test's outcome on the page",
+        Duration::from_secs(20),
+        || async {
+            let text = c
+                .find(Locator::Css("table.list tbody"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (text.contains("succeeded") || text.contains("failed")).then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        outcome.contains("local") && outcome.contains("succeeded"),
+        "{outcome}"
+    );
+}

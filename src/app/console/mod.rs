@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/render", get(pages::render))
         .route("/jobs", get(pages::jobs))
         .route("/jobs/{id}", get(pages::job))
+        .route("/datasources", get(pages::datasources))
         .route("/fonts", get(pages::fonts))
         .route("/tokens", get(pages::tokens))
         .route("/users", get(pages::users))
@@ -46,6 +47,7 @@ const NAV: &[(&str, &str, UserRole)] = &[
     ("/jobs", "Jobs", UserRole::Viewer),
     ("/schedules", "Schedules", UserRole::Editor),
     ("/deliveries", "Deliveries", UserRole::Editor),
+    ("/datasources", "Data sources", UserRole::Editor),
     ("/fonts", "Fonts", UserRole::Viewer),
     ("/tokens", "API tokens", UserRole::Viewer),
     ("/users", "Users", UserRole::Admin),

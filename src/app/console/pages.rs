@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{Page, next};
 use crate::app::auth::Principal;
+use crate::app::datasource::model::DataSourceKind;
 use crate::app::http::auth::ConsoleUser;
 use crate::app::http::problem::Problem;
 use crate::app::http::views::{JobView, VersionView, ts};
@@ -401,9 +402,68 @@ pub async fn fonts(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
     .into_response())
 }
 
+/// Data sources: each with its kind and last connection test; admins test, delete and create.
+pub async fn datasources(
+    State(state): State<AppState>,
+    ConsoleUser(user): ConsoleUser,
+) -> PageResult {
+    if user.user.role < UserRole::Editor {
+        return Err(forbidden(&user, UserRole::Editor));
+    }
+    let list = state.datasources.list().await.map_err(|e| fail(e.into()))?;
+    let admin = user.user.role >= UserRole::Admin;
+    let content = html! {
+        h1 { "Data sources" }
+        p.muted { "Where reports fetch their data. Secret settings are sealed and never shown again." }
+        p #datasource-error .error hidden {}
+        table.list {
+            thead { tr { th { "Name" } th { "Kind" } th { "Last test" } th {} } }
+            tbody {
+                @for ds in &list {
+                    tr {
+                        td { (ds.name) }
+                        td.muted { (ds.kind.as_str()) }
+                        td {
+                            @match (&ds.checked_at, &ds.last_error) {
+                                (None, _) => span.muted { "not tested" },
+                                (Some(at), None) => span.muted { "succeeded " (ts(*at)) },
+                                (Some(at), Some(e)) => span.error { "failed " (ts(*at)) ": " (e) },
+                            }
+                        }
+                        td { @if admin {
+                            button.secondary type="button" data-test=(ds.id) { "Test" } " "
+                            button.danger type="button" data-delete=(ds.id) { "Delete" }
+                        } }
+                    }
+                }
+            }
+        }
+        @if admin {
+            h2 { "New data source" }
+            form #new-datasource .card {
+                div.row {
+                    label { "Name" input type="text" name="name" required pattern="[A-Za-z0-9._-]+"; }
+                    label { "Kind" select name="kind" { @for k in DataSourceKind::NAMES { option value=(k) { (k) } } } }
+                }
+                label { "Settings (JSON), e.g. {\"url\": \"postgres://user:password@host/db\"} or {\"path\": \"/srv/data/sales.db\"}" textarea name="settings" spellcheck="false" { "{}" } }
+                div.actions { button type="submit" { "Create" } }
+            }
+        }
+    };
+    Ok(Page {
+        title: "Data sources",
+        name: "datasources",
+        user: Some(&user),
+        content,
+        data: None,
+        wide: false,
+    }
+    .into_response())
+}
+
 pub async fn tokens(State(state): State<AppState>, ConsoleUser(user): ConsoleUser) -> PageResult {
     let list = state
-        .store
+        .accounts
         .tokens(&user.user.id)
         .await
         .map_err(|e| fail(e.into()))?;

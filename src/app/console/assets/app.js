@@ -461,6 +461,37 @@ const pages = {
     }
   },
 
+  datasources() {
+    const error = $("#datasource-error");
+    // Reload on success: the page shows the recorded outcome of a test.
+    const act = (method, url) => async () => {
+      try {
+        await api(method, url);
+        location.reload();
+      } catch (ex) {
+        showError(error, ex);
+      }
+    };
+    for (const b of $$("[data-test]")) {
+      b.addEventListener("click", act("POST", `/api/v1/datasources/${b.dataset.test}/test`));
+    }
+    for (const b of $$("[data-delete]")) {
+      b.addEventListener("click", act("DELETE", `/api/v1/datasources/${b.dataset.delete}`));
+    }
+    const form = $("#new-datasource");
+    if (!form) return;
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        const settings = JSON.parse(form.settings.value || "{}");
+        await api("POST", "/api/v1/datasources", { name: form.name.value, kind: form.kind.value, settings });
+        location.reload();
+      } catch (ex) {
+        showError(error, ex);
+      }
+    });
+  },
+
   tokens() {
     const form = $("#new-token");
     form.addEventListener("submit", async (e) => {

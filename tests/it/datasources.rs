@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::support::app::{AppOptions, Instance, TestClient};
+use crate::support::mariadb::MariaDb;
 use crate::support::postgres::Postgres;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -108,6 +109,54 @@ async fn a_postgres_source_keeps_its_password_sealed_and_tests_against_the_serve
             .as_str()
             .unwrap()
             .contains("no_such_db")
+    );
+}
+
+#[tokio::test]
+async fn a_mysql_source_signs_in_to_mariadb_with_its_sealed_password() {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop");
+    db.sql("CREATE USER 'reader'@'%' IDENTIFIED BY 'pw-Sekr1t'");
+    db.sql("GRANT SELECT ON shop.* TO 'reader'@'%'");
+    let app = Instance::start(with_key()).await;
+    let admin = app.client().await;
+    let settings = |password: &str| {
+        json!({"host": "127.0.0.1", "port": db.port, "database": "shop", "user": "reader",
+            "password": password, "tls": "disable"})
+    };
+    let body = json!({"name": "shop", "kind": "mysql", "settings": settings("pw-Sekr1t")});
+    let (status, created) = send(&admin, reqwest::Method::POST, "/api/v1/datasources", body).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["settings"]["password"], "set");
+    assert!(
+        !stored_bytes(&app).contains("Sekr1t"),
+        "the password is sealed at rest"
+    );
+    let tested = test_source(&admin, "shop").await;
+    assert_eq!(tested["ok"], true, "{tested}");
+    assert!(
+        tested["server_version"]
+            .as_str()
+            .unwrap()
+            .contains("MariaDB"),
+        "{tested}"
+    );
+
+    // The server checks the password: a wrong one is refused in its words.
+    let body = json!({"name": "shop", "kind": "mysql", "settings": settings("wrong")});
+    let (status, _) = send(
+        &admin,
+        reqwest::Method::PUT,
+        "/api/v1/datasources/shop",
+        body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let refused = test_source(&admin, "shop").await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("Access denied"),
+        "{refused}"
     );
 }
 

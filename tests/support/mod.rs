@@ -7,6 +7,7 @@ pub mod app;
 pub mod browser;
 pub mod ha;
 pub mod lb;
+pub mod mariadb;
 pub mod nats;
 pub mod packages;
 pub mod postgres;

@@ -7,16 +7,19 @@ use crate::app::model::Millis;
 pub enum DataSourceKind {
     /// PostgreSQL, over the network.
     Postgres,
+    /// MySQL 8 or MariaDB, over the network.
+    Mysql,
     /// A SQLite file on the server, opened read-only.
     Sqlite,
 }
 
 impl DataSourceKind {
-    pub const NAMES: &[&str] = &["postgres", "sqlite"];
+    pub const NAMES: &[&str] = &["postgres", "mysql", "sqlite"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DataSourceKind::Postgres => "postgres",
+            DataSourceKind::Mysql => "mysql",
             DataSourceKind::Sqlite => "sqlite",
         }
     }
@@ -24,6 +27,7 @@ impl DataSourceKind {
     pub fn parse(s: &str) -> Option<DataSourceKind> {
         match s {
             "postgres" => Some(DataSourceKind::Postgres),
+            "mysql" => Some(DataSourceKind::Mysql),
             "sqlite" => Some(DataSourceKind::Sqlite),
             _ => None,
         }

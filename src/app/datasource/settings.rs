@@ -14,7 +14,7 @@ use crate::config::Span;
 /// What a view shows in place of a stored secret, and what a client sends to keep it.
 pub const SET: &str = "set";
 
-/// How a PostgreSQL source negotiates TLS.
+/// How a database server source negotiates TLS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
@@ -24,10 +24,11 @@ pub enum TlsMode {
     Require,
 }
 
-/// A PostgreSQL server: a `url`, or `host`/`port`/`database`/`user`/`password`.
+/// A database server (PostgreSQL, MySQL/MariaDB): a `url`, or
+/// `host`/`port`/`database`/`user`/`password`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PostgresSettings {
+pub struct ServerSettings {
     pub url: Option<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -60,14 +61,15 @@ pub struct SqliteSettings {
 /// A kind's settings, checked.
 #[derive(Debug, Clone)]
 pub enum Settings {
-    Postgres(PostgresSettings),
+    Postgres(ServerSettings),
+    Mysql(ServerSettings),
     Sqlite(SqliteSettings),
 }
 
 /// The secret settings of a kind.
 pub fn secret_keys(kind: DataSourceKind) -> &'static [&'static str] {
     match kind {
-        DataSourceKind::Postgres => &["url", "password"],
+        DataSourceKind::Postgres | DataSourceKind::Mysql => &["url", "password"],
         DataSourceKind::Sqlite => &[],
     }
 }
@@ -113,9 +115,14 @@ pub fn check(
     let all = Value::Object(all);
     match kind {
         DataSourceKind::Postgres => {
-            let s: PostgresSettings = typed(all)?;
-            check_postgres(&s)?;
+            let s: ServerSettings = typed(all)?;
+            check_server(&s, &["postgres", "postgresql"])?;
             Ok(Settings::Postgres(s))
+        }
+        DataSourceKind::Mysql => {
+            let s: ServerSettings = typed(all)?;
+            check_server(&s, &["mysql", "mariadb"])?;
+            Ok(Settings::Mysql(s))
         }
         DataSourceKind::Sqlite => {
             let s: SqliteSettings = typed(all)?;
@@ -127,12 +134,12 @@ pub fn check(
     }
 }
 
-fn check_postgres(s: &PostgresSettings) -> Result<(), DataSourceError> {
+fn check_server(s: &ServerSettings, schemes: &[&str]) -> Result<(), DataSourceError> {
     match (&s.url, &s.host) {
         (Some(url), _) => {
             let parsed = url::Url::parse(url).map_err(|e| invalid("url", e.to_string()))?;
-            if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-                return Err(invalid("url", "a postgres:// URL"));
+            if !schemes.contains(&parsed.scheme()) {
+                return Err(invalid("url", format!("a {}:// URL", schemes[0])));
             }
         }
         (None, Some(host)) if !host.trim().is_empty() => {}

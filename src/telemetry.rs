@@ -63,10 +63,24 @@ pub enum TelemetryError {
     AlreadyInstalled,
 }
 
+/// Libraries whose debug and trace lines print connection URLs with their credentials
+/// (async-nats logs the server address with user and password): capped at `info` unless the
+/// filter names them itself.
+const CAPPED: &[&str] = &["async_nats"];
+
+/// `level` with the [`CAPPED`] libraries held at `info`, unless it names them.
+fn effective_filter(level: &str) -> String {
+    let mut filter = level.to_owned();
+    for target in CAPPED.iter().filter(|t| !level.contains(**t)) {
+        filter.push_str(&format!(",{target}=info"));
+    }
+    filter
+}
+
 /// Installs the global subscriber. Call once, early, with the final instance id.
 pub fn init(log: &LogConfig, instance: &str) -> Result<(), TelemetryError> {
-    let filter =
-        EnvFilter::try_new(&log.level).map_err(|_| TelemetryError::Filter(log.level.clone()))?;
+    let filter = EnvFilter::try_new(effective_filter(&log.level))
+        .map_err(|_| TelemetryError::Filter(log.level.clone()))?;
     let instance: Arc<str> = Arc::from(instance);
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -199,5 +213,24 @@ impl tracing::field::Visit for JsonVisitor<'_> {
         value: &(dyn std::error::Error + 'static),
     ) {
         self.0.insert(field.name().into(), value.to_string().into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libraries_that_log_credentials_stay_at_info() {
+        assert_eq!(effective_filter("debug"), "debug,async_nats=info");
+        assert_eq!(
+            effective_filter("info,sqlx=warn"),
+            "info,sqlx=warn,async_nats=info"
+        );
+        assert_eq!(
+            effective_filter("debug,async_nats=trace"),
+            "debug,async_nats=trace"
+        );
+        assert!(EnvFilter::try_new(effective_filter("debug")).is_ok());
     }
 }

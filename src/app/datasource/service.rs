@@ -85,12 +85,15 @@ impl DataSources {
             Ok(s) => probe::probe(&s).await,
             Err(e) => Err(e.to_string()),
         };
-        let error = result.as_ref().err().map(String::as_str);
-        self.store.record_check(&ds.id, error).await?;
         if let Err(e) = &result {
             tracing::warn!(datasource = %ds.name, error = %e, "data source test failed");
         }
-        let datasource = self.get(&ds.id).await?;
+        let error = result.as_ref().err().map(String::as_str);
+        let datasource = self
+            .store
+            .record_check(&ds.id, error)
+            .await?
+            .ok_or_else(|| DataSourceError::NotFound(format!("data source {id}")))?;
         Ok(Checked { datasource, result })
     }
 

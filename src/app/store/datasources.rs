@@ -18,6 +18,7 @@ pub trait DataSourceStore: Send + Sync {
     async fn datasource(&self, id_or_name: &str) -> Result<Option<DataSource>>;
     /// False when there was none.
     async fn delete_datasource(&self, id: &str) -> Result<bool>;
-    /// Records a connection test: `error` is `None` when it succeeded.
-    async fn record_check(&self, id: &str, error: Option<&str>) -> Result<()>;
+    /// Records a connection test (`error` is `None` when it succeeded); the data source as it
+    /// is now, `None` when there is no such one.
+    async fn record_check(&self, id: &str, error: Option<&str>) -> Result<Option<DataSource>>;
 }

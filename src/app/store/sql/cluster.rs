@@ -154,15 +154,13 @@ impl<B: Backend> ClusterStore for SqlStore<B> {
              acquired_at = {now} WHERE role = $1 AND (holder IS NULL OR expires_at <= {now}) \
              RETURNING term, expires_at",
         ]);
-        let row = self
-            .db
+        self.db
             .query(&ACQUIRE)
             .bind(role)
             .bind(holder)
             .bind(lease_ms)
-            .fetch_optional()
-            .await?;
-        row.as_ref().map(grant_row).transpose()
+            .fetch_optional_as(grant_row)
+            .await
     }
 
     async fn renew_lease(
@@ -176,16 +174,14 @@ impl<B: Backend> ClusterStore for SqlStore<B> {
             "UPDATE leases SET expires_at = {now} + $4 WHERE role = $1 AND holder = $2 \
              AND term = $3 AND expires_at > {now} RETURNING term, expires_at",
         ]);
-        let row = self
-            .db
+        self.db
             .query(&RENEW)
             .bind(role)
             .bind(holder)
             .bind(term)
             .bind(lease_ms)
-            .fetch_optional()
-            .await?;
-        row.as_ref().map(grant_row).transpose()
+            .fetch_optional_as(grant_row)
+            .await
     }
 
     async fn release_lease(&self, role: &str, holder: &str, term: i64) -> Result<bool> {

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::db::{Backend, Row, Sql};
+use super::db::{Backend, Query, Row, Sql};
 use super::{SqlStore, conflict};
 use crate::app::datasource::model::{DataSource, DataSourceKind, NewDataSource};
 use crate::app::store::{DataSourceStore, Result, StoreError};
@@ -26,6 +26,14 @@ fn datasource_row(r: &impl Row) -> Result<DataSource> {
     })
 }
 
+/// Binds a data source's name, kind, settings and secrets as `$2` to `$5`.
+fn bind_new<'a, B: Backend>(q: Query<'a, B>, new: &NewDataSource) -> Query<'a, B> {
+    q.bind(&new.name)
+        .bind(new.kind.as_str())
+        .bind(&new.settings)
+        .bind(&new.secrets)
+}
+
 fn name_taken(e: StoreError, name: &str) -> StoreError {
     conflict(e, "name", || format!("a data source named {name}"))
 }
@@ -38,14 +46,7 @@ impl<B: Backend> DataSourceStore for SqlStore<B> {
              created_by) VALUES ($1, $2, $3, $4, $5, {now}, {now}, $6) RETURNING ",
             DATASOURCE_COLS,
         ]);
-        let row = self
-            .db
-            .query(&INSERT)
-            .bind(id)
-            .bind(&new.name)
-            .bind(new.kind.as_str())
-            .bind(&new.settings)
-            .bind(&new.secrets)
+        let row = bind_new(self.db.query(&INSERT).bind(id), new)
             .bind(&new.created_by)
             .fetch_one()
             .await
@@ -60,14 +61,7 @@ impl<B: Backend> DataSourceStore for SqlStore<B> {
              updated_at = {now}, checked_at = NULL, last_error = NULL WHERE id = $1 RETURNING ",
             DATASOURCE_COLS,
         ]);
-        let row = self
-            .db
-            .query(&UPDATE)
-            .bind(id)
-            .bind(&new.name)
-            .bind(new.kind.as_str())
-            .bind(&new.settings)
-            .bind(&new.secrets)
+        let row = bind_new(self.db.query(&UPDATE).bind(id), new)
             .fetch_optional()
             .await
             .map_err(|e| name_taken(e, &new.name))?;
@@ -80,8 +74,7 @@ impl<B: Backend> DataSourceStore for SqlStore<B> {
             DATASOURCE_COLS,
             " FROM datasources ORDER BY name",
         ]);
-        let rows = self.db.query(&ALL).fetch_all().await?;
-        rows.iter().map(datasource_row).collect()
+        self.db.query(&ALL).fetch_all_as(datasource_row).await
     }
 
     async fn datasource(&self, id_or_name: &str) -> Result<Option<DataSource>> {
@@ -90,13 +83,11 @@ impl<B: Backend> DataSourceStore for SqlStore<B> {
             DATASOURCE_COLS,
             " FROM datasources WHERE id = $1 OR name = $1",
         ]);
-        let row = self
-            .db
+        self.db
             .query(&ONE)
             .bind(id_or_name)
-            .fetch_optional()
-            .await?;
-        row.as_ref().map(datasource_row).transpose()
+            .fetch_optional_as(datasource_row)
+            .await
     }
 
     async fn delete_datasource(&self, id: &str) -> Result<bool> {
@@ -109,15 +100,16 @@ impl<B: Backend> DataSourceStore for SqlStore<B> {
         Ok(n > 0)
     }
 
-    async fn record_check(&self, id: &str, error: Option<&str>) -> Result<()> {
-        static CHECKED: Sql =
-            Sql::new(&["UPDATE datasources SET checked_at = {now}, last_error = $2 WHERE id = $1"]);
+    async fn record_check(&self, id: &str, error: Option<&str>) -> Result<Option<DataSource>> {
+        static CHECKED: Sql = Sql::new(&[
+            "UPDATE datasources SET checked_at = {now}, last_error = $2 WHERE id = $1 RETURNING ",
+            DATASOURCE_COLS,
+        ]);
         self.db
             .query(&CHECKED)
             .bind(id)
             .bind(error)
-            .execute()
-            .await?;
-        Ok(())
+            .fetch_optional_as(datasource_row)
+            .await
     }
 }

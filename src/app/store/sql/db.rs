@@ -259,6 +259,22 @@ impl<B: Backend> Query<'_, B> {
         self.run::<All>().await
     }
 
+    /// The row, if any, read by `map`.
+    pub(crate) async fn fetch_optional_as<T>(
+        self,
+        map: impl Fn(&B::Row) -> Result<T>,
+    ) -> Result<Option<T>> {
+        self.fetch_optional().await?.as_ref().map(map).transpose()
+    }
+
+    /// Every row, each read by `map`.
+    pub(crate) async fn fetch_all_as<T>(
+        self,
+        map: impl Fn(&B::Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        self.fetch_all().await?.iter().map(map).collect()
+    }
+
     /// Runs the statement; answers the number of rows it changed.
     pub(crate) async fn execute(self) -> Result<u64> {
         self.run::<Execute>().await

@@ -172,8 +172,11 @@ impl<B: Backend> JobStore for SqlStore<B> {
 
     async fn job(&self, id: &str) -> Result<Option<Job>> {
         static ONE: Sql = Sql::new(&["SELECT ", JOB_COLS, " FROM render_jobs WHERE id = $1"]);
-        let row = self.db.query(&ONE).bind(id).fetch_optional().await?;
-        row.as_ref().map(job_row).transpose()
+        self.db
+            .query(&ONE)
+            .bind(id)
+            .fetch_optional_as(job_row)
+            .await
     }
 
     async fn jobs(&self, f: &JobFilter) -> Result<Vec<Job>> {
@@ -184,17 +187,15 @@ impl<B: Backend> JobStore for SqlStore<B> {
              AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR template_id = $3) \
              AND ($4 IS NULL OR created_at < $4) ORDER BY created_at DESC, id DESC LIMIT $5",
         ]);
-        let rows = self
-            .db
+        self.db
             .query(&LIST)
             .bind(&f.created_by)
             .bind(f.state.map(JobState::as_str))
             .bind(&f.template_id)
             .bind(f.before)
             .bind(f.limit)
-            .fetch_all()
-            .await?;
-        rows.iter().map(job_row).collect()
+            .fetch_all_as(job_row)
+            .await
     }
 
     async fn queue_depth(&self) -> Result<i64> {
@@ -501,13 +502,11 @@ impl<B: Backend> JobStore for SqlStore<B> {
             EVENT_COLS,
             " FROM render_events WHERE job_id = $1 AND seq > $2 ORDER BY seq",
         ]);
-        let rows = self
-            .db
+        self.db
             .query(&AFTER)
             .bind(job_id)
             .bind(after_seq)
-            .fetch_all()
-            .await?;
-        rows.iter().map(event_row).collect()
+            .fetch_all_as(event_row)
+            .await
     }
 }

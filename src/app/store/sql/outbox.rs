@@ -191,13 +191,11 @@ impl<B: Backend> OutboxStore for SqlStore<B> {
             MAIL_COLS,
             " FROM outbox WHERE occurrence_id = $1 ORDER BY recipient",
         ]);
-        let rows = self
-            .db
+        self.db
             .query(&OF_OCCURRENCE)
             .bind(occurrence_id)
-            .fetch_all()
-            .await?;
-        rows.iter().map(mail_row).collect()
+            .fetch_all_as(mail_row)
+            .await
     }
 
     async fn mails(&self, state: Option<MailState>, limit: i64) -> Result<Vec<Mail>> {
@@ -206,14 +204,12 @@ impl<B: Backend> OutboxStore for SqlStore<B> {
             MAIL_COLS,
             " FROM outbox WHERE ($1 IS NULL OR state = $1) ORDER BY created_at DESC, id LIMIT $2",
         ]);
-        let rows = self
-            .db
+        self.db
             .query(&IN_STATE)
             .bind(state.map(MailState::as_str))
             .bind(limit)
-            .fetch_all()
-            .await?;
-        rows.iter().map(mail_row).collect()
+            .fetch_all_as(mail_row)
+            .await
     }
 
     async fn resend_mail(&self, id: &str) -> Result<Option<Mail>> {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::cluster::fenced;
-use super::db::{Backend, Row, Sql};
+use super::db::{Backend, Query, Row, Sql};
 use super::jobs::{EventFields, insert_event, insert_job, parse_error};
 use super::outbox::insert_mails;
 use super::{SqlStore, conflict};
@@ -75,6 +75,25 @@ fn recipients_json(spec: &ScheduleSpec) -> String {
     serde_json::to_string(&spec.recipients).unwrap_or_default()
 }
 
+/// Binds a schedule's settings as `$2` to `$17`, the order both the insert and the update use.
+fn bind_spec<'a, B: Backend>(q: Query<'a, B>, spec: &ScheduleSpec) -> Query<'a, B> {
+    q.bind(&spec.name)
+        .bind(&spec.template_id)
+        .bind(&spec.template_name)
+        .bind(&spec.cron)
+        .bind(&spec.timezone)
+        .bind(&spec.parameters)
+        .bind(&spec.data)
+        .bind(recipients_json(spec))
+        .bind(&spec.subject)
+        .bind(&spec.body)
+        .bind(i64::from(spec.enabled))
+        .bind(i64::from(spec.hold_for_review))
+        .bind(spec.jitter_ms)
+        .bind(spec.misfire.as_str())
+        .bind(spec.misfire_window_ms)
+}
+
 #[async_trait]
 impl<B: Backend> ScheduleStore for SqlStore<B> {
     async fn create_schedule(
@@ -90,25 +109,11 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
              $17, NULL, 0, {now}, {now}, $18) RETURNING ",
             SCHEDULE_COLS,
         ]);
-        let row = self
+        let q = self
             .db
             .query(&CREATE)
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(&spec.name)
-            .bind(&spec.template_id)
-            .bind(&spec.template_name)
-            .bind(&spec.cron)
-            .bind(&spec.timezone)
-            .bind(&spec.parameters)
-            .bind(&spec.data)
-            .bind(recipients_json(spec))
-            .bind(&spec.subject)
-            .bind(&spec.body)
-            .bind(i64::from(spec.enabled))
-            .bind(i64::from(spec.hold_for_review))
-            .bind(spec.jitter_ms)
-            .bind(spec.misfire.as_str())
-            .bind(spec.misfire_window_ms)
+            .bind(uuid::Uuid::now_v7().to_string());
+        let row = bind_spec(q, spec)
             .bind(next_fire_at)
             .bind(by)
             .fetch_one()
@@ -131,25 +136,7 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
              RETURNING ",
             SCHEDULE_COLS,
         ]);
-        let row = self
-            .db
-            .query(&UPDATE)
-            .bind(id)
-            .bind(&spec.name)
-            .bind(&spec.template_id)
-            .bind(&spec.template_name)
-            .bind(&spec.cron)
-            .bind(&spec.timezone)
-            .bind(&spec.parameters)
-            .bind(&spec.data)
-            .bind(recipients_json(spec))
-            .bind(&spec.subject)
-            .bind(&spec.body)
-            .bind(i64::from(spec.enabled))
-            .bind(i64::from(spec.hold_for_review))
-            .bind(spec.jitter_ms)
-            .bind(spec.misfire.as_str())
-            .bind(spec.misfire_window_ms)
+        let row = bind_spec(self.db.query(&UPDATE).bind(id), spec)
             .bind(next_fire_at)
             .fetch_optional()
             .await
@@ -159,8 +146,7 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
 
     async fn schedules(&self) -> Result<Vec<Schedule>> {
         static ALL: Sql = Sql::new(&["SELECT ", SCHEDULE_COLS, " FROM schedules ORDER BY name"]);
-        let rows = self.db.query(&ALL).fetch_all().await?;
-        rows.iter().map(schedule_row).collect()
+        self.db.query(&ALL).fetch_all_as(schedule_row).await
     }
 
     async fn schedule(&self, id_or_name: &str) -> Result<Option<Schedule>> {
@@ -169,13 +155,11 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
             SCHEDULE_COLS,
             " FROM schedules WHERE id = $1 OR name = $1",
         ]);
-        let row = self
-            .db
+        self.db
             .query(&ONE)
             .bind(id_or_name)
-            .fetch_optional()
-            .await?;
-        row.as_ref().map(schedule_row).transpose()
+            .fetch_optional_as(schedule_row)
+            .await
     }
 
     async fn delete_schedule(&self, id: &str) -> Result<bool> {
@@ -276,14 +260,12 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
             OCCURRENCE_COLS,
             " FROM occurrences WHERE schedule_id = $1 ORDER BY fire_at DESC LIMIT $2",
         ]);
-        let rows = self
-            .db
+        self.db
             .query(&OF_SCHEDULE)
             .bind(schedule_id)
             .bind(limit)
-            .fetch_all()
-            .await?;
-        rows.iter().map(occurrence_row).collect()
+            .fetch_all_as(occurrence_row)
+            .await
     }
 
     async fn occurrence(&self, id: &str) -> Result<Option<Occurrence>> {
@@ -292,8 +274,11 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
             OCCURRENCE_COLS,
             " FROM occurrences WHERE id = $1",
         ]);
-        let row = self.db.query(&ONE).bind(id).fetch_optional().await?;
-        row.as_ref().map(occurrence_row).transpose()
+        self.db
+            .query(&ONE)
+            .bind(id)
+            .fetch_optional_as(occurrence_row)
+            .await
     }
 
     async fn rendered_occurrences(&self, limit: i64) -> Result<Vec<Rendered>> {

@@ -137,8 +137,7 @@ impl<B: Backend> TemplateStore for SqlStore<B> {
 
     async fn templates(&self) -> Result<Vec<Template>> {
         static ALL: Sql = Sql::new(&["SELECT ", TEMPLATE_COLS, " FROM templates ORDER BY name"]);
-        let rows = self.db.query(&ALL).fetch_all().await?;
-        rows.iter().map(template_row).collect()
+        self.db.query(&ALL).fetch_all_as(template_row).await
     }
 
     async fn template(&self, id_or_name: &str) -> Result<Option<Template>> {
@@ -147,13 +146,11 @@ impl<B: Backend> TemplateStore for SqlStore<B> {
             TEMPLATE_COLS,
             " FROM templates WHERE id = $1 OR name = $1",
         ]);
-        let row = self
-            .db
+        self.db
             .query(&ONE)
             .bind(id_or_name)
-            .fetch_optional()
-            .await?;
-        row.as_ref().map(template_row).transpose()
+            .fetch_optional_as(template_row)
+            .await
     }
 
     async fn versions(&self, template_id: &str) -> Result<Vec<TemplateVersion>> {
@@ -162,8 +159,11 @@ impl<B: Backend> TemplateStore for SqlStore<B> {
             VERSION_COLS,
             " FROM template_versions WHERE template_id = $1 ORDER BY version DESC",
         ]);
-        let rows = self.db.query(&ALL).bind(template_id).fetch_all().await?;
-        rows.iter().map(version_row).collect()
+        self.db
+            .query(&ALL)
+            .bind(template_id)
+            .fetch_all_as(version_row)
+            .await
     }
 
     async fn version(&self, template_id: &str, version: i64) -> Result<Option<TemplateVersion>> {
@@ -172,14 +172,12 @@ impl<B: Backend> TemplateStore for SqlStore<B> {
             VERSION_COLS,
             " FROM template_versions WHERE template_id = $1 AND version = $2",
         ]);
-        let row = self
-            .db
+        self.db
             .query(&ONE)
             .bind(template_id)
             .bind(version)
-            .fetch_optional()
-            .await?;
-        row.as_ref().map(version_row).transpose()
+            .fetch_optional_as(version_row)
+            .await
     }
 
     async fn files(&self, template_id: &str, version: i64) -> Result<Vec<TemplateFile>> {

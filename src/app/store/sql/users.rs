@@ -38,8 +38,11 @@ fn token_row(r: &impl Row) -> Result<ApiToken> {
 
 impl<B: Backend> SqlStore<B> {
     async fn fetch_user(&self, sql: &'static Sql, key: &str) -> Result<Option<User>> {
-        let row = self.db.query(sql).bind(key).fetch_optional().await?;
-        row.as_ref().map(user_row).transpose()
+        self.db
+            .query(sql)
+            .bind(key)
+            .fetch_optional_as(user_row)
+            .await
     }
 }
 
@@ -73,8 +76,7 @@ impl<B: Backend> UserStore for SqlStore<B> {
 
     async fn root_user(&self) -> Result<Option<User>> {
         static ROOT: Sql = Sql::new(&["SELECT ", USER_COLS, " FROM users WHERE is_root = 1"]);
-        let row = self.db.query(&ROOT).fetch_optional().await?;
-        row.as_ref().map(user_row).transpose()
+        self.db.query(&ROOT).fetch_optional_as(user_row).await
     }
 
     async fn create_first_root(&self, email: &str, password_hash: &str) -> Result<bool> {
@@ -125,8 +127,7 @@ impl<B: Backend> UserStore for SqlStore<B> {
 
     async fn users(&self) -> Result<Vec<User>> {
         static ALL: Sql = Sql::new(&["SELECT ", USER_COLS, " FROM users ORDER BY email"]);
-        let rows = self.db.query(&ALL).fetch_all().await?;
-        rows.iter().map(user_row).collect()
+        self.db.query(&ALL).fetch_all_as(user_row).await
     }
 
     async fn update_user(&self, id: &str, c: &UserChanges) -> Result<Option<User>> {
@@ -136,16 +137,14 @@ impl<B: Backend> UserStore for SqlStore<B> {
              updated_at = {now} WHERE id = $1 RETURNING ",
             USER_COLS,
         ]);
-        let row = self
-            .db
+        self.db
             .query(&UPDATE)
             .bind(id)
             .bind(c.role.map(UserRole::as_str))
             .bind(&c.password_hash)
             .bind(c.disabled.map(i64::from))
-            .fetch_optional()
-            .await?;
-        row.as_ref().map(user_row).transpose()
+            .fetch_optional_as(user_row)
+            .await
     }
 
     async fn delete_user(&self, id: &str) -> Result<bool> {
@@ -242,8 +241,11 @@ impl<B: Backend> UserStore for SqlStore<B> {
             TOKEN_COLS,
             " FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC",
         ]);
-        let rows = self.db.query(&OF_USER).bind(user_id).fetch_all().await?;
-        rows.iter().map(token_row).collect()
+        self.db
+            .query(&OF_USER)
+            .bind(user_id)
+            .fetch_all_as(token_row)
+            .await
     }
 
     async fn delete_token(&self, user_id: &str, id: &str) -> Result<bool> {

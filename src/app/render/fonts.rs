@@ -63,6 +63,9 @@ impl FontSet {
                     Ok(data) => {
                         let before = fonts.len();
                         fonts.extend(Font::iter(Bytes::new(data)));
+                        if fonts.len() == before {
+                            skipped.push(format!("{}: {}", path.display(), FaceError::NotAFont));
+                        }
                         budget = budget.saturating_sub(fonts.len() - before);
                     }
                     Err(why) => skipped.push(format!("{}: {why}", path.display())),
@@ -113,8 +116,8 @@ pub fn declared_faces(data: &[u8]) -> Result<usize, FaceError> {
 }
 
 /// Checks `data`'s declared faces against the per-file limit and the `room` left in the
-/// directory, then parses the faces; a file whose faces all fail to parse is not a font.
-pub fn faces(data: &[u8], room: usize) -> Result<Vec<FontInfo>, FaceError> {
+/// directory, from the header alone.
+fn check_declared(data: &[u8], room: usize) -> Result<(), FaceError> {
     let declared = declared_faces(data)?;
     if declared > MAX_FACES_PER_FILE {
         return Err(FaceError::TooManyInFile { faces: declared });
@@ -125,6 +128,13 @@ pub fn faces(data: &[u8], room: usize) -> Result<Vec<FontInfo>, FaceError> {
             left: room,
         });
     }
+    Ok(())
+}
+
+/// [`check_declared`], then the faces parsed; a file whose faces all fail to parse is not a
+/// font.
+pub fn faces(data: &[u8], room: usize) -> Result<Vec<FontInfo>, FaceError> {
+    check_declared(data, room)?;
     let faces: Vec<FontInfo> = FontInfo::iter(data).collect();
     if faces.is_empty() {
         return Err(FaceError::NotAFont);
@@ -132,10 +142,11 @@ pub fn faces(data: &[u8], room: usize) -> Result<Vec<FontInfo>, FaceError> {
     Ok(faces)
 }
 
-/// Reads a font file that passes [`faces`]' checks.
+/// Reads a font file whose header passes [`check_declared`]; its faces are parsed once, by
+/// the caller.
 fn read_checked(path: &Path, room: usize) -> Result<Vec<u8>, FaceError> {
     let data = std::fs::read(path).map_err(|e| FaceError::Read(e.to_string()))?;
-    faces(&data, room)?;
+    check_declared(&data, room)?;
     Ok(data)
 }
 

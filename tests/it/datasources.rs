@@ -37,6 +37,13 @@ async fn test_source(client: &TestClient, name: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// Replaces data source `name` with `body`.
+async fn replace(client: &TestClient, name: &str, body: Value) {
+    let path = format!("/api/v1/datasources/{name}");
+    let (status, answer) = send(client, reqwest::Method::PUT, &path, body).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
 /// Everything Quire wrote to its SQLite database, as text.
 fn stored_bytes(app: &Instance) -> String {
     ["quire.db", "quire.db-wal"]
@@ -78,25 +85,11 @@ async fn a_postgres_source_keeps_its_password_sealed_and_tests_against_the_serve
 
     // "set" keeps the stored URL; a changed one that cannot connect fails the test, recorded.
     let keep = json!({"name": "warehouse", "kind": "postgres", "settings": {"url": "set"}});
-    let (status, kept) = send(
-        &admin,
-        reqwest::Method::PUT,
-        "/api/v1/datasources/warehouse",
-        keep,
-    )
-    .await;
-    assert_eq!(status, 200, "{kept}");
+    replace(&admin, "warehouse", keep).await;
     assert_eq!(test_source(&admin, "warehouse").await["ok"], true);
     let gone = db_url.rsplit_once('/').unwrap().0.to_owned() + "/no_such_db";
     let wrong = json!({"name": "warehouse", "kind": "postgres", "settings": {"url": gone}});
-    let (status, _) = send(
-        &admin,
-        reqwest::Method::PUT,
-        "/api/v1/datasources/warehouse",
-        wrong,
-    )
-    .await;
-    assert_eq!(status, 200);
+    replace(&admin, "warehouse", wrong).await;
     let failed = test_source(&admin, "warehouse").await;
     assert_eq!(failed["ok"], false, "{failed}");
     assert!(
@@ -144,14 +137,7 @@ async fn a_mysql_source_signs_in_to_mariadb_with_its_sealed_password() {
 
     // The server checks the password: a wrong one is refused in its words.
     let body = json!({"name": "shop", "kind": "mysql", "settings": settings("wrong")});
-    let (status, _) = send(
-        &admin,
-        reqwest::Method::PUT,
-        "/api/v1/datasources/shop",
-        body,
-    )
-    .await;
-    assert_eq!(status, 200);
+    replace(&admin, "shop", body).await;
     let refused = test_source(&admin, "shop").await;
     assert_eq!(refused["ok"], false, "{refused}");
     assert!(

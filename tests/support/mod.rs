@@ -27,11 +27,22 @@ pub fn quire_bin() -> PathBuf {
 }
 
 /// A port nothing listens on right now.
+///
+/// The port is released before it is used, so the kernel may offer it again: a port handed out
+/// once in this test binary is never handed out twice (two nodes of one cluster once got the same
+/// port for two listeners).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.

@@ -121,6 +121,8 @@ pub struct TemplateVersion {
     pub parameters: Vec<ParamSpec>,
     /// JSON used by the console to pre-fill a render of this version.
     pub sample_data: Option<String>,
+    /// What the version queries before it renders.
+    pub queries: Vec<QuerySpec>,
     /// Total bytes of the version's files.
     pub size: i64,
     pub created_at: Millis,
@@ -160,12 +162,28 @@ pub enum ParamKind {
     Date,
 }
 
+/// A query a template version runs before it renders; the template reads its table as
+/// `json("queries/NAME.json")`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySpec {
+    pub name: String,
+    /// The data source's name.
+    pub datasource: String,
+    /// SQL with `:name` parameters (a path and query string for HTTP sources).
+    pub text: String,
+    /// Sample values for the editor's runner and dry runs, for parameters a render would supply.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A new template version as the store receives it.
 #[derive(Debug, Clone)]
 pub struct NewVersion {
     pub entry: String,
     pub parameters: Vec<ParamSpec>,
     pub sample_data: Option<String>,
+    pub queries: Vec<QuerySpec>,
     pub files: Vec<TemplateFile>,
     pub created_by: Option<String>,
 }

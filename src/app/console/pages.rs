@@ -150,7 +150,7 @@ pub async fn editor(
     let params = serde_json::to_string_pretty(&v.parameters).unwrap_or_else(|_| "[]".into());
     let data = json!({
         "template": {"id": t.id, "name": t.name},
-        "version": VersionView::new(&v, Some(&files)),
+        "version": VersionView::new(&v, Some(&files), user.user.role),
     });
     let content = html! {
         div.actions style="margin-top:0" {

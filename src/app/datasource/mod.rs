@@ -1,11 +1,17 @@
-//! Data sources: where reports fetch their data (PostgreSQL servers and SQLite files so far).
-//! Admins manage them; their secret settings are sealed with `encryption.key` and never shown
-//! again. A connection test reports the server's version and the round-trip time.
+//! Data sources: where reports fetch their data (PostgreSQL and MySQL/MariaDB servers, SQLite
+//! files). Admins manage them; their secret settings are sealed with `encryption.key` and never
+//! shown again. A connection test reports the server's version and the round-trip time. Queries
+//! written against them run in read-only transactions with every parameter bound, and give
+//! templates tables of JSON.
 
 pub mod model;
+pub mod pools;
 pub mod probe;
 pub mod service;
 pub mod settings;
+pub mod sql;
+pub mod statement;
+pub mod table;
 
 use crate::app::secrets::SealError;
 use crate::app::store::StoreError;

@@ -1,15 +1,19 @@
 //! Data sources as admins manage them: names and kinds checked, settings checked per kind, the
 //! secret ones sealed before they reach the store, connection tests recorded.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
 use super::DataSourceError;
 use super::model::{DataSource, DataSourceKind, NewDataSource};
+use super::pools::Pools;
 use super::probe::{self, Probed};
 use super::settings::{self, Settings};
+use super::statement::{self, Dialect, ParamRef, TextError};
+use super::table::{Bound, Limits, QueryError, Table};
 use crate::app::secrets::Sealer;
 use crate::app::store::Store;
 
@@ -27,15 +31,79 @@ pub struct Checked {
     pub result: Result<Probed, String>,
 }
 
+/// A query's table and how long it took.
+pub struct Ran {
+    pub table: Table,
+    pub took: Duration,
+}
+
 #[derive(Clone)]
 pub struct DataSources {
     store: Arc<dyn Store>,
     sealer: Sealer,
+    pools: Arc<Pools>,
 }
 
 impl DataSources {
     pub fn new(store: Arc<dyn Store>, sealer: Sealer) -> Self {
-        DataSources { store, sealer }
+        DataSources {
+            store,
+            sealer,
+            pools: Arc::new(Pools::default()),
+        }
+    }
+
+    /// Runs `text` against the data source named `datasource`, binding each `:name` from
+    /// `values` (a name without a value binds NULL). The data source is read fresh, so a changed
+    /// one is used at once and its old pool closed.
+    pub async fn query(
+        &self,
+        datasource: &str,
+        text: &str,
+        values: &BTreeMap<String, Bound>,
+        limits: &Limits,
+    ) -> Result<Ran, QueryError> {
+        let started = Instant::now();
+        let ds = self
+            .store
+            .datasource(datasource)
+            .await
+            .map_err(|e| QueryError::Unreachable(format!("Quire's database: {e}")))?
+            .ok_or_else(|| {
+                QueryError::Unreachable(format!("data source \"{datasource}\" does not exist"))
+            })?;
+        let settings = self
+            .settings(&ds)
+            .map_err(|e| QueryError::Unreachable(format!("data source \"{}\": {e}", ds.name)))?;
+        let dialect = dialect(ds.kind);
+        let statement = statement::parse(text, dialect).map_err(|e| QueryError::Query {
+            message: e.to_string(),
+            position: None,
+        })?;
+        let binds: Vec<Bound> = statement
+            .slots
+            .iter()
+            .map(|name| values.get(name).cloned().unwrap_or(Bound::Null))
+            .collect();
+        let pool = self
+            .pools
+            .get(&ds, &settings)?
+            .ok_or_else(|| QueryError::Unreachable(format!("{} has no pool", ds.name)))?;
+        let table = super::sql::run(&pool, &statement, &binds, limits).await?;
+        Ok(Ran {
+            table,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Every `:name` a query's text uses, for checking them when the query is saved.
+    pub fn references(kind: DataSourceKind, text: &str) -> Result<Vec<ParamRef>, TextError> {
+        Ok(statement::parse(text, dialect(kind))?.refs)
+    }
+
+    /// Closes every pool; a data source changed on another instance.
+    pub fn forget_pools(&self) {
+        self.pools.clear();
     }
 
     pub async fn list(&self) -> Result<Vec<DataSource>, DataSourceError> {
@@ -154,6 +222,14 @@ impl DataSources {
             Some(sealed) => Ok(parse_object(&self.sealer.open(sealed)?)),
             None => Ok(Map::new()),
         }
+    }
+}
+
+fn dialect(kind: DataSourceKind) -> Dialect {
+    match kind {
+        DataSourceKind::Postgres => Dialect::Postgres,
+        DataSourceKind::Mysql => Dialect::Mysql,
+        DataSourceKind::Sqlite => Dialect::Sqlite,
     }
 }
 

@@ -47,6 +47,7 @@ fn examples() -> Vec<(&'static str, &'static str, NewVersion)> {
                 entry: "main.typ".into(),
                 parameters: invoice_params,
                 sample_data: Some(INVOICE_DATA.to_owned()),
+                queries: Vec::new(),
                 files: vec![
                     file("main.typ", INVOICE_MAIN),
                     file("logo.svg", INVOICE_LOGO),
@@ -61,6 +62,7 @@ fn examples() -> Vec<(&'static str, &'static str, NewVersion)> {
                 entry: "main.typ".into(),
                 parameters: listing_params,
                 sample_data: Some(listing_data(240).to_string()),
+                queries: Vec::new(),
                 files: vec![file("main.typ", LISTING_MAIN)],
                 created_by: None,
             },

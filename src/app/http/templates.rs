@@ -17,7 +17,7 @@ use super::extract::{self, ApiPath};
 use super::problem::{ApiResult, Problem};
 use super::views::{TemplateView, VersionView};
 use crate::app::auth::Principal;
-use crate::app::model::{NewVersion, ParamSpec, TemplateFile, UserRole};
+use crate::app::model::{NewVersion, ParamSpec, QuerySpec, TemplateFile, UserRole};
 use crate::app::state::AppState;
 use crate::app::templates;
 
@@ -57,6 +57,8 @@ pub struct VersionRequest {
     #[serde(default)]
     pub parameters: Vec<ParamSpec>,
     pub sample_data: Option<serde_json::Value>,
+    #[serde(default)]
+    pub queries: Vec<QuerySpec>,
 }
 
 fn default_entry() -> String {
@@ -90,6 +92,7 @@ fn new_version(req: VersionRequest, max_size: usize, by: &Principal) -> ApiResul
         entry: req.entry,
         parameters: req.parameters,
         sample_data: req.sample_data.map(|v| v.to_string()),
+        queries: req.queries,
         files,
         created_by: Some(by.user.email.clone()),
     })
@@ -136,7 +139,7 @@ pub async fn create(
         .create(&req.name, &req.description, &version)
         .await?;
     tracing::info!(template = %t.name, by = %p.user.email, "template created");
-    let body = json!({"template": TemplateView::from(&t), "version": VersionView::new(&v, None)});
+    let body = json!({"template": TemplateView::from(&t), "version": VersionView::new(&v, None, p.user.role)});
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/v1/templates/{}", t.id))],
@@ -148,12 +151,12 @@ pub async fn create(
 /// `GET /api/v1/templates/{id or name}`: the latest version with its files.
 pub async fn get(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (t, v) = state.templates.version(&id, None).await?;
     Ok(Json(
-        json!({"template": TemplateView::from(&t), "version": VersionView::new(&v.version, Some(&v.files))}),
+        json!({"template": TemplateView::from(&t), "version": VersionView::new(&v.version, Some(&v.files), p.user.role)}),
     ))
 }
 
@@ -179,7 +182,7 @@ pub async fn update(
         .await?;
     tracing::info!(template = %t.name, version = v.version, by = %p.user.email, "template saved");
     Ok(Json(
-        json!({"template": TemplateView::from(&t), "version": VersionView::new(&v, None)}),
+        json!({"template": TemplateView::from(&t), "version": VersionView::new(&v, None, p.user.role)}),
     ))
 }
 
@@ -198,23 +201,30 @@ pub async fn delete(
 /// `GET /api/v1/templates/{id}/versions`.
 pub async fn versions(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Vec<VersionView>>> {
     let versions = state.templates.versions(&id).await?;
     Ok(Json(
-        versions.iter().map(|v| VersionView::new(v, None)).collect(),
+        versions
+            .iter()
+            .map(|v| VersionView::new(v, None, p.user.role))
+            .collect(),
     ))
 }
 
 /// `GET /api/v1/templates/{id}/versions/{n}`: one version with its files.
 pub async fn version(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
     ApiPath((id, n)): ApiPath<(String, i64)>,
 ) -> ApiResult<Json<VersionView>> {
     let (_, v) = state.templates.version(&id, Some(n)).await?;
-    Ok(Json(VersionView::new(&v.version, Some(&v.files))))
+    Ok(Json(VersionView::new(
+        &v.version,
+        Some(&v.files),
+        p.user.role,
+    )))
 }
 
 /// One file of a version, raw, with a content type from its extension.

@@ -92,6 +92,8 @@ pub struct VersionView {
     pub entry: String,
     pub parameters: Vec<ParamSpec>,
     pub sample_data: Option<Value>,
+    /// In full for editors; viewers see which queries run, never their text.
+    pub queries: Vec<Value>,
     pub size: i64,
     pub created_at: String,
     pub created_by: Option<String>,
@@ -100,7 +102,18 @@ pub struct VersionView {
 }
 
 impl VersionView {
-    pub fn new(v: &TemplateVersion, files: Option<&[TemplateFile]>) -> Self {
+    pub fn new(v: &TemplateVersion, files: Option<&[TemplateFile]>, reader: UserRole) -> Self {
+        let queries = v
+            .queries
+            .iter()
+            .map(|q| {
+                if reader >= UserRole::Editor {
+                    serde_json::to_value(q).unwrap_or_default()
+                } else {
+                    serde_json::json!({"name": q.name, "datasource": q.datasource})
+                }
+            })
+            .collect();
         VersionView {
             version: v.version,
             entry: v.entry.clone(),
@@ -109,6 +122,7 @@ impl VersionView {
                 .sample_data
                 .as_deref()
                 .and_then(|s| serde_json::from_str(s).ok()),
+            queries,
             size: v.size,
             created_at: ts(v.created_at),
             created_by: v.created_by.clone(),

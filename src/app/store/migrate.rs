@@ -57,6 +57,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "datasources",
         sql: include_str!("migrations/sqlite/0004_datasources.sql"),
     },
+    Migration {
+        version: 5,
+        name: "queries",
+        sql: include_str!("migrations/sqlite/0005_queries.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations.
@@ -80,6 +85,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "datasources",
         sql: include_str!("migrations/postgres/0004_datasources.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "queries",
+        sql: include_str!("migrations/postgres/0005_queries.sql"),
     },
 ];
 

@@ -16,6 +16,12 @@ fn version(files: &[(&str, &str)]) -> NewVersion {
             choices: vec![],
         }],
         sample_data: Some("{}".into()),
+        queries: vec![QuerySpec {
+            name: "sales".into(),
+            datasource: "warehouse".into(),
+            text: "select :title".into(),
+            params: Default::default(),
+        }],
         files: files
             .iter()
             .map(|(p, c)| TemplateFile {
@@ -188,10 +194,9 @@ pub async fn template_versions_are_immutable(s: &dyn Store) {
     );
     assert_eq!(s.files(&t.id, 1).await.unwrap().len(), 2);
     assert_eq!(s.files(&t.id, 2).await.unwrap()[0].content, b"two");
-    assert_eq!(
-        s.version(&t.id, 1).await.unwrap().unwrap().parameters[0].name,
-        "title"
-    );
+    let v1 = s.version(&t.id, 1).await.unwrap().unwrap();
+    assert_eq!(v1.parameters[0].name, "title");
+    assert_eq!(v1.queries, version(&[]).queries);
     assert_eq!(s.template("invoice").await.unwrap().unwrap().id, t.id);
     assert_eq!(s.template(&t.id).await.unwrap().unwrap().name, "invoice");
     assert_eq!(s.versions(&t.id).await.unwrap().len(), 2);

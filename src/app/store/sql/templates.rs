@@ -10,7 +10,7 @@ use crate::app::store::{Result, StoreError, TemplateStore};
 const TEMPLATE_COLS: &str = "id, name, description, latest_version, created_at, updated_at";
 
 const VERSION_COLS: &str =
-    "template_id, version, entry, parameters, sample_data, size, created_at, created_by";
+    "template_id, version, entry, parameters, sample_data, queries, size, created_at, created_by";
 
 fn template_row(r: &impl Row) -> Result<Template> {
     Ok(Template {
@@ -25,6 +25,7 @@ fn template_row(r: &impl Row) -> Result<Template> {
 
 fn version_row(r: &impl Row) -> Result<TemplateVersion> {
     let params: String = r.try_get("parameters")?;
+    let queries: String = r.try_get("queries")?;
     Ok(TemplateVersion {
         template_id: r.try_get("template_id")?,
         version: r.try_get("version")?,
@@ -32,6 +33,8 @@ fn version_row(r: &impl Row) -> Result<TemplateVersion> {
         parameters: serde_json::from_str(&params)
             .map_err(|_| StoreError::Corrupt("template_versions.parameters"))?,
         sample_data: r.try_get("sample_data")?,
+        queries: serde_json::from_str(&queries)
+            .map_err(|_| StoreError::Corrupt("template_versions.queries"))?,
         size: r.try_get("size")?,
         created_at: r.try_get("created_at")?,
         created_by: r.try_get("created_by")?,
@@ -48,10 +51,11 @@ async fn insert_version<B: Backend>(
     let size: i64 = v.files.iter().map(|f| f.content.len() as i64).sum();
     let params =
         serde_json::to_string(&v.parameters).map_err(|_| StoreError::Corrupt("parameters"))?;
+    let queries = serde_json::to_string(&v.queries).map_err(|_| StoreError::Corrupt("queries"))?;
     static INSERT: Sql = Sql::new(&[
         "INSERT INTO template_versions (",
         VERSION_COLS,
-        ") VALUES ($1, $2, $3, $4, $5, $6, {now}, $7) RETURNING ",
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, $8) RETURNING ",
         VERSION_COLS,
     ]);
     let row = tx
@@ -61,6 +65,7 @@ async fn insert_version<B: Backend>(
         .bind(&v.entry)
         .bind(params)
         .bind(&v.sample_data)
+        .bind(queries)
         .bind(size)
         .bind(&v.created_by)
         .fetch_one()

@@ -38,6 +38,8 @@ pub struct AppConfig {
     pub fonts: FontsConfig,
     pub license: LicenseConfig,
     pub render: RenderConfig,
+    pub queries: QueriesConfig,
+    pub burst: BurstConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
 }
@@ -57,6 +59,8 @@ impl Default for AppConfig {
             fonts: FontsConfig::default(),
             license: LicenseConfig::default(),
             render: RenderConfig::default(),
+            queries: QueriesConfig::default(),
+            burst: BurstConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -350,6 +354,48 @@ pub struct RenderConfig {
     pub max_attempts: u32,
 }
 
+/// What the queries of one render may fetch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueriesConfig {
+    /// Rows one query may return; a render whose query returns more fails.
+    pub max_rows: u32,
+    /// Bytes of one query's rows as JSON.
+    pub max_bytes: ByteSize,
+    /// Wall time of all of a render's queries together.
+    pub timeout: Span,
+}
+
+impl Default for QueriesConfig {
+    fn default() -> Self {
+        QueriesConfig {
+            max_rows: 100_000,
+            max_bytes: ByteSize::mib(64),
+            timeout: Span::secs(120),
+        }
+    }
+}
+
+/// Bursting: one report per row of a schedule's burst query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BurstConfig {
+    /// Rows a burst query may return; a burst with more fails before rendering any.
+    pub max_rows: u32,
+    /// Burst renders queued at once per burst, so that a large burst leaves render workers to
+    /// interactive renders.
+    pub concurrency: u32,
+}
+
+impl Default for BurstConfig {
+    fn default() -> Self {
+        BurstConfig {
+            max_rows: 10_000,
+            concurrency: 2,
+        }
+    }
+}
+
 impl Default for RenderConfig {
     fn default() -> Self {
         RenderConfig {
@@ -517,6 +563,18 @@ impl Section for AppConfig {
         }
         if c.render.timeout.get().is_zero() {
             bad("render.timeout", "must be longer than 0s".into());
+        }
+        if c.queries.max_rows == 0 {
+            bad("queries.max_rows", "must be at least 1".into());
+        }
+        if c.queries.timeout.get().is_zero() {
+            bad("queries.timeout", "must be longer than 0s".into());
+        }
+        if c.burst.max_rows == 0 {
+            bad("burst.max_rows", "must be at least 1".into());
+        }
+        if !(1..=64).contains(&c.burst.concurrency) {
+            bad("burst.concurrency", "must be between 1 and 64".into());
         }
         if c.render.max_attempts == 0 {
             bad("render.max_attempts", "must be at least 1".into());

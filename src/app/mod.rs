@@ -128,11 +128,15 @@ pub async fn run(
 
     let metrics = Arc::new(metrics::Metrics::new(&instance));
     let cache = Arc::new(templates::FileCache::new(FILE_CACHE_BYTES));
+    let sealer = secrets::Sealer::new(config.encryption.key.as_ref());
+    let datasources = datasource::service::DataSources::new(store.clone(), sealer.clone());
+    let queries = templates::queries::QueryRunner::new(datasources.clone(), &config.queries);
     let jobs = jobs::Jobs::new(
         store.clone(),
         pool.clone(),
         bus.clone(),
         cache.clone(),
+        queries.clone(),
         metrics.clone(),
         instance.clone(),
         jobs::JobSettings {
@@ -156,7 +160,6 @@ pub async fn run(
         }
     }
 
-    let sealer = secrets::Sealer::new(config.encryption.key.as_ref());
     let availability = cluster::Availability::default();
     let roles = cluster::Roles::default();
     let state = state::AppState::new(state::Shared {
@@ -167,7 +170,8 @@ pub async fn run(
         pool: pool.clone(),
         bus: bus.clone(),
         jobs: jobs.clone(),
-        datasources: datasource::service::DataSources::new(store.clone(), sealer.clone()),
+        datasources: datasources.clone(),
+        queries,
         schedules: schedule::service::Schedules::new(
             store.clone(),
             bus.clone(),
@@ -175,7 +179,7 @@ pub async fn run(
             sealer.clone(),
             config.render.max_data_size.bytes(),
         ),
-        templates: templates::service::Templates::new(store.clone(), cache.clone()),
+        templates: templates::service::Templates::new(store.clone(), cache.clone(), datasources),
         cache,
         fonts,
         metrics: metrics.clone(),

@@ -17,6 +17,7 @@ use super::schedule::service::Schedules;
 use super::secrets::Sealer;
 use super::store::Store;
 use super::templates::FileCache;
+use super::templates::queries::QueryRunner;
 use super::templates::service::Templates;
 use crate::lifecycle::Shutdown;
 
@@ -33,6 +34,8 @@ pub struct Shared {
     pub jobs: Jobs,
     /// Where reports fetch their data.
     pub datasources: DataSources,
+    /// Runs templates' queries (renders, previews, the editor's runner).
+    pub queries: QueryRunner,
     /// Schedules, occurrences and deliveries as users manage them.
     pub schedules: Schedules,
     pub cache: Arc<FileCache>,

@@ -16,4 +16,5 @@ mod ha;
 mod lb;
 mod nats;
 mod packaging;
+mod queries;
 mod schedules;

@@ -263,8 +263,8 @@ fn postgres_value(row: &PgRow, i: usize) -> Result<Value, QueryError> {
         "FLOAT4" => float(get::<Postgres, f32>(row, i)?.into()),
         "FLOAT8" => float(get::<Postgres, f64>(row, i)?),
         // NUMERIC's NaN and infinities have no decimal; they read as text.
-        "NUMERIC" => match get::<Postgres, rust_decimal::Decimal>(row, i) {
-            Ok(d) => decimal(d),
+        "NUMERIC" => match get::<Postgres, bigdecimal::BigDecimal>(row, i) {
+            Ok(d) => decimal(&d),
             Err(_) => Value::String("NaN".into()),
         },
         "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "\"CHAR\"" | "CITEXT" | "UNKNOWN" => {
@@ -289,9 +289,9 @@ fn postgres_value(row: &PgRow, i: usize) -> Result<Value, QueryError> {
                 .collect(),
         ),
         "NUMERIC[]" => Value::Array(
-            get::<Postgres, Vec<Option<rust_decimal::Decimal>>>(row, i)?
-                .into_iter()
-                .map(|d| d.map_or(Value::Null, decimal))
+            get::<Postgres, Vec<Option<bigdecimal::BigDecimal>>>(row, i)?
+                .iter()
+                .map(|d| d.as_ref().map_or(Value::Null, decimal))
                 .collect(),
         ),
         other => return Err(unsupported::<Postgres>(row, i, other)),
@@ -321,7 +321,7 @@ fn mysql_value(row: &MySqlRow, i: usize) -> Result<Value, QueryError> {
         | "BIGINT UNSIGNED" | "BIT" => get::<MySql, u64>(row, i)?.into(),
         "FLOAT" => float(get::<MySql, f32>(row, i)?.into()),
         "DOUBLE" => float(get::<MySql, f64>(row, i)?),
-        "DECIMAL" => decimal(get::<MySql, rust_decimal::Decimal>(row, i)?),
+        "DECIMAL" => decimal(&get::<MySql, bigdecimal::BigDecimal>(row, i)?),
         "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" => {
             Value::String(get::<MySql, String>(row, i)?)
         }

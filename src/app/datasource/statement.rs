@@ -309,8 +309,8 @@ mod tests {
     #[test]
     fn database_positions_point_into_the_authors_text() {
         let s = parse("select :long_name,\n  frm t", Dialect::Postgres).unwrap();
-        // "select $1,\n  frm t": the database points at "frm", character 15.
-        assert_eq!(s.text_position(15), (2, 3));
+        // "select $1,\n  frm t": the database points at "frm", character 14.
+        assert_eq!(s.text_position(14), (2, 3));
         assert_eq!(s.text_position(1), (1, 1));
     }
 

@@ -169,23 +169,22 @@ fn value_size(v: &Value) -> usize {
 
 /// A decimal as JSON: a number when it has at most 15 significant digits (every such decimal
 /// survives the trip through a 64-bit float unchanged), otherwise its exact text.
-pub fn decimal(d: rust_decimal::Decimal) -> Value {
-    let d = d.normalize();
-    let digits = d.mantissa().unsigned_abs().to_string().len();
-    if digits <= 15
-        && let Some(n) = d
-            .to_string()
+pub fn decimal(d: &bigdecimal::BigDecimal) -> Value {
+    let d = d.normalized();
+    let text = d.to_plain_string();
+    if d.digits() <= 15 {
+        if let Ok(n) = text.parse::<i64>() {
+            return Value::Number(n.into());
+        }
+        if let Some(n) = text
             .parse::<f64>()
             .ok()
             .and_then(serde_json::Number::from_f64)
-    {
-        return Value::Number(if d.scale() == 0 && d.mantissa().abs() < (1 << 53) {
-            serde_json::Number::from(d.mantissa() as i64)
-        } else {
-            n
-        });
+        {
+            return Value::Number(n);
+        }
     }
-    Value::String(d.to_string())
+    Value::String(text)
 }
 
 /// A float as JSON; NaN and infinities (which JSON lacks) as their names.
@@ -197,7 +196,7 @@ pub fn float(f: f64) -> Value {
 mod tests {
     use std::str::FromStr;
 
-    use rust_decimal::Decimal;
+    use bigdecimal::BigDecimal;
     use serde_json::json;
 
     use super::*;
@@ -246,12 +245,17 @@ mod tests {
 
     #[test]
     fn decimals_are_numbers_only_when_a_float_holds_them_exactly() {
-        let d = |s: &str| decimal(Decimal::from_str(s).unwrap());
+        let d = |s: &str| decimal(&BigDecimal::from_str(s).unwrap());
         assert_eq!(d("12.50"), json!(12.5));
         assert_eq!(d("100"), json!(100));
         assert_eq!(d("-0.1"), json!(-0.1));
         assert_eq!(d("123456789012345.6"), json!("123456789012345.6"));
         assert_eq!(d("0.1234567890123456789"), json!("0.1234567890123456789"));
+        assert_eq!(
+            d("12345678901234567890.0123456789"),
+            json!("12345678901234567890.0123456789")
+        );
+        assert_eq!(d("1E+3"), json!(1000));
         assert_eq!(float(f64::NAN), json!("NaN"));
     }
 }

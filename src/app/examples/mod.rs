@@ -126,6 +126,7 @@ mod tests {
                 entry: v.entry.clone(),
                 parameters: v.parameters.clone(),
                 sample_data: v.sample_data.clone(),
+                queries: v.queries.clone(),
                 size: 0,
                 created_at: 0,
                 created_by: None,

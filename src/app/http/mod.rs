@@ -18,6 +18,7 @@ mod mail_settings;
 mod occurrences;
 /// Errors as problem documents.
 pub mod problem;
+mod queries;
 mod renders;
 /// Schedules and the cron preview.
 pub mod schedules;
@@ -96,6 +97,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
                 .delete(datasources::delete),
         )
         .route("/datasources/{id}/test", post(datasources::test))
+        .route("/queries/run", post(queries::run))
         .route("/fonts", get(fonts::list))
         .route("/fonts/{name}", put(fonts::upload).delete(fonts::remove))
         .route("/schedules", get(schedules::list).post(schedules::create))

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::app::auth::Forbidden;
 use crate::app::auth::accounts::AccountError;
 use crate::app::datasource::DataSourceError;
+use crate::app::datasource::table::QueryError;
 use crate::app::fonts::FontError;
 use crate::app::jobs::RenderNowError;
 use crate::app::mail::MailError;
@@ -17,6 +18,7 @@ use crate::app::schedule::service::ScheduleError;
 use crate::app::store::StoreError;
 use crate::app::templates::TemplateError;
 use crate::app::templates::params::ParamError;
+use crate::app::templates::queries::Failure;
 
 /// Header on a 503 that promises the request was refused before anything was done with it, so
 /// a load balancer may safely retry it elsewhere, even a POST.
@@ -307,7 +309,24 @@ impl From<RenderNowError> for Problem {
         match e {
             RenderNowError::Busy(b) => b.into(),
             RenderNowError::Render(r) => r.into(),
+            RenderNowError::Query(f) => f.into(),
         }
+    }
+}
+
+/// A query that failed before a render: the author's mistake is 422, a source that cannot be
+/// reached 502; either way the problem names the query and the data source.
+impl From<Failure> for Problem {
+    fn from(f: Failure) -> Self {
+        let status = match f.error {
+            QueryError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            QueryError::Query { .. } | QueryError::Limit(_) | QueryError::Convert(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        Problem::new(status, "query-failed", f.to_string())
+            .with("query", Value::String(f.query))
+            .with("datasource", Value::String(f.datasource))
     }
 }
 

@@ -18,9 +18,12 @@ use super::problem::{ApiResult, Problem};
 use super::templates::{FileContent, decode_files};
 use super::views::{JobView, ts};
 use crate::app::auth::Principal;
-use crate::app::model::{Job, JobFilter, JobState, NewJob, Template, TemplateVersion, UserRole};
+use crate::app::model::{
+    Job, JobFilter, JobState, NewJob, QuerySpec, Template, TemplateVersion, UserRole,
+};
 use crate::app::render::{Artifact, Format, Input, RenderJob};
 use crate::app::state::AppState;
+use crate::app::templates::queries::Context;
 use crate::app::templates::{self, params};
 
 #[derive(Deserialize)]
@@ -106,7 +109,8 @@ pub async fn create(
     body: Body,
 ) -> ApiResult<Response> {
     let req = read_request(&state, &headers, body).await?;
-    let r = resolve(&state, req).await?;
+    let mut r = resolve(&state, req).await?;
+    Context::asked_now(&p.user.email).store_into(&mut r.parameters);
     let job = NewJob {
         id: uuid::Uuid::now_v7().to_string(),
         template_id: r.template.id.clone(),
@@ -290,7 +294,7 @@ pub async fn cancel(
 /// Renders now and answers with the PDF; for small reports where a job is overhead.
 pub async fn render_now(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -310,7 +314,15 @@ pub async fn render_now(
         r.inputs,
         Format::Pdf,
     );
-    let rendered = state.jobs.render_now("sync", &job).await?;
+    let rendered = state
+        .jobs
+        .render_now(
+            "sync",
+            job,
+            &r.version.queries,
+            &Context::asked_now(&p.user.email),
+        )
+        .await?;
     match rendered.artifact {
         Artifact::Pdf(bytes) => Ok(pdf_response(&r.template.name, bytes, rendered.pages as i64)),
         Artifact::Svg(_) => Err(Problem::internal("asked for a PDF, got SVG")),
@@ -329,6 +341,10 @@ struct PreviewRequest {
     parameters: Map<String, Value>,
     #[serde(default)]
     declared: Vec<crate::app::model::ParamSpec>,
+    /// The editor's queries, run for real (truncated past the limits); a saved template's
+    /// own when `files` are not given.
+    #[serde(default)]
+    queries: Vec<QuerySpec>,
     #[serde(default = "five")]
     max_pages: usize,
 }
@@ -355,7 +371,7 @@ pub async fn preview(
     let data = req
         .data
         .map_or_else(|| b"{}".to_vec(), |d| d.get().as_bytes().to_vec());
-    let (files, entry, declared) = match (req.files, req.template) {
+    let (files, entry, declared, queries) = match (req.files, req.template) {
         (Some(files), _) => (
             decode_files(
                 files,
@@ -364,6 +380,7 @@ pub async fn preview(
             )?,
             req.entry,
             req.declared,
+            req.queries,
         ),
         (None, Some(t)) => {
             let t = state
@@ -373,7 +390,12 @@ pub async fn preview(
                 .ok_or_else(|| Problem::invalid("template", "no such template"))?;
             let (_, v) = state.templates.version(&t.id, None).await?;
             let version = v.version;
-            (v.files.to_vec(), version.entry, version.parameters)
+            (
+                v.files.to_vec(),
+                version.entry,
+                version.parameters,
+                version.queries,
+            )
         }
         (None, None) => return Err(Problem::invalid("files", "give files or a template")),
     };
@@ -387,7 +409,10 @@ pub async fn preview(
             max_pages: req.max_pages.clamp(1, 20),
         },
     };
-    let rendered = state.jobs.render_now("preview", &job).await?;
+    let rendered = state
+        .jobs
+        .render_now("preview", job, &queries, &Context::asked_now(&p.user.email))
+        .await?;
     let Artifact::Svg(pages) = rendered.artifact else {
         return Err(Problem::internal("asked for SVG, got PDF"));
     };

@@ -15,11 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::Bus;
 use super::cluster::Availability;
+use super::datasource::table::Overflow;
 use super::metrics::Metrics;
+use super::model::QuerySpec;
 use super::model::{Job, NewJob, millis};
+use super::render::Format;
 use super::render::{RenderError, RenderJob, RenderPool, Rendered, SyncQueueFull};
 use super::store::{Abandoned, Store, StoreError};
 use super::templates::FileCache;
+use super::templates::queries::{Context, Failure, QueryRunner};
 use crate::lifecycle::{Shutdown, within};
 
 /// Timing of claims and housekeeping.
@@ -50,6 +54,8 @@ pub enum RenderNowError {
     Busy(#[from] SyncQueueFull),
     #[error(transparent)]
     Render(#[from] RenderError),
+    #[error(transparent)]
+    Query(#[from] Failure),
 }
 
 /// Why a running render was stopped from outside.
@@ -80,6 +86,7 @@ struct Inner {
     pool: RenderPool,
     bus: Bus,
     cache: Arc<FileCache>,
+    queries: QueryRunner,
     metrics: Arc<Metrics>,
     instance: String,
     settings: JobSettings,
@@ -95,6 +102,7 @@ impl Jobs {
         pool: RenderPool,
         bus: Bus,
         cache: Arc<FileCache>,
+        queries: QueryRunner,
         metrics: Arc<Metrics>,
         instance: String,
         settings: JobSettings,
@@ -105,6 +113,7 @@ impl Jobs {
                 pool,
                 bus,
                 cache,
+                queries,
                 metrics,
                 instance,
                 settings,
@@ -144,8 +153,25 @@ impl Jobs {
     pub async fn render_now(
         &self,
         kind: &'static str,
-        job: &RenderJob,
+        mut job: RenderJob,
+        queries: &[QuerySpec],
+        context: &Context,
     ) -> Result<Rendered, RenderNowError> {
+        if !queries.is_empty() {
+            // Previews show what they can; a PDF never silently misses rows.
+            let overflow = match job.format {
+                Format::Svg { .. } => Overflow::Truncate,
+                Format::Pdf => Overflow::Fail,
+            };
+            let fetched = self
+                .inner
+                .queries
+                .fetch(queries, &job.inputs, context, overflow)
+                .await?;
+            job.files.extend(fetched.files);
+        }
+        context.inputs_into(&mut job.inputs);
+        let job = &job;
         let slot = self.inner.pool.acquire_sync().await?;
         let started = std::time::Instant::now();
         let result = slot.render(job, &CancellationToken::new(), |_| {}).await;

@@ -8,8 +8,10 @@ use tracing::Instrument;
 
 use super::{Inner, Running, StopReason};
 use crate::app::cluster::Availability;
-use crate::app::model::{Job, JobError, Outcome, Progress, millis};
-use crate::app::render::{Artifact, Format, RenderError, Rendered, Slot, Stage};
+use crate::app::datasource::table::Overflow;
+use crate::app::model::{Job, JobError, Outcome, Progress, QuerySpec, millis};
+use crate::app::render::{Artifact, Format, RenderError, RenderJob, Rendered, Slot, Stage};
+use crate::app::templates::queries::{self, Context};
 use crate::app::templates::{self, params};
 use crate::lifecycle::Shutdown;
 
@@ -127,6 +129,10 @@ async fn run(
             message: e.to_string(),
             diagnostics: e.diagnostics().to_vec(),
         })),
+        Err(Stop::Query(f)) => {
+            tracing::warn!(query = %f.query, datasource = %f.datasource, error = %f.error, "a query failed");
+            Ending::Finish(Outcome::Failed(job_error("query", &f.to_string())))
+        }
     };
     let elapsed = started.elapsed().as_secs_f64();
     match ending {
@@ -167,7 +173,24 @@ async fn render(
     abort: &CancellationToken,
 ) -> Result<Rendered, Stop> {
     report(inner, job, token, "fetching data", 10, None, None).await;
-    let render_job = prepare(inner, job).await?;
+    let Prepared {
+        job: mut render_job,
+        queries,
+        context,
+    } = prepare(inner, job).await?;
+    if !queries.is_empty() {
+        let count = format!("{} queries", queries.len());
+        report(inner, job, token, "querying", 12, Some(count), None).await;
+        let fetched = inner
+            .queries
+            .fetch(&queries, &render_job.inputs, &context, Overflow::Fail)
+            .await
+            .map_err(Stop::Query)?;
+        let summary = queries::summary(&fetched.reports);
+        report(inner, job, token, "querying", 18, Some(summary), None).await;
+        render_job.files.extend(fetched.files);
+    }
+    context.inputs_into(&mut render_job.inputs);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Stage>();
     let progress = async {
         while let Some(stage) = rx.recv().await {
@@ -200,6 +223,8 @@ async fn render(
 enum Stop {
     /// The render (or its inputs) failed; the job fails with this.
     Render(RenderError),
+    /// A query failed; the job fails naming it and its data source.
+    Query(queries::Failure),
     /// The database could not be read; the job goes back to the queue.
     Unavailable(String),
 }
@@ -213,9 +238,16 @@ enum Ending {
     Cancelled,
 }
 
+/// A claimed job made ready: the render without its query files, the queries, the built-ins.
+struct Prepared {
+    job: RenderJob,
+    queries: Vec<QuerySpec>,
+    context: Context,
+}
+
 /// Loads the job's template version and checks its parameters again (the template may have
 /// been deleted since the job was queued).
-async fn prepare(inner: &Inner, job: &Job) -> Result<crate::app::render::RenderJob, Stop> {
+async fn prepare(inner: &Inner, job: &Job) -> Result<Prepared, Stop> {
     let unavailable = |e: crate::app::store::StoreError| Stop::Unavailable(e.to_string());
     let version = inner
         .store
@@ -233,18 +265,23 @@ async fn prepare(inner: &Inner, job: &Job) -> Result<crate::app::render::RenderJ
         .get(inner.store.as_ref(), &job.template_id, job.template_version)
         .await
         .map_err(unavailable)?;
-    let given: serde_json::Map<String, serde_json::Value> =
+    let mut given: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&job.parameters).unwrap_or_default();
+    let context = Context::take_from(&mut given);
     let inputs = params::resolve(&version.parameters, &given)
         .map_err(|e| Stop::Render(RenderError::Invalid(e.to_string())))?
         .inputs;
-    Ok(templates::job(
-        &version,
-        &files,
-        job.data.clone().into_bytes(),
-        inputs,
-        Format::Pdf,
-    ))
+    Ok(Prepared {
+        job: templates::job(
+            &version,
+            &files,
+            job.data.clone().into_bytes(),
+            inputs,
+            Format::Pdf,
+        ),
+        queries: version.queries,
+        context,
+    })
 }
 
 /// Records and announces progress; a lost claim means someone else owns the job now.
@@ -337,6 +374,7 @@ fn kind_label(kind: &str) -> &'static str {
         "memory",
         "crashed",
         "unavailable",
+        "query",
     ]
     .into_iter()
     .find(|k| *k == kind)

@@ -274,6 +274,25 @@ impl Cron {
         None
     }
 
+    /// The last fire time strictly before `before`, within the last five years: found by
+    /// looking back further and further for a time whose next fire comes before `before`, then
+    /// walking forward to the last of them.
+    pub fn previous_before(&self, before: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        let mut back = 1.minute();
+        let mut t = loop {
+            let from = before.checked_sub(back).ok()?;
+            match self.next_after(from, tz) {
+                Some(t) if t < before => break t,
+                _ if back.get_minutes() > 5 * 366 * 24 * 60 => return None,
+                _ => back = back.checked_mul(2).ok()?,
+            }
+        };
+        while let Some(next) = self.next_after(t, tz).filter(|n| *n < before) {
+            t = next;
+        }
+        Some(t)
+    }
+
     /// The next `n` fire times after `after`.
     pub fn upcoming(&self, after: Timestamp, tz: &TimeZone, n: usize) -> Vec<Timestamp> {
         let mut out = Vec::with_capacity(n);
@@ -337,6 +356,29 @@ mod tests {
             .into_iter()
             .map(|t| wall(t, tz))
             .collect()
+    }
+
+    #[test]
+    fn the_previous_fire_time_is_the_slot_before() {
+        let prev = |expr: &str, before: &str, tz: &str| {
+            let cron: Cron = expr.parse().unwrap();
+            let zone = TimeZone::get(tz).unwrap();
+            wall(cron.previous_before(at(before, tz), &zone).unwrap(), tz)
+        };
+        // Weekly on Monday 06:00: the Monday before.
+        assert_eq!(
+            prev("0 0 6 * * MON", "2026-11-30T06:00:00", "Europe/Berlin"),
+            "2026-11-23 06:00:00 CET"
+        );
+        // Monthly on the 1st: the month before, across a DST change.
+        assert_eq!(
+            prev("0 0 0 1 * *", "2026-11-01T00:00:00", "Europe/Berlin"),
+            "2026-10-01 00:00:00 CEST"
+        );
+        assert_eq!(
+            prev("0 */15 * * * *", "2026-11-30T06:00:00", "UTC"),
+            "2026-11-30 05:45:00 UTC"
+        );
     }
 
     #[test]

@@ -102,6 +102,12 @@ pub fn jitter(schedule_id: &str, fire_at: Millis, jitter_ms: i64) -> Millis {
 }
 
 /// The next nominal fire time of a schedule after `after`, if it ever fires again.
+/// The slot a fire time stands for: from the fire time before it to it.
+pub fn period(cron: &Cron, tz: &TimeZone, fire_at: Millis) -> Option<(Timestamp, Timestamp)> {
+    let end = ms_to_ts(fire_at);
+    Some((cron.previous_before(end, tz)?, end))
+}
+
 pub fn next_fire(cron: &Cron, tz: &TimeZone, after: Millis) -> Option<Millis> {
     cron.next_after(ms_to_ts(after), tz)
         .map(|t| t.as_millisecond())

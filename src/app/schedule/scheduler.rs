@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use jiff::tz::TimeZone;
 
 use super::cron::Cron;
-use super::{GRACE_MS, fill, jitter, plan};
+use super::{GRACE_MS, fill, jitter, period, plan};
 use crate::app::bus::Bus;
 use crate::app::cluster::worker::RoleWorker;
 use crate::app::metrics::{Metrics, OutcomeLabels};
@@ -17,6 +17,7 @@ use crate::app::model::{
 };
 use crate::app::store::{Store, StoreError};
 use crate::app::templates::params;
+use crate::app::templates::queries::Context;
 use crate::lifecycle::Shutdown;
 
 pub struct Scheduler {
@@ -77,7 +78,8 @@ impl Scheduler {
         );
         let mut firings = Vec::with_capacity(p.fires.len());
         for fire_at in &p.fires {
-            firings.push(self.firing(s, *fire_at).await?);
+            let context = self.context(s, &cron, &tz, *fire_at).await?;
+            firings.push(self.firing(s, *fire_at, &context).await?);
         }
         if !self
             .store
@@ -109,9 +111,34 @@ impl Scheduler {
         }
     }
 
+    /// What the render of one fire time is told: the fire time, the slot it closes, and the
+    /// email of the schedule's owner.
+    async fn context(
+        &self,
+        s: &Schedule,
+        cron: &Cron,
+        tz: &TimeZone,
+        fire_at: i64,
+    ) -> Result<Context, StoreError> {
+        let user_email = match &s.created_by {
+            Some(id) => self.store.user(id).await?.map(|u| u.email),
+            None => None,
+        };
+        Ok(Context {
+            fire_at: jiff::Timestamp::from_millisecond(fire_at).ok(),
+            period: period(cron, tz, fire_at),
+            user_email,
+        })
+    }
+
     /// The render job of one fire time, from the template's latest version; an error instead
     /// when the template is gone or the saved parameters no longer fit it.
-    async fn firing(&self, s: &Schedule, fire_at: i64) -> Result<Firing, StoreError> {
+    async fn firing(
+        &self,
+        s: &Schedule,
+        fire_at: i64,
+        context: &Context,
+    ) -> Result<Firing, StoreError> {
         let failed = |error: String| Firing {
             fire_at,
             job: None,
@@ -128,10 +155,11 @@ impl Scheduler {
         };
         let given: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&s.spec.parameters).unwrap_or_default();
-        let stored = match params::resolve(&v.parameters, &given) {
+        let mut stored = match params::resolve(&v.parameters, &given) {
             Ok(r) => r.stored,
             Err(e) => return Ok(failed(format!("the template's parameters changed: {e}"))),
         };
+        context.store_into(&mut stored);
         let job = NewJob {
             id: uuid::Uuid::now_v7().to_string(),
             template_id: t.id,

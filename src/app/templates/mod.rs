@@ -3,6 +3,7 @@
 //! submits and assembles render jobs from stored versions.
 
 pub mod params;
+pub mod queries;
 pub mod service;
 
 use std::collections::HashMap;
@@ -64,6 +65,12 @@ pub fn check_files(
             return Err(invalid(
                 format!("files.{path}"),
                 "data.json is supplied by each render; put example data in sample_data instead",
+            ));
+        }
+        if path.starts_with(&format!("{}/", queries::DIR)) {
+            return Err(invalid(
+                format!("files.{path}"),
+                "queries/ holds the results of the template's queries; choose another folder",
             ));
         }
         if out.iter().any(|o| o.path == path) {

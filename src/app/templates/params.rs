@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use super::queries::RESERVED_PREFIX;
 use crate::app::model::{ParamKind, ParamSpec};
 use crate::app::render::Input;
 
@@ -55,6 +56,12 @@ pub fn resolve(spec: &[ParamSpec], given: &Map<String, Value>) -> Result<Resolve
     for (name, value) in given {
         if spec.iter().any(|p| &p.name == name) {
             continue;
+        }
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(err(
+                name,
+                "is set by Quire (names starting quire_ are reserved)",
+            ));
         }
         let input = match value {
             Value::String(s) => Input::Str(s.clone()),
@@ -127,6 +134,12 @@ pub fn check_spec(spec: &[ParamSpec]) -> Result<(), ParamError> {
                 p.name
             )));
         }
+        if p.name.starts_with(RESERVED_PREFIX) {
+            return Err(bad(format!(
+                "\"{}\": names starting {RESERVED_PREFIX} are reserved for Quire's built-ins",
+                p.name
+            )));
+        }
         if spec[..i].iter().any(|q| q.name == p.name) {
             return Err(bad(format!("\"{}\" is declared twice", p.name)));
         }
@@ -182,6 +195,12 @@ mod tests {
         assert!(e.message.contains("one of"));
         let e = resolve(&spec(), &given(json!({"copies": 1, "nested": {"a": 1}}))).unwrap_err();
         assert_eq!(e.field, "parameters.nested");
+        let e = resolve(
+            &spec(),
+            &given(json!({"copies": 1, "quire_user_email": "boss@example.com"})),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "parameters.quire_user_email");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{FileCache, TemplateError, invalid, params};
+use super::{FileCache, TemplateError, invalid, params, queries};
+use crate::app::datasource::service::DataSources;
 use crate::app::model::{NewVersion, Template, TemplateFile, TemplateVersion};
 use crate::app::store::Store;
 
@@ -17,11 +18,16 @@ pub struct VersionFiles {
 pub struct Templates {
     store: Arc<dyn Store>,
     cache: Arc<FileCache>,
+    datasources: DataSources,
 }
 
 impl Templates {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<FileCache>) -> Self {
-        Templates { store, cache }
+    pub fn new(store: Arc<dyn Store>, cache: Arc<FileCache>, datasources: DataSources) -> Self {
+        Templates {
+            store,
+            cache,
+            datasources,
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<Template>, TemplateError> {
@@ -90,7 +96,7 @@ impl Templates {
     ) -> Result<(Template, TemplateVersion), TemplateError> {
         let name = name.trim();
         check_name(name)?;
-        params::check_spec(&version.parameters)?;
+        self.check_version(version).await?;
         let (t, v) = self
             .store
             .create_template(name, description.trim(), version)
@@ -106,11 +112,32 @@ impl Templates {
         version: &NewVersion,
     ) -> Result<(Template, TemplateVersion), TemplateError> {
         let t = self.get(id).await?;
-        params::check_spec(&version.parameters)?;
+        self.check_version(version).await?;
         self.store
             .add_version(&t.id, description.map(str::trim), version)
             .await?
             .ok_or_else(|| TemplateError::NotFound(format!("template {id}")))
+    }
+
+    /// What a version must satisfy beyond its files: declared parameters and queries.
+    async fn check_version(&self, version: &NewVersion) -> Result<(), TemplateError> {
+        params::check_spec(&version.parameters)?;
+        if version.queries.is_empty() {
+            return Ok(());
+        }
+        let kinds: std::collections::HashMap<String, _> = self
+            .datasources
+            .list()
+            .await
+            .map_err(|e| invalid("queries", e.to_string()))?
+            .into_iter()
+            .map(|ds| (ds.name, ds.kind))
+            .collect();
+        queries::check(&version.queries, &version.parameters, |ds, text| {
+            kinds
+                .get(ds)
+                .map(|kind| DataSources::references(*kind, text))
+        })
     }
 
     pub async fn delete(&self, id: &str) -> Result<Template, TemplateError> {

@@ -171,7 +171,7 @@ pub async fn run(
         bus: bus.clone(),
         jobs: jobs.clone(),
         datasources: datasources.clone(),
-        queries,
+        queries: queries.clone(),
         schedules: schedule::service::Schedules::new(
             store.clone(),
             bus.clone(),
@@ -256,6 +256,8 @@ pub async fn run(
         metrics: metrics.clone(),
         mail: config.mail.clone(),
         sealer: sealer.clone(),
+        queries: queries.clone(),
+        burst: config.burst.clone(),
     };
     let mailer = mail::mailer::Mailer {
         store: store.clone(),

@@ -403,6 +403,27 @@ pub struct ScheduleSpec {
     pub jitter_ms: i64,
     pub misfire: Misfire,
     pub misfire_window_ms: i64,
+    /// One report per row of this query, instead of one report to `recipients`.
+    pub burst: Option<BurstSpec>,
+}
+
+/// A schedule's burst: each row of the query becomes one report, rendered with the row's
+/// parameters and mailed to the row's recipients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurstSpec {
+    /// The data source's name.
+    pub datasource: String,
+    /// The query, with `:name` parameters like a template's.
+    pub text: String,
+    /// The column that identifies a row: each (occurrence, key) is rendered and mailed once.
+    pub key_column: String,
+    /// The column holding the row's recipients: one address, several separated by commas or
+    /// semicolons, or a JSON list.
+    pub recipients_column: String,
+    /// Template parameter -> the column giving its value.
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -423,6 +444,8 @@ pub struct Schedule {
 pub enum OccurrenceState {
     /// Its render job runs.
     Rendering,
+    /// A burst: its query runs, or its rows render.
+    Bursting,
     /// Rendered; waits for an approver before delivery.
     Held,
     /// Mails are in the outbox.
@@ -437,6 +460,7 @@ pub enum OccurrenceState {
 
 stored_as_text!(OccurrenceState {
     Rendering => "rendering",
+    Bursting => "bursting",
     Held => "held",
     Delivering => "delivering",
     Delivered => "delivered",
@@ -459,10 +483,81 @@ pub struct Occurrence {
     pub error: Option<String>,
     pub reviewed_by: Option<String>,
     pub reviewed_at: Option<Millis>,
+    /// For a burst: the rows its query returned, once it ran.
+    pub burst_rows: Option<i64>,
+}
+
+/// Where one row of a burst is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BurstItemState {
+    /// Waiting for a render slot of the burst.
+    Pending,
+    Rendering,
+    /// Rendered; waits for an approver.
+    Held,
+    /// Its mails are in the outbox (their own state says whether they went).
+    Mailed,
+    Failed,
+    Rejected,
+}
+
+stored_as_text!(BurstItemState {
+    Pending => "pending",
+    Rendering => "rendering",
+    Held => "held",
+    Mailed => "mailed",
+    Failed => "failed",
+    Rejected => "rejected",
+});
+
+/// One row of a burst.
+#[derive(Debug, Clone)]
+pub struct BurstItem {
+    pub occurrence_id: String,
+    pub row_key: String,
+    /// The row's place in the query's result.
+    pub seq: i64,
+    /// The render's stored parameters (JSON object).
+    pub parameters: String,
+    pub recipients: Vec<String>,
+    pub job_id: Option<String>,
+    pub state: BurstItemState,
+    pub error: Option<String>,
+    pub updated_at: Millis,
+}
+
+/// A burst row as the query gave it; `error` when it cannot be rendered (it is recorded failed).
+#[derive(Debug, Clone)]
+pub struct NewBurstItem {
+    pub row_key: String,
+    pub parameters: String,
+    pub recipients: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// How many rows of a burst are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BurstCounts {
+    pub pending: i64,
+    pub rendering: i64,
+    pub held: i64,
+    pub mailed: i64,
+    pub failed: i64,
+    pub rejected: i64,
+}
+
+/// A burst row whose render finished.
+#[derive(Debug, Clone)]
+pub struct RenderedItem {
+    pub item: BurstItem,
+    pub job_state: JobState,
+    pub job_error: Option<JobError>,
 }
 
 /// A fire time the scheduler decided to run, with its render job (none when the schedule's
-/// template or parameters no longer work; then `error` says why).
+/// template or parameters no longer work; then `error` says why). Neither job nor error: a
+/// burst, whose rows are rendered later.
 #[derive(Debug, Clone)]
 pub struct Firing {
     pub fire_at: Millis,

@@ -111,6 +111,15 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .route("/occurrences/{id}", get(occurrences::get))
         .route("/occurrences/{id}/approve", post(occurrences::approve))
         .route("/occurrences/{id}/reject", post(occurrences::reject))
+        .route("/occurrences/{id}/rows", get(occurrences::rows))
+        .route(
+            "/occurrences/{id}/rows/{key}/approve",
+            post(occurrences::approve_row),
+        )
+        .route(
+            "/occurrences/{id}/rows/{key}/reject",
+            post(occurrences::reject_row),
+        )
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{id}/resend", post(deliveries::resend))
         .route("/cron/preview", get(schedules::preview))

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use super::extract;
 use super::problem::ApiResult;
 use crate::app::auth::Principal;
+use crate::app::datasource::table::Overflow;
 use crate::app::model::{ParamSpec, UserRole};
 use crate::app::state::AppState;
 use crate::app::templates::params;
@@ -44,12 +45,13 @@ pub async fn run(
     let inputs = params::resolve(&req.declared, &req.parameters)?.inputs;
     let ran = state
         .queries
-        .sample(
+        .run_one(
             &req.datasource,
             &req.text,
             &inputs,
             &Context::asked_now(&p.user.email),
             SAMPLE_ROWS,
+            Overflow::Truncate,
         )
         .await?;
     Ok(Json(json!({

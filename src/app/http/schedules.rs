@@ -14,7 +14,7 @@ use super::extract::{self, ApiPath, ApiQuery};
 use super::problem::ApiResult;
 use super::views::ts;
 use crate::app::auth::Principal;
-use crate::app::model::{Misfire, Schedule, UserRole};
+use crate::app::model::{BurstSpec, Misfire, Schedule, UserRole};
 use crate::app::schedule::cron::Cron;
 use crate::app::schedule::service::{self, Draft};
 use crate::app::state::AppState;
@@ -32,6 +32,7 @@ struct ScheduleRequest {
     parameters: Map<String, Value>,
     #[serde(default)]
     data: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
     recipients: Vec<String>,
     #[serde(default = "default_subject")]
     subject: String,
@@ -49,6 +50,9 @@ struct ScheduleRequest {
     misfire: Option<Misfire>,
     #[serde(default)]
     misfire_window: Option<Span>,
+    /// One report per row of this query (see README, "Bursting").
+    #[serde(default)]
+    burst: Option<BurstSpec>,
 }
 
 impl From<ScheduleRequest> for Draft {
@@ -68,6 +72,7 @@ impl From<ScheduleRequest> for Draft {
             jitter: r.jitter,
             misfire: r.misfire,
             misfire_window: r.misfire_window,
+            burst: r.burst,
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct ScheduleView {
     next_fire_at: Option<String>,
     last_fire_at: Option<String>,
     skipped_total: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    burst: Option<BurstSpec>,
     /// The next few fire times, in the schedule's zone.
     upcoming: Vec<String>,
 }
@@ -149,6 +156,7 @@ pub fn schedule_view(s: &Schedule) -> ScheduleView {
         next_fire_at: s.next_fire_at.map(ts),
         last_fire_at: s.last_fire_at.map(ts),
         skipped_total: s.skipped_total,
+        burst: s.spec.burst.clone(),
         upcoming,
     }
 }

@@ -4,6 +4,7 @@
 //! guarded by the role's term, so a change of leader can neither repeat nor skip a slot — and
 //! moves rendered occurrences on to review or to the outbox.
 
+pub mod burst;
 pub mod cron;
 pub mod scheduler;
 pub mod service;
@@ -101,13 +102,13 @@ pub fn jitter(schedule_id: &str, fire_at: Millis, jitter_ms: i64) -> Millis {
     (n % jitter_ms as u64) as Millis
 }
 
-/// The next nominal fire time of a schedule after `after`, if it ever fires again.
 /// The slot a fire time stands for: from the fire time before it to it.
 pub fn period(cron: &Cron, tz: &TimeZone, fire_at: Millis) -> Option<(Timestamp, Timestamp)> {
     let end = ms_to_ts(fire_at);
     Some((cron.previous_before(end, tz)?, end))
 }
 
+/// The next nominal fire time of a schedule after `after`, if it ever fires again.
 pub fn next_fire(cron: &Cron, tz: &TimeZone, after: Millis) -> Option<Millis> {
     cron.next_after(ms_to_ts(after), tz)
         .map(|t| t.as_millisecond())

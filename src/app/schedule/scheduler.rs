@@ -13,11 +13,11 @@ use crate::app::bus::Bus;
 use crate::app::cluster::worker::RoleWorker;
 use crate::app::metrics::{Metrics, OutcomeLabels};
 use crate::app::model::{
-    Fence, Firing, JobState, LeaderRole, NewJob, NewMail, OccurrenceState, Rendered, Schedule,
+    Fence, Firing, JobState, LeaderRole, NewJob, NewMail, Occurrence, OccurrenceState, Schedule,
 };
 use crate::app::store::{Store, StoreError};
 use crate::app::templates::params;
-use crate::app::templates::queries::Context;
+use crate::app::templates::queries::{Context, QueryRunner};
 use crate::lifecycle::Shutdown;
 
 pub struct Scheduler {
@@ -27,6 +27,9 @@ pub struct Scheduler {
     /// For the sender address, which names the domain of Message-IDs.
     pub mail: crate::app::config::MailConfig,
     pub sealer: crate::app::secrets::Sealer,
+    /// Runs burst queries.
+    pub queries: QueryRunner,
+    pub burst: crate::app::config::BurstConfig,
 }
 
 #[async_trait]
@@ -39,6 +42,9 @@ impl RoleWorker for Scheduler {
         }
         if let Err(e) = self.settle(fence).await {
             tracing::warn!(error = %e, "could not move rendered occurrences on");
+        }
+        if let Err(e) = self.bursts(fence).await {
+            tracing::warn!(error = %e, "could not move bursts on");
         }
     }
 }
@@ -113,7 +119,7 @@ impl Scheduler {
 
     /// What the render of one fire time is told: the fire time, the slot it closes, and the
     /// email of the schedule's owner.
-    async fn context(
+    pub(super) async fn context(
         &self,
         s: &Schedule,
         cron: &Cron,
@@ -189,7 +195,14 @@ impl Scheduler {
                 }
                 JobState::Succeeded => (
                     OccurrenceState::Delivering,
-                    mails_for(&r.schedule, &r, from.as_deref()),
+                    mails_for(
+                        &r.schedule,
+                        &r.occurrence,
+                        r.occurrence.job_id.as_deref(),
+                        &r.schedule.spec.recipients,
+                        None,
+                        from.as_deref(),
+                    ),
                     None,
                 ),
                 _ => {
@@ -227,12 +240,24 @@ pub async fn sender(
         .map(|s| s.from)
 }
 
-/// One mail per recipient of a schedule, for one rendered occurrence.
-pub fn mails_for(s: &Schedule, r: &Rendered, from: Option<&str>) -> Vec<NewMail> {
+/// One mail per recipient of a schedule's report: the occurrence's (`key` `None`, the schedule's
+/// recipients) or one burst row's (its key and recipients), with the PDF of `job_id`.
+pub fn mails_for(
+    s: &Schedule,
+    o: &Occurrence,
+    job_id: Option<&str>,
+    recipients: &[String],
+    key: Option<&str>,
+    from: Option<&str>,
+) -> Vec<NewMail> {
     let tz = TimeZone::get(&s.spec.timezone).unwrap_or(TimeZone::UTC);
-    let at = r.occurrence.fire_at;
+    let at = o.fire_at;
     let name = &s.spec.name;
-    let file: String = fill("{schedule}-{date}", name, at, &tz)
+    let stem = match key {
+        Some(k) => format!("{{schedule}}-{{date}}-{k}"),
+        None => "{schedule}-{date}".to_owned(),
+    };
+    let file: String = fill(&stem, name, at, &tz)
         .chars()
         .map(|c| {
             if c.is_alphanumeric() || c == '-' || c == '_' {
@@ -242,16 +267,15 @@ pub fn mails_for(s: &Schedule, r: &Rendered, from: Option<&str>) -> Vec<NewMail>
             }
         })
         .collect();
-    s.spec
-        .recipients
+    recipients
         .iter()
         .map(|to| {
             let id = uuid::Uuid::now_v7().to_string();
             NewMail {
                 message_id: crate::app::mail::message_id(&id, from),
                 id,
-                occurrence_id: Some(r.occurrence.id.clone()),
-                job_id: r.occurrence.job_id.clone(),
+                occurrence_id: Some(o.id.clone()),
+                job_id: job_id.map(str::to_owned),
                 recipient: to.clone(),
                 subject: fill(&s.spec.subject, name, at, &tz),
                 body: fill(&s.spec.body, name, at, &tz),

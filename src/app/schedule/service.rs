@@ -13,12 +13,15 @@ use super::{next_fire, scheduler};
 use crate::app::auth::normalize_email;
 use crate::app::bus::Bus;
 use crate::app::config::MailConfig;
+use crate::app::datasource::service::DataSources;
 use crate::app::model::{
-    JobState, Mail, MailState, Misfire, Occurrence, Rendered, Schedule, ScheduleSpec, millis,
+    BurstCounts, BurstItem, BurstItemState, BurstSpec, Mail, MailState, Misfire, NewMail,
+    Occurrence, ParamSpec, Schedule, ScheduleSpec, millis,
 };
 use crate::app::secrets::Sealer;
 use crate::app::store::{Store, StoreError};
 use crate::app::templates::params::{self, ParamError};
+use crate::app::templates::queries;
 use crate::config::Span;
 
 /// Default misfire window: after downtime, a fire time up to an hour old still runs.
@@ -71,13 +74,19 @@ pub struct Draft {
     pub jitter: Option<Span>,
     pub misfire: Option<Misfire>,
     pub misfire_window: Option<Span>,
+    pub burst: Option<BurstSpec>,
 }
 
-/// An occurrence with its mails, one per recipient.
+/// An occurrence with its mails, one per recipient (of each row, for a burst).
 pub struct OccurrenceMails {
     pub occurrence: Occurrence,
     pub mails: Vec<Mail>,
+    /// A burst's rows by state.
+    pub burst: Option<BurstCounts>,
 }
+
+/// Most rows one review approves at once: `burst.max_rows` is at most this in practice.
+const MAX_ROWS_REVIEWED: i64 = 1_000_000;
 
 #[derive(Clone)]
 pub struct Schedules {
@@ -164,33 +173,77 @@ impl Schedules {
         self.with_mails(o).await
     }
 
-    /// Approves (queueing its mails) or rejects a held occurrence.
+    /// Approves (queueing its mails) or rejects a held occurrence; for a burst, its held rows,
+    /// or the one row `row_key`.
     pub async fn review(
         &self,
         id: &str,
+        row_key: Option<&str>,
         approve: bool,
         by: &str,
     ) -> Result<OccurrenceMails, ScheduleError> {
         let o = self.find_occurrence(id).await?;
         let s = self.get(&o.schedule_id).await?;
-        let rendered = Rendered {
-            occurrence: o,
-            schedule: s.clone(),
-            job_state: JobState::Succeeded,
-            job_error: None,
-        };
         let from = scheduler::sender(self.store.as_ref(), &self.mail, &self.sealer).await;
-        let mails = scheduler::mails_for(&s, &rendered, from.as_deref());
-        let reviewed = self
-            .store
-            .review_occurrence(id, approve, by, &mails)
-            .await?
-            .ok_or(ScheduleError::NotHeld)?;
+        let reviewed = if o.burst_rows.is_some() {
+            let held = self
+                .store
+                .burst_items(&o.id, Some(BurstItemState::Held), MAX_ROWS_REVIEWED)
+                .await?;
+            let mails: Vec<(String, Vec<NewMail>)> = held
+                .iter()
+                .filter(|it| row_key.is_none_or(|k| k == it.row_key))
+                .map(|it| {
+                    let m = scheduler::mails_for(
+                        &s,
+                        &o,
+                        it.job_id.as_deref(),
+                        &it.recipients,
+                        Some(&it.row_key),
+                        from.as_deref(),
+                    );
+                    (it.row_key.clone(), m)
+                })
+                .collect();
+            self.store
+                .review_burst_items(&o.id, row_key, approve, by, &mails)
+                .await?
+        } else if row_key.is_some() {
+            return Err(invalid("row", "the occurrence is not a burst"));
+        } else {
+            let mails = scheduler::mails_for(
+                &s,
+                &o,
+                o.job_id.as_deref(),
+                &s.spec.recipients,
+                None,
+                from.as_deref(),
+            );
+            let done = self
+                .store
+                .review_occurrence(id, approve, by, &mails)
+                .await?;
+            usize::from(done.is_some())
+        };
+        if reviewed == 0 {
+            return Err(ScheduleError::NotHeld);
+        }
         if approve {
             self.bus.wake_mail();
         }
-        tracing::info!(occurrence = %id, approve, by, "occurrence reviewed");
-        self.with_mails(reviewed).await
+        tracing::info!(occurrence = %id, row = row_key, reviewed, approve, by, "occurrence reviewed");
+        self.occurrence(id).await
+    }
+
+    /// The rows of a burst, in query order.
+    pub async fn burst_items(
+        &self,
+        id: &str,
+        state: Option<BurstItemState>,
+        limit: i64,
+    ) -> Result<Vec<BurstItem>, ScheduleError> {
+        let o = self.find_occurrence(id).await?;
+        Ok(self.store.burst_items(&o.id, state, limit).await?)
     }
 
     /// Mails in a state (all when `None`), newest first.
@@ -222,7 +275,15 @@ impl Schedules {
 
     async fn with_mails(&self, occurrence: Occurrence) -> Result<OccurrenceMails, ScheduleError> {
         let mails = self.store.mails_of(&occurrence.id).await?;
-        Ok(OccurrenceMails { occurrence, mails })
+        let burst = match occurrence.burst_rows {
+            Some(_) => Some(self.store.burst_counts(&occurrence.id).await?),
+            None => None,
+        };
+        Ok(OccurrenceMails {
+            occurrence,
+            mails,
+            burst,
+        })
     }
 
     /// The rules a schedule must satisfy, and when it fires next.
@@ -244,7 +305,15 @@ impl Schedules {
             .await?
             .ok_or_else(|| ScheduleError::NotFound("template version".into()))?;
         let stored = params::resolve(&v.parameters, &d.parameters)?.stored;
-        let recipients = recipients(&d.recipients)?;
+        if let Some(b) = &d.burst {
+            self.check_burst(b, &v.parameters).await?;
+        }
+        // A burst mails each row's recipients; the schedule's own are optional then.
+        let recipients = if d.burst.is_some() && d.recipients.is_empty() {
+            Vec::new()
+        } else {
+            recipients(&d.recipients)?
+        };
         let data = d.data.unwrap_or_else(|| "{}".to_owned());
         if data.len() as u64 > self.max_data {
             return Err(ScheduleError::DataTooLarge);
@@ -278,8 +347,46 @@ impl Schedules {
             jitter_ms: millis(jitter.get()),
             misfire: d.misfire.unwrap_or(Misfire::Latest),
             misfire_window_ms: millis(window.get()),
+            burst: d.burst,
         };
         Ok((spec, next))
+    }
+
+    /// A burst names a data source, a query whose parameters the template declares, the key
+    /// and recipients columns, and declared parameters to fill from columns.
+    async fn check_burst(
+        &self,
+        b: &BurstSpec,
+        declared: &[ParamSpec],
+    ) -> Result<(), ScheduleError> {
+        let ds = self.store.datasource(&b.datasource).await?.ok_or_else(|| {
+            invalid(
+                "burst.datasource",
+                format!("no data source named \"{}\"", b.datasource),
+            )
+        })?;
+        let refs = DataSources::references(ds.kind, &b.text);
+        queries::check_references("burst query", refs, declared)
+            .map_err(|m| invalid("burst.text", m))?;
+        for (field, column) in [
+            ("burst.key_column", &b.key_column),
+            ("burst.recipients_column", &b.recipients_column),
+        ] {
+            if column.trim().is_empty() {
+                return Err(invalid(field, "name a column of the burst query"));
+            }
+        }
+        if let Some(p) = b
+            .parameters
+            .keys()
+            .find(|p| !declared.iter().any(|d| &d.name == *p))
+        {
+            return Err(invalid(
+                format!("burst.parameters.{p}"),
+                "the template declares no such parameter",
+            ));
+        }
+        Ok(())
     }
 }
 

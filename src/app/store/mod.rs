@@ -7,6 +7,7 @@
 //!   database clock;
 //! - [`ScheduleStore`] (`schedules.rs`): schedules and their occurrences;
 //! - [`OutboxStore`] (`outbox.rs`): mails waiting to be sent and their delivery;
+//! - [`BurstStore`] (`bursts.rs`): the rows of bursting occurrences;
 //! - [`DataSourceStore`] (`datasources.rs`): where reports fetch their data;
 //! - [`BaseStore`] (here): the database itself (backend, migrations, readiness) and small flags.
 //!
@@ -21,6 +22,7 @@
 //! progress event describing it commit together, so an event stream never shows a state the job
 //! row does not have.
 
+mod bursts;
 mod cluster;
 mod datasources;
 mod jobs;
@@ -37,6 +39,7 @@ use async_trait::async_trait;
 
 use crate::app::config::{AppConfig, DatabaseUrl};
 
+pub use bursts::BurstStore;
 pub use cluster::ClusterStore;
 pub use datasources::DataSourceStore;
 pub use jobs::{Abandoned, JobStore};
@@ -123,6 +126,7 @@ pub trait Store:
     + ClusterStore
     + ScheduleStore
     + OutboxStore
+    + BurstStore
     + DataSourceStore
     + 'static
 {
@@ -136,6 +140,7 @@ impl<T> Store for T where
         + ClusterStore
         + ScheduleStore
         + OutboxStore
+        + BurstStore
         + DataSourceStore
         + 'static
 {

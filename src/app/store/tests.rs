@@ -630,6 +630,7 @@ pub async fn fire_times_are_recorded_once(s: &dyn Store) {
         jitter_ms: 0,
         misfire: Misfire::Latest,
         misfire_window_ms: 3_600_000,
+        burst: None,
     };
     let sched = s.create_schedule(&spec, Some(60_000), None).await.unwrap();
     let grant = s

@@ -129,41 +129,43 @@ pub fn check(
                 format!("\"{}\" appears twice", q.name),
             ));
         }
-        let refs = match references(&q.datasource, &q.text) {
-            None => {
-                return Err(invalid(
-                    field("datasource"),
-                    format!("no data source named \"{}\"", q.datasource),
-                ));
-            }
-            Some(Err(e)) => {
-                return Err(invalid(
-                    field("text"),
-                    format!(
-                        "query {}, line {}, column {}: {}",
-                        q.name, e.line, e.column, e.message
-                    ),
-                ));
-            }
-            Some(Ok(refs)) => refs,
+        let Some(refs) = references(&q.datasource, &q.text) else {
+            return Err(invalid(
+                field("datasource"),
+                format!("no data source named \"{}\"", q.datasource),
+            ));
         };
-        for r in refs {
-            let known =
-                BUILTINS.contains(&r.name.as_str()) || declared.iter().any(|p| p.name == r.name);
-            if !known {
-                return Err(invalid(
-                    field("text"),
-                    format!(
-                        "query {}, line {}, column {}: unknown parameter :{} (declare it under \
-                         parameters, or use a built-in: {})",
-                        q.name,
-                        r.line,
-                        r.column,
-                        r.name,
-                        BUILTINS.join(", ")
-                    ),
-                ));
-            }
+        check_references(&format!("query {}", q.name), refs, declared)
+            .map_err(|m| invalid(field("text"), m))?;
+    }
+    Ok(())
+}
+
+/// Checks that a query's text parses and that every `:name` in it is a declared parameter or a
+/// built-in; the message names `what` (e.g. "query sales"), the line and the column.
+pub fn check_references(
+    what: &str,
+    refs: Result<Vec<ParamRef>, TextError>,
+    declared: &[ParamSpec],
+) -> Result<(), String> {
+    let refs = refs.map_err(|e| {
+        format!(
+            "{what}, line {}, column {}: {}",
+            e.line, e.column, e.message
+        )
+    })?;
+    for r in refs {
+        let known =
+            BUILTINS.contains(&r.name.as_str()) || declared.iter().any(|p| p.name == r.name);
+        if !known {
+            return Err(format!(
+                "{what}, line {}, column {}: unknown parameter :{} (declare it under \
+                 parameters, or use a built-in: {})",
+                r.line,
+                r.column,
+                r.name,
+                BUILTINS.join(", ")
+            ));
         }
     }
     Ok(())
@@ -272,27 +274,29 @@ impl QueryRunner {
         Ok(fetched)
     }
 
-    /// Runs one query as the editor does: the first `rows` rows, with the time it took.
-    pub async fn sample(
+    /// Runs one query (the editor's runner, a burst): at most `rows` rows, past which it
+    /// stops or fails as `overflow` says.
+    pub async fn run_one(
         &self,
         datasource: &str,
         text: &str,
         inputs: &BTreeMap<String, Input>,
         context: &Context,
         rows: usize,
+        overflow: Overflow,
     ) -> Result<Ran, Failure> {
         let mut values = values(inputs);
         context.bind_into(&mut values);
         let limits = Limits {
-            max_rows: rows.min(self.limits.max_rows),
-            overflow: Overflow::Truncate,
+            max_rows: rows,
+            overflow,
             ..self.limits
         };
         self.datasources
             .query(datasource, text, &values, &limits)
             .await
             .map_err(|error| Failure {
-                query: "(editor)".into(),
+                query: "(single)".into(),
                 datasource: datasource.to_owned(),
                 error,
             })

@@ -56,13 +56,14 @@ pub(super) async fn insert_mails<B: Backend>(tx: &mut Tx<B>, mails: &[NewMail]) 
 }
 
 /// Moves an occurrence on after a change of its mails: delivering while any is on its way,
-/// failed if any failed for good, delivered when all are sent.
-async fn follow_mails<B: Backend>(tx: &mut Tx<B>, occurrence_id: &str) -> Result<()> {
+/// failed if any (or a burst row) failed for good, delivered when all are sent.
+pub(super) async fn follow_mails<B: Backend>(tx: &mut Tx<B>, occurrence_id: &str) -> Result<()> {
     tx.query(
         "UPDATE occurrences SET state = CASE \
          WHEN EXISTS (SELECT 1 FROM outbox WHERE occurrence_id = $1 \
          AND state IN ('queued', 'sending')) THEN 'delivering' \
          WHEN EXISTS (SELECT 1 FROM outbox WHERE occurrence_id = $1 AND state = 'failed') \
+         OR EXISTS (SELECT 1 FROM burst_items WHERE occurrence_id = $1 AND state = 'failed') \
          THEN 'failed' ELSE 'delivered' END \
          WHERE id = $1 AND state IN ('delivering', 'delivered', 'failed')",
     )

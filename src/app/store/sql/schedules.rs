@@ -17,13 +17,14 @@ use crate::app::store::{ClusterStore, Result, ScheduleStore, StoreError};
 const SCHEDULE_COLS: &str = "id, name, template_id, template_name, cron, timezone, parameters, \
     data, recipients, subject, body, enabled, hold_for_review, jitter_ms, misfire, \
     misfire_window_ms, next_fire_at, last_fire_at, skipped_total, created_at, updated_at, \
-    created_by";
+    created_by, burst";
 
-const OCCURRENCE_COLS: &str = "id, schedule_id, fire_at, created_at, term, instance, job_id, \
-    state, error, reviewed_by, reviewed_at";
+pub(super) const OCCURRENCE_COLS: &str = "id, schedule_id, fire_at, created_at, term, instance, \
+    job_id, state, error, reviewed_by, reviewed_at, burst_rows";
 
-fn schedule_row(r: &impl Row) -> Result<Schedule> {
+pub(super) fn schedule_row(r: &impl Row) -> Result<Schedule> {
     let recipients: String = r.try_get("recipients")?;
+    let burst: Option<String> = r.try_get("burst")?;
     let misfire: String = r.try_get("misfire")?;
     Ok(Schedule {
         id: r.try_get("id")?,
@@ -44,6 +45,10 @@ fn schedule_row(r: &impl Row) -> Result<Schedule> {
             jitter_ms: r.try_get("jitter_ms")?,
             misfire: Misfire::parse(&misfire).ok_or(StoreError::Corrupt("schedules.misfire"))?,
             misfire_window_ms: r.try_get("misfire_window_ms")?,
+            burst: burst
+                .map(|b| serde_json::from_str(&b))
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("schedules.burst"))?,
         },
         next_fire_at: r.try_get("next_fire_at")?,
         last_fire_at: r.try_get("last_fire_at")?,
@@ -54,7 +59,7 @@ fn schedule_row(r: &impl Row) -> Result<Schedule> {
     })
 }
 
-fn occurrence_row(r: &impl Row) -> Result<Occurrence> {
+pub(super) fn occurrence_row(r: &impl Row) -> Result<Occurrence> {
     let state: String = r.try_get("state")?;
     Ok(Occurrence {
         id: r.try_get("id")?,
@@ -68,11 +73,18 @@ fn occurrence_row(r: &impl Row) -> Result<Occurrence> {
         error: r.try_get("error")?,
         reviewed_by: r.try_get("reviewed_by")?,
         reviewed_at: r.try_get("reviewed_at")?,
+        burst_rows: r.try_get("burst_rows")?,
     })
 }
 
 fn recipients_json(spec: &ScheduleSpec) -> String {
     serde_json::to_string(&spec.recipients).unwrap_or_default()
+}
+
+fn burst_json(spec: &ScheduleSpec) -> Option<String> {
+    spec.burst
+        .as_ref()
+        .map(|b| serde_json::to_string(b).unwrap_or_default())
 }
 
 /// Binds a schedule's settings as `$2` to `$17`, the order both the insert and the update use.
@@ -106,7 +118,7 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
             "INSERT INTO schedules (",
             SCHEDULE_COLS,
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, NULL, 0, {now}, {now}, $18) RETURNING ",
+             $17, NULL, 0, {now}, {now}, $18, $19) RETURNING ",
             SCHEDULE_COLS,
         ]);
         let q = self
@@ -116,6 +128,7 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
         let row = bind_spec(q, spec)
             .bind(next_fire_at)
             .bind(by)
+            .bind(burst_json(spec))
             .fetch_one()
             .await
             .map_err(|e| conflict(e, "name", || format!("a schedule named {}", spec.name)))?;
@@ -132,12 +145,13 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
             "UPDATE schedules SET name = $2, template_id = $3, template_name = $4, cron = $5, \
              timezone = $6, parameters = $7, data = $8, recipients = $9, subject = $10, \
              body = $11, enabled = $12, hold_for_review = $13, jitter_ms = $14, misfire = $15, \
-             misfire_window_ms = $16, next_fire_at = $17, updated_at = {now} WHERE id = $1 \
-             RETURNING ",
+             misfire_window_ms = $16, next_fire_at = $17, burst = $18, updated_at = {now} \
+             WHERE id = $1 RETURNING ",
             SCHEDULE_COLS,
         ]);
         let row = bind_spec(self.db.query(&UPDATE).bind(id), spec)
             .bind(next_fire_at)
+            .bind(burst_json(spec))
             .fetch_optional()
             .await
             .map_err(|e| conflict(e, "name", || format!("a schedule named {}", spec.name)))?;
@@ -226,10 +240,10 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
              ON CONFLICT (schedule_id, fire_at) DO NOTHING RETURNING id",
         ]);
         for f in firings {
-            let state = if f.job.is_some() {
-                "rendering"
-            } else {
-                "failed"
+            let state = match (&f.job, &f.error) {
+                (Some(_), _) => "rendering",
+                (None, Some(_)) => "failed",
+                (None, None) => "bursting",
             };
             // A fire time recorded before (a schedule edited back to it) is not run again.
             let inserted = tx

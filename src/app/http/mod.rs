@@ -96,6 +96,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
                 .delete(datasources::delete),
         )
         .route("/datasources/{id}/test", post(datasources::test))
+        .route("/datasources/{id}/file", put(datasources::upload_file))
         .route("/fonts", get(fonts::list))
         .route("/fonts/{name}", put(fonts::upload).delete(fonts::remove))
         .route("/schedules", get(schedules::list).post(schedules::create))

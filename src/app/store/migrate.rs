@@ -62,6 +62,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "queries",
         sql: include_str!("migrations/sqlite/0005_queries.sql"),
     },
+    Migration {
+        version: 6,
+        name: "datasource_files",
+        sql: include_str!("migrations/sqlite/0006_datasource_files.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations.
@@ -90,6 +95,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "queries",
         sql: include_str!("migrations/postgres/0005_queries.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "datasource_files",
+        sql: include_str!("migrations/postgres/0006_datasource_files.sql"),
     },
 ];
 

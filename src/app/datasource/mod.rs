@@ -1,9 +1,12 @@
 //! Data sources: where reports fetch their data (PostgreSQL and MySQL/MariaDB servers, SQLite
-//! files). Admins manage them; their secret settings are sealed with `encryption.key` and never
-//! shown again. A connection test reports the server's version and the round-trip time. Queries
-//! written against them run in read-only transactions with every parameter bound, and give
-//! templates tables of JSON.
+//! files, JSON APIs over HTTP, uploaded CSV files). Admins manage them; their secret settings
+//! are sealed with `encryption.key` and never shown again. A connection test reports the
+//! server's version and the round-trip time. Queries written against them run in read-only
+//! transactions with every parameter bound (or, for HTTP, every parameter encoded into the URL),
+//! and give templates tables of JSON.
 
+pub mod csv;
+pub mod http;
 pub mod model;
 pub mod pools;
 pub mod probe;

@@ -11,16 +11,22 @@ pub enum DataSourceKind {
     Mysql,
     /// A SQLite file on the server, opened read-only.
     Sqlite,
+    /// A JSON API, fetched with GET.
+    Http,
+    /// A CSV file uploaded to Quire and kept in its database.
+    Csv,
 }
 
 impl DataSourceKind {
-    pub const NAMES: &[&str] = &["postgres", "mysql", "sqlite"];
+    pub const NAMES: &[&str] = &["postgres", "mysql", "sqlite", "http", "csv"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DataSourceKind::Postgres => "postgres",
             DataSourceKind::Mysql => "mysql",
             DataSourceKind::Sqlite => "sqlite",
+            DataSourceKind::Http => "http",
+            DataSourceKind::Csv => "csv",
         }
     }
 
@@ -29,6 +35,8 @@ impl DataSourceKind {
             "postgres" => Some(DataSourceKind::Postgres),
             "mysql" => Some(DataSourceKind::Mysql),
             "sqlite" => Some(DataSourceKind::Sqlite),
+            "http" => Some(DataSourceKind::Http),
+            "csv" => Some(DataSourceKind::Csv),
             _ => None,
         }
     }

@@ -111,8 +111,7 @@ fn create(settings: &Settings) -> Result<Option<Pool>, QueryError> {
                     .connect_lazy_with(options),
             )
         }
-        #[allow(unreachable_patterns)]
-        _ => return Ok(None),
+        Settings::Http(_) | Settings::Csv(_) => return Ok(None),
     }))
 }
 

@@ -1,5 +1,6 @@
 //! Connection tests: connect as a query would, ask the server for its version, and time one
-//! round trip. The connection is closed afterwards; nothing is kept.
+//! round trip. The connection is closed afterwards; nothing is kept. An HTTP source is asked for
+//! its base URL; a CSV source's stored file is read.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -21,13 +22,16 @@ pub struct Probed {
     pub round_trip: Duration,
 }
 
-/// Connects with `settings`; the error says why not, in the database's words.
-pub async fn probe(settings: &Settings) -> Result<Probed, String> {
+/// Connects with `settings`; the error says why not, in the database's words. `file` is a CSV
+/// source's uploaded file (`None`: none yet); other kinds have none.
+pub async fn probe(settings: &Settings, file: Option<&[u8]>) -> Result<Probed, String> {
     let run = async {
         match settings {
             Settings::Postgres(s) => postgres(s).await,
             Settings::Mysql(s) => mysql(s).await,
             Settings::Sqlite(s) => sqlite(s).await,
+            Settings::Http(s) => super::http::probe(s).await,
+            Settings::Csv(s) => super::csv::probe(s, file),
         }
     };
     tokio::time::timeout(CONNECT_TIMEOUT, run)

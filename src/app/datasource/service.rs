@@ -1,17 +1,20 @@
 //! Data sources as admins manage them: names and kinds checked, settings checked per kind, the
-//! secret ones sealed before they reach the store, connection tests recorded.
+//! secret ones sealed before they reach the store, connection tests recorded, CSV files checked
+//! before they are kept. Queries run by kind: SQL on a pool, HTTP as a request, CSV on the
+//! stored file.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::DataSourceError;
 use super::model::{DataSource, DataSourceKind, NewDataSource};
 use super::pools::Pools;
 use super::probe::{self, Probed};
-use super::settings::{self, Settings};
+use super::settings::{self, CsvSettings, Settings};
 use super::statement::{self, Dialect, ParamRef, TextError};
 use super::table::{Bound, Limits, QueryError, Table};
 use crate::app::secrets::Sealer;
@@ -29,6 +32,18 @@ pub struct Draft {
 pub struct Checked {
     pub datasource: DataSource,
     pub result: Result<Probed, String>,
+}
+
+/// The largest file a CSV data source takes: it is kept in Quire's database and read whole by
+/// every query.
+pub const MAX_FILE_SIZE: usize = 32 << 20;
+
+/// What an uploaded file holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Uploaded {
+    pub size: usize,
+    pub rows: usize,
+    pub columns: usize,
 }
 
 /// A query's table and how long it took.
@@ -54,8 +69,8 @@ impl DataSources {
     }
 
     /// Runs `text` against the data source named `datasource`, binding each `:name` from
-    /// `values` (a name without a value binds NULL). The data source is read fresh, so a changed
-    /// one is used at once and its old pool closed.
+    /// `values` (a name without a value binds NULL, or is empty in an HTTP URL). The data source
+    /// is read fresh, so a changed one is used at once and its old pool closed.
     pub async fn query(
         &self,
         datasource: &str,
@@ -75,7 +90,31 @@ impl DataSources {
         let settings = self
             .settings(&ds)
             .map_err(|e| QueryError::Unreachable(format!("data source \"{}\": {e}", ds.name)))?;
-        let dialect = dialect(ds.kind);
+        let table = match &settings {
+            Settings::Http(s) => super::http::run(s, text, values, limits).await?,
+            Settings::Csv(s) => self.query_file(&ds, s, text, limits).await?,
+            Settings::Postgres(_) | Settings::Mysql(_) | Settings::Sqlite(_) => {
+                self.query_sql(&ds, &settings, text, values, limits).await?
+            }
+        };
+        Ok(Ran {
+            table,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Runs a SQL source's query on its pool, every `:name` bound.
+    async fn query_sql(
+        &self,
+        ds: &DataSource,
+        settings: &Settings,
+        text: &str,
+        values: &BTreeMap<String, Bound>,
+        limits: &Limits,
+    ) -> Result<Table, QueryError> {
+        let dialect = dialect(ds.kind).ok_or_else(|| {
+            QueryError::Unreachable(format!("{} data sources run no SQL", ds.kind.as_str()))
+        })?;
         let statement = statement::parse(text, dialect).map_err(|e| QueryError::Query {
             message: e.to_string(),
             position: None,
@@ -87,18 +126,43 @@ impl DataSources {
             .collect();
         let pool = self
             .pools
-            .get(&ds, &settings)?
+            .get(ds, settings)?
             .ok_or_else(|| QueryError::Unreachable(format!("{} has no pool", ds.name)))?;
-        let table = super::sql::run(&pool, &statement, &binds, limits).await?;
-        Ok(Ran {
-            table,
-            took: started.elapsed(),
-        })
+        super::sql::run(&pool, &statement, &binds, limits).await
     }
 
-    /// Every `:name` a query's text uses, for checking them when the query is saved.
+    /// Reads a CSV source's stored file, off the async threads (a file is up to
+    /// [`MAX_FILE_SIZE`]).
+    async fn query_file(
+        &self,
+        ds: &DataSource,
+        settings: &CsvSettings,
+        text: &str,
+        limits: &Limits,
+    ) -> Result<Table, QueryError> {
+        let file = self
+            .store
+            .datasource_file(&ds.id)
+            .await
+            .map_err(|e| QueryError::Unreachable(format!("Quire's database: {e}")))?
+            .ok_or_else(|| {
+                QueryError::Unreachable(format!(
+                    "data source \"{}\" has no file uploaded yet",
+                    ds.name
+                ))
+            })?;
+        let (settings, text, limits) = (settings.clone(), text.to_owned(), *limits);
+        blocking(move || super::csv::run(&file, &settings, &text, &limits)).await
+    }
+
+    /// Every `:name` a query's text uses, for checking them when the query is saved. A CSV
+    /// query names columns, not parameters.
     pub fn references(kind: DataSourceKind, text: &str) -> Result<Vec<ParamRef>, TextError> {
-        Ok(statement::parse(text, dialect(kind))?.refs)
+        match dialect(kind) {
+            Some(dialect) => Ok(statement::parse(text, dialect)?.refs),
+            None if kind == DataSourceKind::Http => Ok(super::http::parse(text)?.refs),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Closes every pool; a data source changed on another instance.
@@ -145,12 +209,17 @@ impl DataSources {
         Ok(())
     }
 
-    /// Connects, asks for the server's version and times a round trip; the outcome is recorded
-    /// on the data source (its last error shows until a test succeeds).
+    /// Connects, asks for the server's version and times a round trip (a CSV source's file is
+    /// read instead); the outcome is recorded on the data source (its last error shows until a
+    /// test succeeds).
     pub async fn test(&self, id: &str) -> Result<Checked, DataSourceError> {
         let ds = self.get(id).await?;
+        let file = match ds.kind {
+            DataSourceKind::Csv => self.store.datasource_file(&ds.id).await?,
+            _ => None,
+        };
         let result = match self.settings(&ds) {
-            Ok(s) => probe::probe(&s).await,
+            Ok(s) => probe::probe(&s, file.as_deref()).await,
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = &result {
@@ -163,6 +232,47 @@ impl DataSources {
             .await?
             .ok_or_else(|| DataSourceError::NotFound(format!("data source {id}")))?;
         Ok(Checked { datasource, result })
+    }
+
+    /// Keeps `content` as the file of the CSV data source `id`, once it reads whole as CSV with
+    /// the source's delimiter (the error names the line at fault).
+    pub async fn upload_file(
+        &self,
+        id: &str,
+        content: Bytes,
+        by: &str,
+    ) -> Result<Uploaded, DataSourceError> {
+        let ds = self.get(id).await?;
+        let Settings::Csv(settings) = self.settings(&ds)? else {
+            return Err(DataSourceError::Invalid {
+                field: "kind".into(),
+                message: format!(
+                    "only csv data sources take a file; \"{}\" is {}",
+                    ds.name,
+                    ds.kind.as_str()
+                ),
+            });
+        };
+        let checked = content.clone();
+        let shape = blocking(move || super::csv::inspect(&checked, &settings))
+            .await
+            .map_err(|e| DataSourceError::Invalid {
+                field: "body".into(),
+                message: e.to_string(),
+            })?;
+        self.store.put_datasource_file(&ds.id, &content).await?;
+        tracing::info!(
+            datasource = %ds.name,
+            size = content.len(),
+            rows = shape.rows,
+            by,
+            "data source file uploaded"
+        );
+        Ok(Uploaded {
+            size: content.len(),
+            rows: shape.rows,
+            columns: shape.columns,
+        })
     }
 
     /// The settings as a view shows them: secrets as `"set"`, a URL with credentials masked.
@@ -225,11 +335,22 @@ impl DataSources {
     }
 }
 
-fn dialect(kind: DataSourceKind) -> Dialect {
+/// Runs CPU-bound work (reading a CSV file whole) off the async threads; a panic in it is the
+/// caller's.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => out,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// The SQL dialect of a kind; `None` for kinds whose queries are not SQL.
+fn dialect(kind: DataSourceKind) -> Option<Dialect> {
     match kind {
-        DataSourceKind::Postgres => Dialect::Postgres,
-        DataSourceKind::Mysql => Dialect::Mysql,
-        DataSourceKind::Sqlite => Dialect::Sqlite,
+        DataSourceKind::Postgres => Some(Dialect::Postgres),
+        DataSourceKind::Mysql => Some(Dialect::Mysql),
+        DataSourceKind::Sqlite => Some(Dialect::Sqlite),
+        DataSourceKind::Http | DataSourceKind::Csv => None,
     }
 }
 

@@ -1,15 +1,20 @@
 //! The settings of each kind of data source: which are secret, what is valid, and how they are
 //! shown. Settings travel as a JSON object; the secret ones are split off to be sealed, and are
-//! never shown again: a view says `"set"` instead (a URL shows with its credentials masked).
-//! Sending `"set"` back keeps the stored secret, so a form can round-trip a view.
+//! never shown again: a view says `"set"` instead (a URL shows with its credentials masked, an
+//! object of secrets — an HTTP source's headers — shows each entry as `"set"`). Sending `"set"`
+//! back, for a whole secret or for one entry of an object, keeps the stored value, so a form can
+//! round-trip a view.
 
+use std::collections::BTreeMap;
+
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::DataSourceError;
 use super::model::DataSourceKind;
-use crate::config::Span;
+use crate::config::{ByteSize, Span};
 
 /// What a view shows in place of a stored secret, and what a client sends to keep it.
 pub const SET: &str = "set";
@@ -39,7 +44,7 @@ pub struct ServerSettings {
     pub tls: TlsMode,
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
-    #[serde(default = "default_statement_timeout")]
+    #[serde(default = "default_timeout")]
     pub statement_timeout: Span,
 }
 
@@ -47,9 +52,12 @@ fn default_pool_size() -> u32 {
     4
 }
 
-fn default_statement_timeout() -> Span {
+fn default_timeout() -> Span {
     Span::secs(30)
 }
+
+/// The longest a statement or a request may be given.
+const MAX_TIMEOUT: Span = Span::secs(3600);
 
 /// A SQLite file on the server, opened read-only.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,19 +66,77 @@ pub struct SqliteSettings {
     pub path: String,
 }
 
+/// A JSON API: GET requests to paths under `base_url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// `http(s)://host[:port][/path]`, without credentials (they belong in `headers`, which are
+    /// sealed; the URL is shown).
+    pub base_url: String,
+    /// Sent with every request. All secret: they are where an API's credentials go.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// How long one request may take, body included.
+    #[serde(default = "default_timeout")]
+    pub timeout: Span,
+    /// The hosts requests and redirects may go to; empty: the base URL's host alone.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// A JSON pointer (RFC 6901) to the array of rows; `""`: the whole document is the array.
+    #[serde(default)]
+    pub rows: String,
+    /// Lets requests reach link-local and cloud metadata addresses, which are refused otherwise
+    /// so that a data source cannot be turned into a way to read instance credentials.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+    /// The largest response read; a larger one fails the query.
+    #[serde(default = "default_max_response")]
+    pub max_response: ByteSize,
+}
+
+fn default_max_response() -> ByteSize {
+    ByteSize::mib(16)
+}
+
+/// A CSV file uploaded to Quire; the file itself is stored apart from the settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSettings {
+    /// One ASCII character between fields.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// Whether the first row names the columns (otherwise they are `column_1` … `column_n`).
+    #[serde(default = "default_header")]
+    pub header: bool,
+    /// The name of the uploaded file, shown to people; Quire does not read it.
+    #[serde(default)]
+    pub file_name: Option<String>,
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+
+fn default_header() -> bool {
+    true
+}
+
 /// A kind's settings, checked.
 #[derive(Debug, Clone)]
 pub enum Settings {
     Postgres(ServerSettings),
     Mysql(ServerSettings),
     Sqlite(SqliteSettings),
+    Http(HttpSettings),
+    Csv(CsvSettings),
 }
 
 /// The secret settings of a kind.
 pub fn secret_keys(kind: DataSourceKind) -> &'static [&'static str] {
     match kind {
         DataSourceKind::Postgres | DataSourceKind::Mysql => &["url", "password"],
-        DataSourceKind::Sqlite => &[],
+        DataSourceKind::Http => &["headers"],
+        DataSourceKind::Sqlite | DataSourceKind::Csv => &[],
     }
 }
 
@@ -78,7 +144,8 @@ pub fn secret_keys(kind: DataSourceKind) -> &'static [&'static str] {
 pub type Object = Map<String, Value>;
 
 /// Splits `settings` into what may be shown and what must be sealed, taking a secret given as
-/// [`SET`] from `stored` (the secrets saved before).
+/// [`SET`] from `stored` (the secrets saved before); in an object of secrets, each entry given as
+/// [`SET`] is taken from the stored object.
 pub fn split(
     kind: DataSourceKind,
     mut settings: Object,
@@ -90,18 +157,37 @@ pub fn split(
             continue;
         };
         let value = match value {
-            Value::String(s) if s == SET => stored.get(*key).cloned().ok_or_else(|| {
-                invalid(
-                    key,
-                    format!("\"{SET}\" keeps a stored {key}, but none is stored"),
-                )
-            })?,
+            Value::String(s) if s == SET => kept(stored.get(*key), key)?,
+            Value::Object(entries) => {
+                let stored = stored.get(*key).and_then(Value::as_object);
+                let mut out = Map::new();
+                for (name, value) in entries {
+                    let value = match value {
+                        Value::String(s) if s == SET => {
+                            kept(stored.and_then(|o| o.get(&name)), &format!("{key}.{name}"))?
+                        }
+                        other => other,
+                    };
+                    out.insert(name, value);
+                }
+                Value::Object(out)
+            }
             Value::Null => continue,
             other => other,
         };
         secrets.insert((*key).to_owned(), value);
     }
     Ok((settings, secrets))
+}
+
+/// The stored value that a [`SET`] sent for `field` keeps.
+fn kept(stored: Option<&Value>, field: &str) -> Result<Value, DataSourceError> {
+    stored.cloned().ok_or_else(|| {
+        invalid(
+            field,
+            format!("\"{SET}\" keeps a stored {field}, but none is stored"),
+        )
+    })
 }
 
 /// Checks a kind's settings (shown and secret together), naming the field at fault.
@@ -131,6 +217,21 @@ pub fn check(
             }
             Ok(Settings::Sqlite(s))
         }
+        DataSourceKind::Http => {
+            let s: HttpSettings = typed(all)?;
+            check_http(&s)?;
+            Ok(Settings::Http(s))
+        }
+        DataSourceKind::Csv => {
+            let s: CsvSettings = typed(all)?;
+            if !s.delimiter.is_ascii() || matches!(s.delimiter, '"' | '\n' | '\r') {
+                return Err(invalid(
+                    "delimiter",
+                    "one ASCII character other than a quote or a line break",
+                ));
+            }
+            Ok(Settings::Csv(s))
+        }
     }
 }
 
@@ -153,8 +254,62 @@ fn check_server(s: &ServerSettings, schemes: &[&str]) -> Result<(), DataSourceEr
     if !(1..=32).contains(&s.pool_size) {
         return Err(invalid("pool_size", "1 to 32 connections"));
     }
-    if s.statement_timeout > Span::secs(3600) || s.statement_timeout == Span::secs(0) {
-        return Err(invalid("statement_timeout", "more than 0s, at most 1h"));
+    check_timeout("statement_timeout", s.statement_timeout)
+}
+
+fn check_timeout(field: &str, timeout: Span) -> Result<(), DataSourceError> {
+    if timeout > MAX_TIMEOUT || timeout == Span::secs(0) {
+        return Err(invalid(field, "more than 0s, at most 1h"));
+    }
+    Ok(())
+}
+
+/// The largest `max_response` an HTTP source may set: the whole response is held in memory.
+const MAX_RESPONSE: ByteSize = ByteSize::mib(1024);
+
+fn check_http(s: &HttpSettings) -> Result<(), DataSourceError> {
+    let url = url::Url::parse(&s.base_url).map_err(|e| invalid("base_url", e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid("base_url", "an http:// or https:// URL"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "base_url",
+            "no credentials in the URL (it is shown to editors): send them in headers, e.g. \
+             Authorization, which are kept secret",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            "base_url",
+            "no query or fragment: each query's text adds its own query",
+        ));
+    }
+    for (name, value) in &s.headers {
+        let field = format!("headers.{name}");
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(&field, "not a valid header name"))?;
+        if name == reqwest::header::HOST {
+            return Err(invalid(&field, "the host comes from base_url"));
+        }
+        HeaderValue::from_str(value).map_err(|_| invalid(&field, "not a valid header value"))?;
+    }
+    check_timeout("timeout", s.timeout)?;
+    for (i, host) in s.allowed_hosts.iter().enumerate() {
+        url::Host::parse(host)
+            .map_err(|e| invalid(&format!("allowed_hosts[{i}]"), format!("not a host: {e}")))?;
+    }
+    if !s.rows.is_empty() && !s.rows.starts_with('/') {
+        return Err(invalid(
+            "rows",
+            "a JSON pointer such as \"/data/items\", or \"\" for the whole document",
+        ));
+    }
+    if s.max_response.bytes() == 0 || s.max_response > MAX_RESPONSE {
+        return Err(invalid(
+            "max_response",
+            format!("more than 0, at most {MAX_RESPONSE}"),
+        ));
     }
     Ok(())
 }
@@ -176,6 +331,10 @@ pub fn view(shown: &Map<String, Value>, secrets: &Map<String, Value>) -> Map<Str
     for (key, value) in secrets {
         let masked = match (key.as_str(), value) {
             ("url", Value::String(url)) => Value::String(crate::config::redact_url(url)),
+            (_, Value::Object(entries)) => entries
+                .keys()
+                .map(|name| (name.clone(), Value::String(SET.to_owned())))
+                .collect(),
             _ => Value::String(SET.to_owned()),
         };
         out.insert(key.clone(), masked);
@@ -275,5 +434,95 @@ mod tests {
             &Map::new(),
         );
         assert!(matches!(ok, Ok(Settings::Postgres(ref p)) if p.pool_size == 4));
+    }
+
+    #[test]
+    fn each_http_header_is_a_secret_kept_by_set() {
+        let given = map(json!({
+            "base_url": "https://api.example.com",
+            "headers": {"Authorization": "Bearer t0ken", "X-Tenant": "acme"},
+        }));
+        let (shown, secrets) = split(DataSourceKind::Http, given, &Map::new()).unwrap();
+        assert_eq!(shown, map(json!({"base_url": "https://api.example.com"})));
+        let v = view(&shown, &secrets);
+        assert_eq!(v["headers"], json!({"Authorization": SET, "X-Tenant": SET}));
+        assert!(!Value::Object(v.clone()).to_string().contains("t0ken"));
+        // The view sent back keeps the stored values; a changed one replaces its own; a header
+        // left out is dropped.
+        let mut again = v;
+        again["headers"] = json!({"Authorization": SET, "X-Region": "eu"});
+        let (_, kept) = split(DataSourceKind::Http, again, &secrets).unwrap();
+        assert_eq!(
+            kept["headers"],
+            json!({"Authorization": "Bearer t0ken", "X-Region": "eu"})
+        );
+        let unknown = map(json!({"base_url": "http://h", "headers": {"X-New": SET}}));
+        let e = split(DataSourceKind::Http, unknown, &secrets).unwrap_err();
+        assert!(
+            matches!(e, DataSourceError::Invalid { ref field, .. } if field == "settings.headers.X-New"),
+            "{e}"
+        );
+        let ok = check(DataSourceKind::Http, &shown, &kept);
+        assert!(
+            matches!(ok, Ok(Settings::Http(ref h)) if h.timeout == Span::secs(30) && h.rows.is_empty()),
+            "{ok:?}"
+        );
+    }
+
+    #[test]
+    fn http_and_csv_settings_are_checked_naming_the_field() {
+        let bad = |kind, v: Value| match check(kind, &map(v), &Map::new()) {
+            Err(DataSourceError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let http = DataSourceKind::Http;
+        for url in [
+            "ftp://h/",
+            "https://u:p@h/",
+            "https://h/?key=1",
+            "not a url",
+        ] {
+            assert_eq!(
+                bad(http, json!({"base_url": url})),
+                "settings.base_url",
+                "{url}"
+            );
+        }
+        let base = |extra: Value| {
+            let mut v = json!({"base_url": "https://h"});
+            v.as_object_mut().unwrap().extend(map(extra));
+            v
+        };
+        assert_eq!(
+            bad(http, base(json!({"headers": {"Bad Name": "x"}}))),
+            "settings.headers.Bad Name"
+        );
+        assert_eq!(
+            bad(http, base(json!({"headers": {"X-A": "a\nb"}}))),
+            "settings.headers.X-A"
+        );
+        assert_eq!(
+            bad(http, base(json!({"timeout": "2h"}))),
+            "settings.timeout"
+        );
+        assert_eq!(bad(http, base(json!({"rows": "data"}))), "settings.rows");
+        assert_eq!(
+            bad(
+                http,
+                base(json!({"allowed_hosts": ["ok.example", "bad host"]}))
+            ),
+            "settings.allowed_hosts[1]"
+        );
+        assert_eq!(
+            bad(http, base(json!({"max_response": "0B"}))),
+            "settings.max_response"
+        );
+        assert_eq!(bad(http, base(json!({"proxy": "x"}))), "settings.proxy");
+        let csv = DataSourceKind::Csv;
+        assert_eq!(bad(csv, json!({"delimiter": "ab"})), "settings.delimiter");
+        assert_eq!(bad(csv, json!({"delimiter": "\""})), "settings.delimiter");
+        assert_eq!(bad(csv, json!({"delimiter": "é"})), "settings.delimiter");
+        let ok = check(csv, &map(json!({"delimiter": ";"})), &Map::new());
+        assert!(matches!(ok, Ok(Settings::Csv(ref c)) if c.delimiter == ';' && c.header));
     }
 }

@@ -236,15 +236,15 @@ fn dollar_quote(chars: &[char], start: usize) -> Option<usize> {
     Some(end)
 }
 
-fn is_name_start(c: char) -> bool {
+pub(super) fn is_name_start(c: char) -> bool {
     c.is_ascii_alphabetic() || c == '_'
 }
 
-fn is_name_char(c: char) -> bool {
+pub(super) fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-fn position(chars: &[char], at: usize) -> (usize, usize) {
+pub(super) fn position(chars: &[char], at: usize) -> (usize, usize) {
     let before = &chars[..at];
     let line = before.iter().filter(|&&c| c == '\n').count() + 1;
     let column = at - before.iter().rposition(|&c| c == '\n').map_or(0, |p| p + 1) + 1;

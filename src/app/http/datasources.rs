@@ -1,5 +1,6 @@
-//! Data sources (`/api/v1/datasources`): admins create, change, delete and test them; editors,
-//! who write queries against them, may list and read them. Secret settings are write-only.
+//! Data sources (`/api/v1/datasources`): admins create, change, delete and test them, and upload
+//! CSV sources' files; editors, who write queries against them, may list and read them. Secret
+//! settings are write-only.
 
 use axum::Json;
 use axum::body::Body;
@@ -10,11 +11,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{self, ApiPath};
-use super::problem::ApiResult;
+use super::problem::{ApiResult, Problem};
 use super::views::ts;
 use crate::app::auth::Principal;
 use crate::app::datasource::model::DataSource;
-use crate::app::datasource::service::{Draft, millis_f64};
+use crate::app::datasource::service::{Draft, MAX_FILE_SIZE, millis_f64};
 use crate::app::model::UserRole;
 use crate::app::state::AppState;
 
@@ -139,4 +140,42 @@ pub async fn test(
     let mut body = outcome;
     body["datasource"] = view(&state, &checked.datasource);
     Ok(Json(body))
+}
+
+/// `PUT /api/v1/datasources/{id or name}/file`: a CSV source's file as the raw body
+/// (`text/csv` or `application/octet-stream`), at most 32 MiB; answers `{size, rows, columns}`
+/// (admins).
+pub async fn upload_file(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    p.require(UserRole::Admin)?;
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase());
+    if !matches!(
+        media_type.as_deref(),
+        Some("text/csv" | "application/octet-stream")
+    ) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send the file as text/csv or application/octet-stream",
+        ));
+    }
+    let bytes = extract::body(body, MAX_FILE_SIZE, "data source files are at most 32 MiB").await?;
+    let uploaded = state
+        .datasources
+        .upload_file(&id, bytes, &p.user.email)
+        .await?;
+    Ok(Json(json!({
+        "size": uploaded.size,
+        "rows": uploaded.rows,
+        "columns": uploaded.columns,
+    })))
 }

@@ -98,6 +98,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         )
         .route("/datasources/{id}/test", post(datasources::test))
         .route("/queries/run", post(queries::run))
+        .route("/datasources/{id}/file", put(datasources::upload_file))
         .route("/fonts", get(fonts::list))
         .route("/fonts/{name}", put(fonts::upload).delete(fonts::remove))
         .route("/schedules", get(schedules::list).post(schedules::create))

@@ -1,4 +1,4 @@
-//! Data sources: where reports fetch their data.
+//! Data sources: where reports fetch their data, and the files CSV sources read.
 
 use async_trait::async_trait;
 
@@ -21,4 +21,9 @@ pub trait DataSourceStore: Send + Sync {
     /// Records a connection test (`error` is `None` when it succeeded); the data source as it
     /// is now, `None` when there is no such one.
     async fn record_check(&self, id: &str, error: Option<&str>) -> Result<Option<DataSource>>;
+    /// Keeps `content` as the file of data source `id` (a CSV source's), replacing any before.
+    /// The file goes when its data source is deleted.
+    async fn put_datasource_file(&self, id: &str, content: &[u8]) -> Result<()>;
+    /// The file of data source `id`; `None` when none was uploaded.
+    async fn datasource_file(&self, id: &str) -> Result<Option<Vec<u8>>>;
 }

@@ -67,6 +67,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "bursts",
         sql: include_str!("migrations/sqlite/0006_bursts.sql"),
     },
+    Migration {
+        version: 7,
+        name: "datasource_files",
+        sql: include_str!("migrations/sqlite/0007_datasource_files.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations.
@@ -100,6 +105,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "bursts",
         sql: include_str!("migrations/postgres/0006_bursts.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "datasource_files",
+        sql: include_str!("migrations/postgres/0007_datasource_files.sql"),
     },
 ];
 

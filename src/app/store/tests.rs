@@ -709,6 +709,28 @@ pub async fn cache_versions_count_changes(s: &dyn Store) {
     );
 }
 
+pub async fn datasource_files_are_replaced_and_go_with_their_source(s: &dyn Store) {
+    let new = crate::app::datasource::model::NewDataSource {
+        name: "uploads".into(),
+        kind: crate::app::datasource::model::DataSourceKind::Csv,
+        settings: "{}".into(),
+        secrets: None,
+        created_by: None,
+    };
+    let ds = s.create_datasource("ds1", &new).await.unwrap();
+    assert_eq!(s.datasource_file(&ds.id).await.unwrap(), None);
+    s.put_datasource_file(&ds.id, b"a,b\n1,2\n").await.unwrap();
+    s.put_datasource_file(&ds.id, b"a\n1\n").await.unwrap();
+    assert_eq!(
+        s.datasource_file(&ds.id).await.unwrap().as_deref(),
+        Some(&b"a\n1\n"[..])
+    );
+    assert!(s.delete_datasource(&ds.id).await.unwrap());
+    assert_eq!(s.datasource_file(&ds.id).await.unwrap(), None);
+    // A file for no data source is refused.
+    assert!(s.put_datasource_file("nope", b"x").await.is_err());
+}
+
 /// Every case, for `$m!` to instantiate.
 macro_rules! every_case {
     ($m:ident) => {
@@ -728,7 +750,8 @@ macro_rules! every_case {
             registry_heartbeats_and_drain_requests,
             stale_instances_lose_their_jobs,
             fire_times_are_recorded_once,
-            cache_versions_count_changes
+            cache_versions_count_changes,
+            datasource_files_are_replaced_and_go_with_their_source
         }
     };
 }

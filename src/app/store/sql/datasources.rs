@@ -1,4 +1,4 @@
-//! Data sources.
+//! Data sources and their uploaded files.
 
 use async_trait::async_trait;
 
@@ -111,5 +111,31 @@ impl<B: Backend> DataSourceStore for SqlStore<B> {
             .bind(error)
             .fetch_optional_as(datasource_row)
             .await
+    }
+
+    async fn put_datasource_file(&self, id: &str, content: &[u8]) -> Result<()> {
+        static PUT: Sql = Sql::new(&[
+            "INSERT INTO datasource_files (datasource_id, content, size, uploaded_at) \
+             VALUES ($1, $2, $3, {now}) ON CONFLICT (datasource_id) DO UPDATE SET \
+             content = excluded.content, size = excluded.size, uploaded_at = excluded.uploaded_at",
+        ]);
+        self.db
+            .query(&PUT)
+            .bind(id)
+            .bind(content)
+            .bind(content.len() as i64)
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    async fn datasource_file(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let row = self
+            .db
+            .query("SELECT content FROM datasource_files WHERE datasource_id = $1")
+            .bind(id)
+            .fetch_optional()
+            .await?;
+        row.map(|r| r.try_get(0)).transpose()
     }
 }

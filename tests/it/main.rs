@@ -11,6 +11,7 @@ mod app_fonts;
 mod app_lifecycle;
 mod app_progress;
 mod app_render;
+mod bursts;
 mod datasources;
 mod ha;
 mod lb;

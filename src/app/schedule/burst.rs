@@ -122,7 +122,8 @@ impl Scheduler {
         let context = self.context(s, &cron, &tz, o.fire_at).await?;
         let given: Map<String, Value> =
             serde_json::from_str(&s.spec.parameters).unwrap_or_default();
-        let inputs = match params::resolve(&v.parameters, &given) {
+        let own = super::service::unmapped(&v.parameters, Some(&spec));
+        let inputs = match params::resolve(&own, &given) {
             Ok(r) => r.inputs,
             Err(e) => return Ok(Err(format!("the template's parameters changed: {e}"))),
         };

@@ -150,6 +150,14 @@ impl Scheduler {
             job: None,
             error: Some(error),
         };
+        if s.spec.burst.is_some() {
+            // A burst's rows are read and rendered by the burst step (`burst.rs`).
+            return Ok(Firing {
+                fire_at,
+                job: None,
+                error: None,
+            });
+        }
         let Some(t) = self.store.template(&s.spec.template_id).await? else {
             return Ok(failed(format!(
                 "template {} no longer exists",

@@ -304,7 +304,9 @@ impl Schedules {
             .version(&t.id, t.latest_version)
             .await?
             .ok_or_else(|| ScheduleError::NotFound("template version".into()))?;
-        let stored = params::resolve(&v.parameters, &d.parameters)?.stored;
+        // A burst's rows give the parameters it maps; the schedule gives the rest.
+        let own = unmapped(&v.parameters, d.burst.as_ref());
+        let stored = params::resolve(&own, &d.parameters)?.stored;
         if let Some(b) = &d.burst {
             self.check_burst(b, &v.parameters).await?;
         }
@@ -388,6 +390,15 @@ impl Schedules {
         }
         Ok(())
     }
+}
+
+/// The declared parameters a burst does not fill from its rows' columns.
+pub fn unmapped(declared: &[ParamSpec], burst: Option<&BurstSpec>) -> Vec<ParamSpec> {
+    declared
+        .iter()
+        .filter(|p| burst.is_none_or(|b| !b.parameters.contains_key(&p.name)))
+        .cloned()
+        .collect()
 }
 
 fn parse_cron(text: &str) -> Result<Cron, ScheduleError> {

@@ -129,7 +129,9 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::new(&instance));
     let cache = Arc::new(templates::FileCache::new(FILE_CACHE_BYTES));
     let sealer = secrets::Sealer::new(config.encryption.key.as_ref());
-    let datasources = datasource::service::DataSources::new(store.clone(), sealer.clone());
+    let datasources =
+        datasource::service::DataSources::new(store.clone(), sealer.clone(), bus.clone());
+    datasources.spawn_watch(&tasks, shutdown.clone());
     let queries = templates::queries::QueryRunner::new(datasources.clone(), &config.queries);
     let jobs = jobs::Jobs::new(
         store.clone(),
@@ -174,6 +176,8 @@ pub async fn run(
         queries: queries.clone(),
         schedules: schedule::service::Schedules::new(
             store.clone(),
+            jobs.clone(),
+            queries.clone(),
             bus.clone(),
             config.mail.clone(),
             sealer.clone(),

@@ -430,6 +430,8 @@ async fn schedule_input_is_checked() {
         ("jitter", json!(format!("1{}", "0".repeat(400))), "jitter"),
         ("jitter", json!("2h"), "jitter"),
         ("misfire_window", json!("400d"), "misfire_window"),
+        // A dry run compiles the first report: the invoice cannot render without its data.
+        ("data", json!({}), "template"),
     ] {
         let good = body[field].clone();
         body[field] = value;

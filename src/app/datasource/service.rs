@@ -17,8 +17,13 @@ use super::probe::{self, Probed};
 use super::settings::{self, CsvSettings, Settings};
 use super::statement::{self, Dialect, ParamRef, TextError};
 use super::table::{Bound, Limits, QueryError, Table};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::task::TaskTracker;
+
+use crate::app::bus::{Bus, Hint};
 use crate::app::secrets::Sealer;
 use crate::app::store::Store;
+use crate::lifecycle::Shutdown;
 
 /// A data source as submitted.
 pub struct Draft {
@@ -56,16 +61,47 @@ pub struct Ran {
 pub struct DataSources {
     store: Arc<dyn Store>,
     sealer: Sealer,
+    bus: Bus,
     pools: Arc<Pools>,
 }
 
+/// The bus hint that a data source changed: other instances close their pools at once (each
+/// query also compares the row's version, so a missed hint only delays closing an idle pool).
+const CACHE_KIND: &str = "datasources";
+
 impl DataSources {
-    pub fn new(store: Arc<dyn Store>, sealer: Sealer) -> Self {
+    pub fn new(store: Arc<dyn Store>, sealer: Sealer, bus: Bus) -> Self {
         DataSources {
             store,
             sealer,
+            bus,
             pools: Arc::new(Pools::default()),
         }
+    }
+
+    /// Closes the pools of changed data sources when another instance says so.
+    pub fn spawn_watch(&self, tasks: &TaskTracker, shutdown: Shutdown) {
+        let pools = self.pools.clone();
+        let mut hints = self.bus.hints();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    hint = hints.recv() => match hint {
+                        Ok(Hint::CacheChanged(k)) if k == CACHE_KIND => pools.clear(),
+                        Ok(Hint::Reconnected) | Err(RecvError::Lagged(_)) => pools.clear(),
+                        Ok(_) => {}
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = shutdown.draining() => return,
+                }
+            }
+        });
+    }
+
+    /// A data source changed here: its pool goes now, the other instances' on the hint.
+    fn changed(&self, id: &str) {
+        self.pools.forget(id);
+        self.bus.cache_changed(CACHE_KIND);
     }
 
     /// Runs `text` against the data source named `datasource`, binding each `:name` from
@@ -196,15 +232,19 @@ impl DataSources {
         let existing = self.get(id).await?;
         let stored = self.open_secrets(&existing)?;
         let new = self.prepare(draft, &stored)?;
-        self.store
+        let updated = self
+            .store
             .update_datasource(&existing.id, &new)
             .await?
-            .ok_or_else(|| DataSourceError::NotFound(format!("data source {id}")))
+            .ok_or_else(|| DataSourceError::NotFound(format!("data source {id}")))?;
+        self.changed(&existing.id);
+        Ok(updated)
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), DataSourceError> {
         let ds = self.get(id).await?;
         self.store.delete_datasource(&ds.id).await?;
+        self.changed(&ds.id);
         tracing::info!(datasource = %ds.name, "data source deleted");
         Ok(())
     }

@@ -14,14 +14,18 @@ use crate::app::auth::normalize_email;
 use crate::app::bus::Bus;
 use crate::app::config::MailConfig;
 use crate::app::datasource::service::DataSources;
+use crate::app::datasource::table::{Overflow, QueryError};
+use crate::app::jobs::{Jobs, RenderNowError};
 use crate::app::model::{
     BurstCounts, BurstItem, BurstItemState, BurstSpec, Mail, MailState, Misfire, NewMail,
-    Occurrence, ParamSpec, Schedule, ScheduleSpec, millis,
+    Occurrence, ParamSpec, Schedule, ScheduleSpec, Template, TemplateVersion, millis,
 };
+use crate::app::render::Format;
 use crate::app::secrets::Sealer;
 use crate::app::store::{Store, StoreError};
+use crate::app::templates;
 use crate::app::templates::params::{self, ParamError};
-use crate::app::templates::queries;
+use crate::app::templates::queries::{self, Context, QueryRunner};
 use crate::config::Span;
 
 /// Default misfire window: after downtime, a fire time up to an hour old still runs.
@@ -91,6 +95,9 @@ const MAX_ROWS_REVIEWED: i64 = 1_000_000;
 #[derive(Clone)]
 pub struct Schedules {
     store: Arc<dyn Store>,
+    /// Dry runs: a schedule is saved only when its first report compiles.
+    jobs: Jobs,
+    queries: QueryRunner,
     bus: Bus,
     mail: MailConfig,
     sealer: Sealer,
@@ -101,6 +108,8 @@ pub struct Schedules {
 impl Schedules {
     pub fn new(
         store: Arc<dyn Store>,
+        jobs: Jobs,
+        queries: QueryRunner,
         bus: Bus,
         mail: MailConfig,
         sealer: Sealer,
@@ -108,6 +117,8 @@ impl Schedules {
     ) -> Self {
         Schedules {
             store,
+            jobs,
+            queries,
             bus,
             mail,
             sealer,
@@ -335,8 +346,8 @@ impl Schedules {
         };
         let spec = ScheduleSpec {
             name,
-            template_id: t.id,
-            template_name: t.name,
+            template_id: t.id.clone(),
+            template_name: t.name.clone(),
             cron: cron.to_string(),
             timezone: d.timezone,
             parameters: Value::Object(stored).to_string(),
@@ -351,7 +362,84 @@ impl Schedules {
             misfire_window_ms: millis(window.get()),
             burst: d.burst,
         };
+        self.dry_run(&t, &v, &spec).await?;
         Ok((spec, next))
+    }
+
+    /// Compiles the schedule's first report now, with its data, its parameters and real query
+    /// results (a burst's first row giving the parameters it maps), so that a schedule that
+    /// cannot render is refused instead of failing at every fire time. A data source that cannot
+    /// be reached now, or render workers all busy, do not refuse it.
+    async fn dry_run(
+        &self,
+        t: &Template,
+        v: &TemplateVersion,
+        spec: &ScheduleSpec,
+    ) -> Result<(), ScheduleError> {
+        let mut given: Map<String, Value> =
+            serde_json::from_str(&spec.parameters).unwrap_or_default();
+        let context = Context {
+            fire_at: Some(jiff::Timestamp::now()),
+            ..Context::default()
+        };
+        if let Some(b) = &spec.burst {
+            let own = unmapped(&v.parameters, Some(b));
+            let inputs = params::resolve(&own, &given)?.inputs;
+            let ran = self
+                .queries
+                .run_one(
+                    &b.datasource,
+                    &b.text,
+                    &inputs,
+                    &context,
+                    1,
+                    Overflow::Truncate,
+                )
+                .await;
+            let row = match ran {
+                Ok(ran) => ran.table.rows.into_iter().next(),
+                Err(f) if matches!(f.error, QueryError::Unreachable(_)) => None,
+                Err(f) => return Err(invalid("burst.text", f.error.to_string())),
+            };
+            // No row to try it with: the rows are checked as they come.
+            let Some(row) = row else { return Ok(()) };
+            for (param, column) in &b.parameters {
+                given.insert(
+                    param.clone(),
+                    row.get(column).cloned().unwrap_or(Value::Null),
+                );
+            }
+        }
+        let inputs = params::resolve(&v.parameters, &given)
+            .map_err(|e| invalid("burst.parameters", format!("the first row: {e}")))?
+            .inputs;
+        let files = self.store.files(&t.id, v.version).await?;
+        let job = templates::job(
+            v,
+            &files,
+            spec.data.clone().into_bytes(),
+            inputs,
+            Format::Svg { max_pages: 1 },
+        );
+        let failed = |e: String| {
+            invalid(
+                "template",
+                format!("a dry run of the schedule's first report failed: {e}"),
+            )
+        };
+        match self
+            .jobs
+            .render_now("dry-run", job, &v.queries, &context)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RenderNowError::Busy(_)) => Ok(()),
+            Err(RenderNowError::Query(f)) if matches!(f.error, QueryError::Unreachable(_)) => {
+                Ok(())
+            }
+            Err(RenderNowError::Query(f)) => Err(failed(f.to_string())),
+            Err(RenderNowError::Render(e)) => Err(failed(e.to_string())),
+        }
     }
 
     /// A burst names a data source, a query whose parameters the template declares, the key

@@ -458,3 +458,164 @@ async fn mariadb_and_sqlite_sources_feed_templates_too() {
     let pdf = render_pdf_text(&admin, "mine", json!({})).await;
     assert!(pdf.contains("east=5.5") && pdf.contains("rows 1"), "{pdf}");
 }
+
+/// A JSON API on a free port: `/regions/{region}/sales?since=…` answers the rows of that region
+/// (echoing what it was asked, to show how parameters were encoded); `/away` redirects to the
+/// cloud metadata address.
+async fn sales_api() -> u16 {
+    use axum::extract::{Path, Query, RawQuery};
+    use axum::response::Redirect;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/regions/{region}/sales",
+            get(
+                |Path(region): Path<String>,
+                 Query(q): Query<std::collections::HashMap<String, String>>,
+                 RawQuery(raw): RawQuery,
+                 headers: axum::http::HeaderMap| async move {
+                    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+                    if key != Some("k3y") {
+                        return (
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            axum::Json(json!({"error": "key"})),
+                        );
+                    }
+                    let rows = json!([
+                        {"region": region, "amount": 10, "since": q.get("since"), "raw": raw},
+                        {"region": region, "amount": 20}
+                    ]);
+                    (
+                        axum::http::StatusCode::OK,
+                        axum::Json(json!({"data": {"items": rows}})),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/away",
+            get(|| async { Redirect::temporary("http://169.254.169.254/latest/meta-data/") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test]
+async fn http_and_csv_sources_feed_templates_and_http_stays_where_it_is_allowed() {
+    let port = sales_api().await;
+    let app = Instance::start(with_key()).await;
+    let admin = app.client().await;
+    let settings = json!({"base_url": format!("http://127.0.0.1:{port}"),
+        "headers": {"X-Api-Key": "k3y"}, "rows": "/data/items"});
+    add_source(&admin, "api", "http", settings).await;
+    let listed = admin.get_json("/api/v1/datasources/api").await;
+    assert_eq!(
+        listed["settings"]["headers"]["X-Api-Key"], "set",
+        "{listed}"
+    );
+
+    // A hostile value stays one path segment and one query value.
+    let (status, out) = run(
+        &admin,
+        "api",
+        "/regions/:region/sales?since=:since",
+        json!({"region": "north/../admin?x=1", "since": "2026-01-01&evil=1"}),
+        json!([{"name": "since", "type": "date"}]),
+    )
+    .await;
+    assert_eq!(status, 422, "a date parameter must be a date: {out}");
+    let (status, out) = run(
+        &admin,
+        "api",
+        "/regions/:region/sales?since=:since",
+        json!({"region": "north/../admin?x=1", "since": "2026-01-01&evil=1"}),
+        json!([]),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["rows"][0]["region"], "north/../admin?x=1", "{out}");
+    assert_eq!(out["rows"][0]["since"], "2026-01-01&evil=1", "{out}");
+    assert!(
+        !out["rows"][0]["raw"].as_str().unwrap().contains("evil=1&"),
+        "{out}"
+    );
+    let mut columns: Vec<&str> = out["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    columns.sort_unstable();
+    assert_eq!(columns, ["amount", "raw", "region", "since"]);
+
+    // Redirects to the metadata address, and the address itself, are refused.
+    let (status, out) = run(&admin, "api", "/away", json!({}), json!([])).await;
+    assert_ne!(status, 200, "{out}");
+    assert!(
+        out["detail"]
+            .as_str()
+            .unwrap()
+            .contains("169.254.169.254 is not among"),
+        "{out}"
+    );
+    add_source(
+        &admin,
+        "metadata",
+        "http",
+        json!({"base_url": "http://169.254.169.254"}),
+    )
+    .await;
+    let (status, out) = run(
+        &admin,
+        "metadata",
+        "/latest/meta-data/",
+        json!({}),
+        json!([]),
+    )
+    .await;
+    assert_ne!(status, 200, "{out}");
+    assert!(
+        out["detail"].as_str().unwrap().contains("metadata"),
+        "{out}"
+    );
+
+    // An HTTP query in a template, rendered.
+    let body = sales_template("api", "api", "/regions/:region/sales");
+    let (status, out) = post(&admin, "/api/v1/templates", body).await;
+    assert_eq!(status, 201, "{out}");
+    let pdf = render_pdf_text(&admin, "api", json!({"region": "east"})).await;
+    assert!(pdf.contains("east=10") && pdf.contains("east=20"), "{pdf}");
+
+    // CSV: uploaded once, kept in Quire's database, columns picked by the query text.
+    add_source(
+        &admin,
+        "prices",
+        "csv",
+        json!({"delimiter": ";", "file_name": "prices.csv"}),
+    )
+    .await;
+    let upload = |body: &'static str| {
+        admin
+            .request(reqwest::Method::PUT, "/api/v1/datasources/prices/file")
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+    };
+    let bad = upload("region;amount\nnorth;1;extra\n").await.unwrap();
+    assert_eq!(bad.status(), 422);
+    let good = upload("region;amount;note\nwest;5;a\nsouth;6;b\n")
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 200);
+    assert_eq!(good.json::<Value>().await.unwrap()["rows"], 2);
+    let (status, out) = run(&admin, "prices", "region, amount", json!({}), json!([])).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["columns"], json!(["region", "amount"]));
+    assert_eq!(out["rows"][1], json!({"region": "south", "amount": "6"}));
+    let body = sales_template("csv", "prices", "region, amount");
+    assert_eq!(post(&admin, "/api/v1/templates", body).await.0, 201);
+    let pdf = render_pdf_text(&admin, "csv", json!({})).await;
+    assert!(pdf.contains("west=5") && pdf.contains("south=6"), "{pdf}");
+}

@@ -46,6 +46,7 @@ pub async fn run(
     let ran = state
         .queries
         .run_one(
+            "(editor)",
             &req.datasource,
             &req.text,
             &inputs,

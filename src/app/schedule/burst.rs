@@ -69,6 +69,7 @@ impl Scheduler {
         let ran = self
             .queries
             .run_one(
+                "(burst)",
                 &prepared.spec.datasource,
                 &prepared.spec.text,
                 &prepared.inputs,

@@ -388,6 +388,7 @@ impl Schedules {
             let ran = self
                 .queries
                 .run_one(
+                    "(burst)",
                     &b.datasource,
                     &b.text,
                     &inputs,

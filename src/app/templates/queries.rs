@@ -278,6 +278,7 @@ impl QueryRunner {
     /// stops or fails as `overflow` says.
     pub async fn run_one(
         &self,
+        name: &str,
         datasource: &str,
         text: &str,
         inputs: &BTreeMap<String, Input>,
@@ -296,7 +297,7 @@ impl QueryRunner {
             .query(datasource, text, &values, &limits)
             .await
             .map_err(|error| Failure {
-                query: "(single)".into(),
+                query: name.to_owned(),
                 datasource: datasource.to_owned(),
                 error,
             })

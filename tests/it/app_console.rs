@@ -8,22 +8,29 @@ use std::time::Duration;
 use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
-use crate::support::app::{AppOptions, Instance, ROOT_EMAIL, ROOT_PASSWORD, TestClient, pdf_text};
+use crate::support::app::{
+    AppOptions, Instance, ROOT_EMAIL, ROOT_PASSWORD, TestClient, USER_PASSWORD, pdf_text,
+};
 use crate::support::browser::Browser;
 use crate::support::{free_port, wait_for};
 
-/// Fills in and sends the sign-in form the browser is showing.
+/// Fills in and sends the sign-in form the browser is showing, as root.
 async fn sign_in(c: &Client) {
+    sign_in_as(c, ROOT_EMAIL, ROOT_PASSWORD).await;
+}
+
+/// Fills in and sends the sign-in form the browser is showing.
+async fn sign_in_as(c: &Client, email: &str, password: &str) {
     c.find(Locator::Css("input[name=email]"))
         .await
         .unwrap()
-        .send_keys(ROOT_EMAIL)
+        .send_keys(email)
         .await
         .unwrap();
     c.find(Locator::Css("input[name=password]"))
         .await
         .unwrap()
-        .send_keys(ROOT_PASSWORD)
+        .send_keys(password)
         .await
         .unwrap();
     c.find(Locator::Css("#login-form button[type=submit]"))
@@ -385,4 +392,155 @@ async fn an_admin_adds_and_tests_a_data_source_in_the_console() {
         outcome.contains("local") && outcome.contains("succeeded"),
         "{outcome}"
     );
+}
+
+/// A SQLite file with a `sales` table of two rows, for data sources.
+async fn sqlite_sales(file: &std::path::Path) {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE sales (region TEXT, amount REAL);
+         INSERT INTO sales VALUES ('east', 5.5), ('west', 6.5);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_editor_adds_runs_and_saves_a_query_in_the_template_editor() {
+    let app = Instance::start(AppOptions::default()).await;
+    let admin = app.client().await;
+    let db = app.data_dir.join("sales-source.db");
+    sqlite_sales(&db).await;
+    let r = admin
+        .post(
+            "/api/v1/datasources",
+            &json!({"name": "local", "kind": "sqlite", "settings": {"path": db.display().to_string()}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let id = save_template(&admin, "regional sales", "= Sales\n", &json!({})).await;
+    admin.add_user("editor@test.local", "editor").await;
+
+    let downloads = tempfile::tempdir().unwrap();
+    let browser = Browser::start(downloads.path(), &app.data_dir).await;
+    let c = &browser.client;
+    c.goto(&format!("{}/login?next=/templates/{id}", app.url))
+        .await
+        .unwrap();
+    sign_in_as(c, "editor@test.local", USER_PASSWORD).await;
+
+    // A new query on the SQLite source.
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#add-query"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let card = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#queries .query"))
+        .await
+        .unwrap();
+    let name = card
+        .find(Locator::Css("input[name=query-name]"))
+        .await
+        .unwrap();
+    name.clear().await.unwrap();
+    name.send_keys("sales").await.unwrap();
+    card.find(Locator::Css("select[name=query-datasource]"))
+        .await
+        .unwrap()
+        .select_by_value("local")
+        .await
+        .unwrap();
+    card.find(Locator::Css("textarea[name=query-text]"))
+        .await
+        .unwrap()
+        .send_keys("select region, amount from sales order by region")
+        .await
+        .unwrap();
+
+    // Run: the rows show in a table, with the count and the time.
+    card.find(Locator::Css("button[data-action=run-query]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let table = wait_for(
+        "the query's rows on the page",
+        Duration::from_secs(30),
+        || async {
+            let text = c
+                .find(Locator::Css("#queries .query-result table"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("west").then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        table.contains("region") && table.contains("amount") && table.contains("east"),
+        "{table}"
+    );
+    let summary = c
+        .find(Locator::Css("#queries .query-summary"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        summary.contains("2 rows") && summary.contains("ms"),
+        "{summary}"
+    );
+
+    // Save: the new version carries the query.
+    c.find(Locator::Css("#save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let version = wait_for(
+        "the saved version with the query",
+        Duration::from_secs(30),
+        || async {
+            let t = admin.get_json(&format!("/api/v1/templates/{id}")).await;
+            (t["version"]["version"] == 2).then(|| t["version"].clone())
+        },
+    )
+    .await;
+    assert_eq!(
+        version["queries"],
+        json!([{"name": "sales", "datasource": "local", "text": "select region, amount from sales order by region"}]),
+        "{version}"
+    );
+
+    // The data source lists the template as a user of it, linked to its editor.
+    c.goto(&format!("{}/datasources", app.url)).await.unwrap();
+    let used_by = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("tr[data-datasource=local] td.used-by a"))
+        .await
+        .unwrap();
+    assert_eq!(used_by.text().await.unwrap(), "regional sales");
+    let href = used_by.attr("href").await.unwrap().unwrap_or_default();
+    assert_eq!(href, format!("/templates/{id}"));
+    c.clone().close().await.unwrap();
 }

@@ -148,9 +148,12 @@ pub async fn editor(
         .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
         .unwrap_or(json!({}));
     let params = serde_json::to_string_pretty(&v.parameters).unwrap_or_else(|_| "[]".into());
+    // For the queries' data source choice; editors may list data sources, as in the API.
+    let sources = state.datasources.list().await.map_err(|e| fail(e.into()))?;
     let data = json!({
         "template": {"id": t.id, "name": t.name},
         "version": VersionView::new(&v, Some(&files), user.user.role),
+        "datasources": sources.iter().map(|ds| json!({"name": ds.name, "kind": ds.kind.as_str()})).collect::<Vec<_>>(),
     });
     let content = html! {
         div.actions style="margin-top:0" {
@@ -168,6 +171,13 @@ pub async fn editor(
                 label { "Add files (images, .typ modules)" input #add-file type="file" multiple; }
                 label { "Sample data (data.json for previews)" textarea #sample-data spellcheck="false" { (serde_json::to_string_pretty(&sample).unwrap_or_default()) } }
                 label { "Parameters (JSON list of {name, type, default, required, choices})" textarea #parameters spellcheck="false" { (params) } }
+                section #queries-panel {
+                    h2 { "Queries" }
+                    p.muted { "Each query runs before a render; the template reads its rows from " code { "queries/NAME.json" } ". Use " code { ":name" } " for a declared parameter; sample values (a JSON object) are what Run and the preview bind." }
+                    div #queries {}
+                    @if sources.is_empty() { p.muted { "No data sources yet: an admin adds them under " a href="/datasources" { "Data sources" } "." } }
+                    div.actions { button #add-query .secondary type="button" { "Add query" } }
+                }
             }
             div #preview .preview {}
         }
@@ -402,7 +412,8 @@ pub async fn fonts(State(state): State<AppState>, ConsoleUser(user): ConsoleUser
     .into_response())
 }
 
-/// Data sources: each with its kind and last connection test; admins test, delete and create.
+/// Data sources: each with its kind, last connection test and the templates that query it;
+/// admins test, delete and create them (and upload CSV sources' files).
 pub async fn datasources(
     State(state): State<AppState>,
     ConsoleUser(user): ConsoleUser,
@@ -411,16 +422,21 @@ pub async fn datasources(
         return Err(forbidden(&user, UserRole::Editor));
     }
     let list = state.datasources.list().await.map_err(|e| fail(e.into()))?;
+    let used_by = state
+        .templates
+        .by_datasource()
+        .await
+        .map_err(|e| fail(e.into()))?;
     let admin = user.user.role >= UserRole::Admin;
     let content = html! {
         h1 { "Data sources" }
         p.muted { "Where reports fetch their data. Secret settings are sealed and never shown again." }
         p #datasource-error .error hidden {}
-        table.list {
-            thead { tr { th { "Name" } th { "Kind" } th { "Last test" } th {} } }
+        table.list #datasources {
+            thead { tr { th { "Name" } th { "Kind" } th { "Last test" } th { "Used by" } th {} } }
             tbody {
                 @for ds in &list {
-                    tr {
+                    tr data-datasource=(ds.name) {
                         td { (ds.name) }
                         td.muted { (ds.kind.as_str()) }
                         td {
@@ -430,8 +446,22 @@ pub async fn datasources(
                                 (Some(at), Some(e)) => span.error { "failed " (ts(*at)) ": " (e) },
                             }
                         }
+                        td.used-by {
+                            @match used_by.get(&ds.name) {
+                                Some(templates) => {
+                                    @for (i, t) in templates.iter().enumerate() {
+                                        @if i > 0 { ", " }
+                                        a href={"/templates/" (t.id)} { (t.name) }
+                                    }
+                                }
+                                None => span.muted { "no template" },
+                            }
+                        }
                         td { @if admin {
                             button.secondary type="button" data-test=(ds.id) { "Test" } " "
+                            @if ds.kind == DataSourceKind::Csv {
+                                label.button.secondary.upload { "Upload CSV" input type="file" accept=".csv,text/csv" data-upload=(ds.id) hidden; } " "
+                            }
                             button.danger type="button" data-delete=(ds.id) { "Delete" }
                         } }
                     }
@@ -445,7 +475,55 @@ pub async fn datasources(
                     label { "Name" input type="text" name="name" required pattern="[A-Za-z0-9._-]+"; }
                     label { "Kind" select name="kind" { @for k in DataSourceKind::NAMES { option value=(k) { (k) } } } }
                 }
-                label { "Settings (JSON), e.g. {\"url\": \"postgres://user:password@host/db\"} or {\"path\": \"/srv/data/sales.db\"}" textarea name="settings" spellcheck="false" { "{}" } }
+                fieldset data-kind="postgres mysql" {
+                    label { "URL (postgres://user:password@host:5432/db, mysql://user:password@host:3306/db)" input type="text" name="url" autocomplete="off"; }
+                    p.muted { "Or, without a URL:" }
+                    div.row {
+                        label { "Host" input type="text" name="host"; }
+                        label { "Port" input type="number" name="port" min="1" max="65535"; }
+                        label { "Database" input type="text" name="database"; }
+                    }
+                    div.row {
+                        label { "User" input type="text" name="user" autocomplete="off"; }
+                        label { "Password" input type="password" name="password" autocomplete="new-password"; }
+                        label { "TLS" select name="tls" {
+                            option value="prefer" { "prefer" }
+                            option value="require" { "require" }
+                            option value="disable" { "disable" }
+                        } }
+                    }
+                }
+                fieldset data-kind="sqlite" {
+                    label { "Path of the SQLite file on the server (opened read-only)" input type="text" name="path" placeholder="/srv/data/sales.db"; }
+                }
+                fieldset data-kind="http" {
+                    label { "Base URL (queries are paths under it)" input type="text" name="base_url" placeholder="https://api.example.com/v1/"; }
+                    label { "Headers (sent with every request, sealed)" }
+                    div #http-headers {}
+                    div.actions style="margin-top:.25rem" { button #add-header .secondary type="button" { "Add header" } }
+                    div.row {
+                        label { "Rows (JSON pointer to the array; empty: the whole document)" input type="text" name="rows" placeholder="/data"; }
+                        label { "Other allowed hosts (comma separated)" input type="text" name="allowed_hosts"; }
+                    }
+                    div.row {
+                        label { "Timeout" input type="text" name="timeout" placeholder="30s"; }
+                        label { "Largest response" input type="text" name="max_response" placeholder="16MiB"; }
+                    }
+                    label.check { input type="checkbox" name="allow_private_addresses"; " Allow link-local and metadata addresses" }
+                }
+                fieldset data-kind="csv" {
+                    div.row {
+                        label { "Delimiter" select name="delimiter" {
+                            option value="," { "comma ," }
+                            option value=";" { "semicolon ;" }
+                            option value="tab" { "tab" }
+                            option value="|" { "pipe |" }
+                        } }
+                        label.check { input type="checkbox" name="header" checked; " The first row names the columns" }
+                    }
+                    label { "CSV file (uploaded once the source is created)" input type="file" name="file" accept=".csv,text/csv"; }
+                }
+                label { "More settings (JSON object, merged over the fields above), e.g. {\"pool_size\": 8, \"statement_timeout\": \"1m\"}" textarea name="settings" spellcheck="false" rows="3" { "{}" } }
                 div.actions { button type="submit" { "Create" } }
             }
         }
@@ -604,6 +682,7 @@ pub async fn cluster(State(state): State<AppState>, ConsoleUser(user): ConsoleUs
 /// The schedule form's fields, filled from `s` when editing.
 fn schedule_form(
     templates: &[crate::app::model::Template],
+    datasources: &[crate::app::datasource::model::DataSource],
     s: Option<&serde_json::Value>,
 ) -> Markup {
     let get = |k: &str| {
@@ -635,6 +714,13 @@ fn schedule_form(
     let template = text("template", "");
     let misfire = text("misfire", "latest");
     let checked = |k: &str, default: bool| get(k).as_bool().unwrap_or(default);
+    let burst = get("burst");
+    let burst_text = |k: &str| burst.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+    let burst_source = burst_text("datasource");
+    let burst_params = burst
+        .get("parameters")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
     html! {
         div.row {
             label { "Name" input type="text" name="name" required value=(text("name", "")); }
@@ -665,6 +751,25 @@ fn schedule_form(
             }
             label { "Misfire window" input type="text" name="misfire_window" value=(text("misfire_window", "1h")); }
         }
+        details.burst open[!burst.is_null()] {
+            summary { "Burst: one report per row of a query (optional)" }
+            p.muted { "Each row is rendered with its own parameters and mailed to its own recipients, once per row key. Leave the data source empty for a single report." }
+            div.row {
+                label { "Data source"
+                    select name="burst_datasource" {
+                        option value="" { "(no burst)" }
+                        @for ds in datasources { option value=(ds.name) selected[ds.name == burst_source] { (ds.name) " (" (ds.kind.as_str()) ")" } }
+                        @if !burst_source.is_empty() && !datasources.iter().any(|ds| ds.name == burst_source) {
+                            option value=(burst_source) selected { (burst_source) " (missing)" }
+                        }
+                    }
+                }
+                label { "Key column (one report per key)" input type="text" name="burst_key_column" value=(burst_text("key_column")); }
+                label { "Recipients column" input type="text" name="burst_recipients_column" value=(burst_text("recipients_column")); }
+            }
+            label { "Query (SQL, or a path for HTTP sources; :name for parameters)" textarea name="burst_text" rows="4" spellcheck="false" { (burst_text("text")) } }
+            label { "Parameters from columns (JSON object: template parameter → column)" textarea name="burst_parameters" rows="2" spellcheck="false" { (pretty(burst_params, "{}")) } }
+        }
         div.actions {
             label { input type="checkbox" name="enabled" checked[checked("enabled", true)]; " enabled" }
             label { input type="checkbox" name="hold_for_review" checked[checked("hold_for_review", false)]; " hold for review before delivery" }
@@ -682,6 +787,7 @@ pub async fn schedules(
     }
     let list = state.schedules.list().await.map_err(|e| fail(e.into()))?;
     let templates = state.templates.list().await.map_err(|e| fail(e.into()))?;
+    let sources = state.datasources.list().await.map_err(|e| fail(e.into()))?;
     let editor = user.user.role >= UserRole::Editor;
     let content = html! {
         h1 { "Schedules" }
@@ -694,7 +800,10 @@ pub async fn schedules(
                         td { (s.spec.template_name) }
                         td { code { (s.spec.cron) } span.muted { " " (s.spec.timezone) } }
                         td.muted { (s.next_fire_at.map(ts).unwrap_or_default()) }
-                        td.muted { (s.spec.recipients.join(", ")) }
+                        td.muted {
+                            @if let Some(b) = &s.spec.burst { "per row (burst on " (b.datasource) ")" @if !s.spec.recipients.is_empty() { ", " } }
+                            (s.spec.recipients.join(", "))
+                        }
                         td { @if s.spec.enabled { span.state.succeeded { "enabled" } } @else { span.state { "paused" } } }
                     }
                 }
@@ -704,7 +813,7 @@ pub async fn schedules(
         @if editor {
             h2 { "New schedule" }
             form #schedule-form .card data-method="POST" data-url="/api/v1/schedules" {
-                (schedule_form(&templates, None))
+                (schedule_form(&templates, &sources, None))
                 div.actions { button type="submit" { "Create" } }
                 p.error hidden {}
             }
@@ -731,6 +840,7 @@ pub async fn schedule(
     }
     let s = state.schedules.get(&id).await.map_err(|e| fail(e.into()))?;
     let templates = state.templates.list().await.map_err(|e| fail(e.into()))?;
+    let sources = state.datasources.list().await.map_err(|e| fail(e.into()))?;
     let view =
         serde_json::to_value(crate::app::http::schedules::schedule_view(&s)).unwrap_or_default();
     let editor = user.user.role >= UserRole::Editor;
@@ -748,7 +858,7 @@ pub async fn schedule(
         @if editor {
             h2 { "Edit" }
             form #schedule-form .card data-method="PUT" data-url={"/api/v1/schedules/" (s.id)} {
-                (schedule_form(&templates, Some(&view)))
+                (schedule_form(&templates, &sources, Some(&view)))
                 div.actions { button type="submit" { "Save" } button #delete-schedule .danger type="button" { "Delete" } }
                 p.error hidden {}
             }

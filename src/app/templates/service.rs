@@ -1,6 +1,7 @@
 //! Templates as authors and renders use them: names checked, versions checked and saved whole,
 //! files read through the version cache.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{FileCache, TemplateError, invalid, params, queries};
@@ -85,6 +86,30 @@ impl Templates {
     pub async fn versions(&self, id: &str) -> Result<Vec<TemplateVersion>, TemplateError> {
         let t = self.get(id).await?;
         Ok(self.store.versions(&t.id).await?)
+    }
+
+    /// The templates whose latest version has a query on each data source, by data source
+    /// name, each list in template order. Templates are few, so every latest version is read
+    /// (without its files).
+    pub async fn by_datasource(&self) -> Result<BTreeMap<String, Vec<Template>>, TemplateError> {
+        let mut out: BTreeMap<String, Vec<Template>> = BTreeMap::new();
+        for t in self.store.templates().await? {
+            let Some(v) = self.store.version(&t.id, t.latest_version).await? else {
+                continue;
+            };
+            let mut names: Vec<&str> = v.queries.iter().map(|q| q.datasource.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            for name in names {
+                out.entry(name.to_owned()).or_default().push(t.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The templates whose latest version has a query on data source `name`.
+    pub async fn using_datasource(&self, name: &str) -> Result<Vec<Template>, TemplateError> {
+        Ok(self.by_datasource().await?.remove(name).unwrap_or_default())
     }
 
     /// Creates a template with its first version.

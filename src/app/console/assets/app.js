@@ -6,6 +6,12 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 const pageData = () => JSON.parse(($("#page-data") || { textContent: "{}" }).textContent);
 const csrf = () => ($('meta[name="csrf-token"]') || { content: "" }).content;
+// A new element with properties set (text through textContent, never markup).
+const el = (tag, props = {}) => Object.assign(document.createElement(tag), props);
+const stateClass = (s) =>
+  ({ succeeded: "succeeded", delivered: "succeeded", mailed: "succeeded", failed: "failed", rejected: "failed", cancelled: "failed" })[s] ||
+  "queued";
+const badge = (s) => el("span", { className: `state ${stateClass(s)}`, textContent: s });
 
 // Calls the JSON API; throws an Error carrying the problem document's detail (and the problem).
 async function api(method, url, body, raw) {
@@ -204,7 +210,17 @@ function scheduleForm() {
         misfire_window: form.misfire_window.value,
         enabled: form.enabled.checked,
         hold_for_review: form.hold_for_review.checked,
+        burst: null,
       };
+      if (form.burst_datasource && form.burst_datasource.value) {
+        body.burst = {
+          datasource: form.burst_datasource.value,
+          text: form.burst_text.value,
+          key_column: form.burst_key_column.value.trim(),
+          recipients_column: form.burst_recipients_column.value.trim(),
+          parameters: readJson(form.burst_parameters, "burst parameters") || {},
+        };
+      }
       const s = await api(form.dataset.method, form.dataset.url, body);
       location.href = `/schedules/${s.id}`;
     } catch (ex) {
@@ -344,6 +360,15 @@ const pages = {
     const params = $("#parameters");
     const status = $("#editor-status");
     const err = $("#editor-error");
+    const sources = data.datasources || [];
+    // The version's queries as edited; sample parameters stay text until sent.
+    const queries = (data.version.queries || []).map((q) => ({
+      name: q.name || "",
+      datasource: q.datasource || "",
+      text: q.text || "",
+      params: q.params && Object.keys(q.params).length ? JSON.stringify(q.params, null, 2) : "",
+    }));
+    const queriesBox = $("#queries");
     const showTabs = () => {
       tabs.innerHTML = "";
       for (const path of files.keys()) {
@@ -364,11 +389,41 @@ const pages = {
     };
     // The API takes a text file as a string and anything else as {base64}.
     const wireFiles = () => Object.fromEntries([...files].map(([p, f]) => [p, f.text !== undefined ? f.text : { base64: f.base64 }]));
+    const sampleParams = (q) => {
+      const text = q.params.trim();
+      const what = `sample parameters of query ${q.name || `#${queries.indexOf(q) + 1}`}`;
+      if (!text) return {};
+      let value;
+      try {
+        value = JSON.parse(text);
+      } catch (e) {
+        throw new Error(`${what} are not valid JSON: ${e.message}`);
+      }
+      if (!value || typeof value !== "object" || Array.isArray(value)) throw new Error(`${what} must be a JSON object`);
+      return value;
+    };
+    const wireQueries = () =>
+      queries.map((q) => {
+        const out = { name: q.name.trim(), datasource: q.datasource, text: q.text };
+        const sampleValues = sampleParams(q);
+        if (Object.keys(sampleValues).length) out.params = sampleValues;
+        return out;
+      });
+    // The preview binds the queries' sample values of declared parameters (defaults fill the rest).
+    const previewParameters = (declared) => {
+      const names = new Set((Array.isArray(declared) ? declared : []).map((p) => p.name));
+      const out = {};
+      for (const q of queries) {
+        for (const [k, v] of Object.entries(sampleParams(q))) if (names.has(k)) out[k] = v;
+      }
+      return out;
+    };
     const body = () => ({
       entry: data.version.entry,
       files: wireFiles(),
       parameters: readJson(params, "parameters") || [],
       sample_data: readJson(sample, "sample data"),
+      queries: wireQueries(),
     });
     let timer;
     let seq = 0;
@@ -382,6 +437,9 @@ const pages = {
           entry: b.entry,
           data: b.sample_data || {},
           declared: b.parameters,
+          parameters: previewParameters(b.parameters),
+          // Unfinished queries (no data source or text yet) wait until they are.
+          queries: b.queries.filter((q) => q.datasource && q.text.trim()),
           max_pages: 5,
         });
         if (mine !== seq) return;
@@ -402,6 +460,111 @@ const pages = {
     });
     sample.addEventListener("input", schedule);
     params.addEventListener("input", schedule);
+
+    // ------------------------------------------------ queries panel
+    const cellText = (v) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+    const resultTable = (res) => {
+      const table = el("table", { className: "list" });
+      const head = table.createTHead().insertRow();
+      for (const c of res.columns) head.appendChild(el("th", { textContent: c }));
+      const rows = table.createTBody();
+      for (const r of res.rows) {
+        const tr = rows.insertRow();
+        for (const c of res.columns) tr.insertCell().textContent = cellText(r[c]);
+      }
+      return table;
+    };
+    const labelled = (text, control) => {
+      const l = el("label", { textContent: text });
+      l.appendChild(control);
+      return l;
+    };
+    const queryCard = (q, i) => {
+      const card = el("div", { className: "card query" });
+      card.dataset.query = String(i);
+      const name = el("input", { type: "text", name: "query-name", value: q.name, placeholder: "sales" });
+      name.addEventListener("input", () => {
+        q.name = name.value;
+        schedule();
+      });
+      const select = el("select", { name: "query-datasource" });
+      select.add(new Option("(choose a data source)", ""));
+      for (const ds of sources) select.add(new Option(`${ds.name} (${ds.kind})`, ds.name));
+      if (q.datasource && !sources.some((ds) => ds.name === q.datasource)) select.add(new Option(`${q.datasource} (missing)`, q.datasource));
+      select.value = q.datasource;
+      select.addEventListener("change", () => {
+        q.datasource = select.value;
+        schedule();
+      });
+      const row = el("div", { className: "row" });
+      row.append(labelled("Name (queries/NAME.json)", name), labelled("Data source", select));
+      const text = el("textarea", { name: "query-text", spellcheck: false, rows: 5, value: q.text, placeholder: "select region, sum(amount) as total from sales where day >= :since group by region" });
+      text.addEventListener("input", () => {
+        q.text = text.value;
+        schedule();
+      });
+      const sampleBox = el("textarea", { name: "query-params", spellcheck: false, rows: 2, value: q.params, placeholder: '{"since": "2026-01-01"}' });
+      sampleBox.addEventListener("input", () => {
+        q.params = sampleBox.value;
+        schedule();
+      });
+      const run = el("button", { type: "button", textContent: "Run" });
+      run.dataset.action = "run-query";
+      const remove = el("button", { type: "button", className: "danger", textContent: "Remove" });
+      remove.dataset.action = "remove-query";
+      const actions = el("div", { className: "actions" });
+      actions.append(run, remove);
+      const summary = el("p", { className: "muted query-summary" });
+      const error = el("p", { className: "error", hidden: true });
+      const result = el("div", { className: "query-result" });
+      card.append(row, labelled("Query (SQL, or a path for HTTP sources)", text), labelled("Sample parameters (JSON object, optional)", sampleBox), actions, summary, error, result);
+      remove.addEventListener("click", () => {
+        queries.splice(i, 1);
+        showQueries();
+        schedule();
+      });
+      run.addEventListener("click", async () => {
+        error.hidden = true;
+        result.replaceChildren();
+        summary.textContent = "running…";
+        run.disabled = true;
+        try {
+          if (!q.datasource) throw new Error("choose a data source");
+          const res = await api("POST", "/api/v1/queries/run", {
+            datasource: q.datasource,
+            text: q.text,
+            parameters: sampleParams(q),
+            declared: readJson(params, "parameters") || [],
+          });
+          const shown = res.rows.length < res.row_count ? ` (first ${res.rows.length} shown)` : "";
+          summary.textContent = `${res.row_count} row${res.row_count === 1 ? "" : "s"}${shown}${res.truncated ? " · truncated" : ""} · ${res.took_ms.toFixed(1)} ms`;
+          result.appendChild(resultTable(res));
+        } catch (ex) {
+          summary.textContent = "";
+          showError(error, ex);
+        } finally {
+          run.disabled = false;
+        }
+      });
+      return card;
+    };
+    const showQueries = () => {
+      queriesBox.replaceChildren(...queries.map(queryCard));
+    };
+    // Shows a save error on the query it names (`queries[2].text`) as well.
+    const showQueryError = (ex) => {
+      const m = /^queries\[(\d+)\]/.exec((ex.problem && ex.problem.field) || "");
+      const card = m && $(`[data-query="${m[1]}"]`, queriesBox);
+      if (card) showError($(".error", card), ex);
+    };
+    $("#add-query").addEventListener("click", () => {
+      let n = queries.length + 1;
+      while (queries.some((q) => q.name === `query${n}`)) n += 1;
+      queries.push({ name: `query${n}`, datasource: sources.length === 1 ? sources[0].name : "", text: "", params: "" });
+      showQueries();
+      $$("[name=query-name]", queriesBox).pop().focus();
+    });
+    showQueries();
     $("#add-file").addEventListener("change", async (e) => {
       for (const file of e.target.files) {
         const buf = new Uint8Array(await file.arrayBuffer());
@@ -422,8 +585,10 @@ const pages = {
       try {
         const res = await api("PUT", `/api/v1/templates/${data.template.id}`, body());
         status.textContent = `saved as version ${res.version.version}`;
+        for (const e of $$(".query > .error", queriesBox)) e.hidden = true;
       } catch (ex) {
         showError(err, ex);
+        showQueryError(ex);
       }
     });
     $("#delete-template").addEventListener("click", async () => {
@@ -463,6 +628,12 @@ const pages = {
 
   datasources() {
     const error = $("#datasource-error");
+    // A message from before the last reload (a CSV source created whose file did not upload).
+    const carried = sessionStorage.getItem("datasource-error");
+    if (carried) {
+      sessionStorage.removeItem("datasource-error");
+      showError(error, new Error(carried));
+    }
     // Reload on success: the page shows the recorded outcome of a test.
     const act = (method, url) => async () => {
       try {
@@ -478,13 +649,105 @@ const pages = {
     for (const b of $$("[data-delete]")) {
       b.addEventListener("click", act("DELETE", `/api/v1/datasources/${b.dataset.delete}`));
     }
+    // The file travels as the raw body, typed text/csv whatever the browser thinks it is.
+    const upload = (id, file) => api("PUT", `/api/v1/datasources/${id}/file`, undefined, new Blob([file], { type: "text/csv" }));
+    for (const input of $$("input[data-upload]")) {
+      input.addEventListener("change", async () => {
+        const file = input.files[0];
+        if (!file) return;
+        try {
+          await upload(input.dataset.upload, file);
+          location.reload();
+        } catch (ex) {
+          showError(error, ex);
+        }
+      });
+    }
     const form = $("#new-datasource");
     if (!form) return;
+    const f = (name) => form.elements.namedItem(name);
+    const text = (name) => f(name).value.trim();
+    const sections = $$("fieldset[data-kind]", form);
+    // Only the chosen kind's fields show; the others are disabled, so the form ignores them.
+    const showKind = () => {
+      for (const section of sections) {
+        const on = section.dataset.kind.split(" ").includes(form.kind.value);
+        section.hidden = !on;
+        section.disabled = !on;
+      }
+    };
+    form.kind.addEventListener("change", showKind);
+    showKind();
+    const headersBox = $("#http-headers");
+    const addHeader = () => {
+      const line = el("div", { className: "row header-line" });
+      const name = el("input", { type: "text", placeholder: "Header name, e.g. Authorization", autocomplete: "off" });
+      name.dataset.header = "name";
+      name.setAttribute("aria-label", "Header name");
+      const value = el("input", { type: "password", placeholder: "Value", autocomplete: "new-password" });
+      value.dataset.header = "value";
+      value.setAttribute("aria-label", "Header value");
+      const remove = el("button", { type: "button", className: "secondary", textContent: "Remove" });
+      remove.onclick = () => line.remove();
+      line.append(name, value, remove);
+      headersBox.appendChild(line);
+    };
+    $("#add-header").addEventListener("click", addHeader);
+    // The settings the kind's fields give; empty fields are left to the server's defaults.
+    const settingsFor = (kind) => {
+      const s = {};
+      const put = (key, value) => {
+        if (value !== "") s[key] = value;
+      };
+      if (kind === "postgres" || kind === "mysql") {
+        put("url", text("url"));
+        put("host", text("host"));
+        if (text("port")) s.port = Number(text("port"));
+        put("database", text("database"));
+        put("user", text("user"));
+        put("password", f("password").value);
+        s.tls = f("tls").value;
+      } else if (kind === "sqlite") {
+        put("path", text("path"));
+      } else if (kind === "http") {
+        put("base_url", text("base_url"));
+        const headers = {};
+        for (const line of $$(".header-line", headersBox)) {
+          const name = $("[data-header=name]", line).value.trim();
+          if (name) headers[name] = $("[data-header=value]", line).value;
+        }
+        if (Object.keys(headers).length) s.headers = headers;
+        put("rows", text("rows"));
+        const hosts = text("allowed_hosts").split(/[\s,]+/).filter(Boolean);
+        if (hosts.length) s.allowed_hosts = hosts;
+        put("timeout", text("timeout"));
+        put("max_response", text("max_response"));
+        if (f("allow_private_addresses").checked) s.allow_private_addresses = true;
+      } else if (kind === "csv") {
+        s.delimiter = f("delimiter").value === "tab" ? "\t" : f("delimiter").value;
+        s.header = f("header").checked;
+        const file = f("file").files[0];
+        if (file) s.file_name = file.name;
+      }
+      return s;
+    };
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
+      error.hidden = true;
       try {
-        const settings = JSON.parse(form.settings.value || "{}");
-        await api("POST", "/api/v1/datasources", { name: form.name.value, kind: form.kind.value, settings });
+        const kind = form.kind.value;
+        const extra = readJson(form.settings, "more settings") || {};
+        if (typeof extra !== "object" || Array.isArray(extra)) throw new Error("more settings must be a JSON object");
+        const settings = { ...settingsFor(kind), ...extra };
+        const ds = await api("POST", "/api/v1/datasources", { name: form.name.value, kind, settings });
+        const file = kind === "csv" ? f("file").files[0] : undefined;
+        if (file) {
+          try {
+            await upload(ds.id, file);
+          } catch (ex) {
+            sessionStorage.setItem("datasource-error", `${ds.name} was created, but its file was not uploaded (${ex.message}); upload it again with "Upload CSV".`);
+          }
+        }
         location.reload();
       } catch (ex) {
         showError(error, ex);
@@ -597,26 +860,83 @@ const pages = {
       return td;
     };
     const button = (label, onclick, cls = "secondary") => {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = cls;
-      b.textContent = label;
+      const b = el("button", { type: "button", className: cls, textContent: label });
       b.onclick = onclick;
       return b;
     };
+    const post = (url) => () => api("POST", url).then(refresh, (e) => showError($(".error", root), e));
+    // A burst's rows show below it while it runs or has rows to review, or as the user chose.
+    const shown = new Map();
+    const rowsOpen = (o) => (shown.has(o.id) ? shown.get(o.id) : o.state === "bursting" || o.burst.counts.held > 0);
+    const ROWS_LIMIT = 500;
+    const progress = (o) => {
+      const b = o.burst;
+      const box = el("div", { className: "burst-progress" });
+      if (b.rows === null || b.rows === undefined) {
+        box.append(el("div", { className: "muted", textContent: o.state === "bursting" ? "the burst query runs…" : "no rows" }));
+        return box;
+      }
+      const c = b.counts;
+      const bar = el("div", { className: `progress${b.rows && b.done >= b.rows ? " done" : ""}` });
+      const pct = b.rows ? Math.round((100 * b.done) / b.rows) : 100;
+      bar.append(el("div", { className: "bar", style: `width:${pct}%` }), el("div", { className: "label", textContent: `${pct}%` }));
+      const text = `rows ${b.done} done / ${c.failed} failed / ${c.held} held of ${b.rows}`;
+      const more = c.pending + c.rendering ? ` · ${c.pending + c.rendering} to render` : "";
+      box.append(bar, el("div", { className: "muted", textContent: text + more }));
+      return box;
+    };
+    const rowsTable = (o, rows) => {
+      const table = el("table", { className: "list burst-rows" });
+      table.dataset.occurrence = o.id;
+      const head = table.createTHead().insertRow();
+      for (const h of ["Key", "Recipients", "State", "Report", "Error", ""]) head.appendChild(el("th", { textContent: h }));
+      const body = table.createTBody();
+      for (const r of rows) {
+        const tr = body.insertRow();
+        tr.dataset.key = r.key;
+        cell(tr, r.key);
+        cell(tr, r.recipients.join(", "));
+        cell(tr, "").appendChild(badge(r.state));
+        const pdf = cell(tr, "");
+        if (r.pdf) pdf.appendChild(el("a", { href: r.pdf, textContent: "PDF" }));
+        cell(tr, r.error || "").className = "error";
+        const actions = cell(tr, "");
+        if (editor && r.state === "held") {
+          const key = encodeURIComponent(r.key);
+          actions.append(
+            button("Approve", post(`/api/v1/occurrences/${o.id}/rows/${key}/approve`), ""),
+            " ",
+            button("Reject", post(`/api/v1/occurrences/${o.id}/rows/${key}/reject`)),
+          );
+        }
+      }
+      return table;
+    };
+    let busy = false;
     const refresh = async () => {
+      if (busy) return;
+      busy = true;
       try {
         const occ = await api("GET", `/api/v1/schedules/${root.dataset.id}/occurrences?limit=50`);
+        // Rows first, so the table is replaced in one go.
+        const rowsOf = new Map();
+        await Promise.all(
+          occ
+            .filter((o) => o.burst && rowsOpen(o))
+            .map(async (o) => rowsOf.set(o.id, await api("GET", `/api/v1/occurrences/${o.id}/rows?limit=${ROWS_LIMIT}`))),
+        );
         const body = $("#occurrences tbody");
         body.innerHTML = "";
         for (const o of occ) {
           const tr = body.insertRow();
+          tr.dataset.occurrence = o.id;
           cell(tr, o.fire_at.replace("T", " ").slice(0, 19));
           const st = cell(tr, "");
-          st.appendChild(Object.assign(document.createElement("span"), { className: `state ${o.state === "delivered" ? "succeeded" : o.state === "failed" || o.state === "rejected" ? "failed" : "queued"}`, textContent: o.state }));
+          st.appendChild(badge(o.state));
           if (o.error) st.append(` ${o.error}`);
+          if (o.burst) st.appendChild(progress(o));
           const pdf = cell(tr, "");
-          if (o.pdf) pdf.appendChild(Object.assign(document.createElement("a"), { href: o.pdf, textContent: "PDF" }));
+          if (o.pdf) pdf.appendChild(el("a", { href: o.pdf, textContent: "PDF" }));
           const mails = cell(tr, "");
           for (const m of o.mails) {
             const line = document.createElement("div");
@@ -625,13 +945,34 @@ const pages = {
             mails.appendChild(line);
           }
           const actions = cell(tr, "");
-          if (editor && o.state === "held") {
-            actions.appendChild(button("Approve", () => api("POST", `/api/v1/occurrences/${o.id}/approve`).then(refresh), ""));
-            actions.appendChild(button("Reject", () => api("POST", `/api/v1/occurrences/${o.id}/reject`).then(refresh)));
+          if (o.burst) {
+            const open = rowsOpen(o);
+            actions.appendChild(
+              button(open ? "Hide rows" : "Rows", () => {
+                shown.set(o.id, !open);
+                refresh();
+              }),
+            );
+            if (editor && o.burst.counts.held > 0) {
+              actions.append(" ", button(`Approve all (${o.burst.counts.held})`, post(`/api/v1/occurrences/${o.id}/approve`), ""));
+              actions.append(" ", button("Reject all", post(`/api/v1/occurrences/${o.id}/reject`)));
+            }
+            const rows = rowsOf.get(o.id);
+            if (rows) {
+              const td = body.insertRow().insertCell();
+              td.colSpan = 5;
+              td.appendChild(rowsTable(o, rows));
+              if (rows.length >= ROWS_LIMIT) td.appendChild(el("p", { className: "muted", textContent: `The first ${ROWS_LIMIT} rows are shown.` }));
+            }
+          } else if (editor && o.state === "held") {
+            actions.appendChild(button("Approve", post(`/api/v1/occurrences/${o.id}/approve`), ""));
+            actions.appendChild(button("Reject", post(`/api/v1/occurrences/${o.id}/reject`)));
           }
         }
       } catch (e) {
         showError($(".error", root), e);
+      } finally {
+        busy = false;
       }
     };
     refresh();

@@ -95,8 +95,8 @@ pub async fn run(
     }
     let schema_version = store.schema_version().await?;
     announce_root(auth::ensure_root(store.as_ref(), &config).await?);
-    if examples::seed(store.as_ref()).await? {
-        tracing::info!("created the example templates: invoice, listing");
+    if examples::seed(store.as_ref(), &config.data_dir).await? {
+        tracing::info!("created the examples: invoice, listing, sales (with its data source)");
     }
 
     let pool = render::RenderPool::new(render::PoolOptions {

@@ -619,3 +619,21 @@ async fn http_and_csv_sources_feed_templates_and_http_stays_where_it_is_allowed(
     let pdf = render_pdf_text(&admin, "csv", json!({})).await;
     assert!(pdf.contains("west=5") && pdf.contains("south=6"), "{pdf}");
 }
+
+#[tokio::test]
+async fn the_sales_example_queries_its_bundled_data_with_no_setup() {
+    let app = Instance::start(AppOptions::default()).await;
+    let admin = app.client().await;
+    let pdf = render_pdf_text(&admin, "sales", json!({})).await;
+    assert!(
+        pdf.contains("Sales report") && pdf.contains("2000 orders"),
+        "{pdf}"
+    );
+    let north = render_pdf_text(&admin, "sales", json!({"region": "North"})).await;
+    assert!(
+        north.contains("Region: North") && north.contains("500 orders"),
+        "{north}"
+    );
+    let sources = admin.get_json("/api/v1/datasources").await;
+    assert_eq!(sources[0]["name"], "sales-demo", "{sources}");
+}

@@ -107,11 +107,6 @@ impl Templates {
         Ok(out)
     }
 
-    /// The templates whose latest version has a query on data source `name`.
-    pub async fn using_datasource(&self, name: &str) -> Result<Vec<Template>, TemplateError> {
-        Ok(self.by_datasource().await?.remove(name).unwrap_or_default())
-    }
-
     /// Creates a template with its first version.
     pub async fn create(
         &self,

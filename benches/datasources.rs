@@ -9,7 +9,7 @@
 //! `--quick` renders fewer times.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -426,6 +426,18 @@ pub struct BurstSpec {
     pub parameters: std::collections::BTreeMap<String, String>,
 }
 
+impl BurstSpec {
+    /// The burst query as a query to run.
+    pub fn query(&self) -> QuerySpec {
+        QuerySpec {
+            name: "(burst)".into(),
+            datasource: self.datasource.clone(),
+            text: self.text.clone(),
+            params: serde_json::Map::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub id: String,

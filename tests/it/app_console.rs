@@ -369,7 +369,7 @@ async fn an_admin_adds_and_tests_a_data_source_in_the_console() {
     let test = c
         .wait()
         .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("button[data-test]"))
+        .for_element(Locator::Css("tr[data-datasource=local] button[data-test]"))
         .await
         .unwrap();
     test.click().await.unwrap();
@@ -378,7 +378,7 @@ async fn an_admin_adds_and_tests_a_data_source_in_the_console() {
         Duration::from_secs(20),
         || async {
             let text = c
-                .find(Locator::Css("table.list tbody"))
+                .find(Locator::Css("tr[data-datasource=local]"))
                 .await
                 .ok()?
                 .text()

@@ -40,7 +40,7 @@ async fn data_survives_a_restart() {
         .collect();
     assert_eq!(
         names,
-        vec!["invoice", "kept", "listing"],
+        vec!["invoice", "kept", "listing", "sales"],
         "examples are not created twice"
     );
     assert_eq!(api.pdf(&id).await, pdf);

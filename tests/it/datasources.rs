@@ -96,9 +96,9 @@ async fn a_postgres_source_keeps_its_password_sealed_and_tests_against_the_serve
         failed["error"].as_str().unwrap().contains("no_such_db"),
         "{failed}"
     );
-    let listed = admin.get_json("/api/v1/datasources").await;
+    let listed = admin.get_json("/api/v1/datasources/warehouse").await;
     assert!(
-        listed[0]["last_error"]
+        listed["last_error"]
             .as_str()
             .unwrap()
             .contains("no_such_db")
@@ -251,13 +251,17 @@ async fn sqlite_sources_are_checked_and_only_admins_manage_them() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+    let names: Vec<String> = admin
+        .get_json("/api/v1/datasources")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(
-        admin
-            .get_json("/api/v1/datasources")
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        1
+        names,
+        ["sales", "sales-demo"],
+        "the example's and the one kept"
     );
 }

@@ -206,13 +206,13 @@ async fn postgres_rows_reach_the_template_with_bound_typed_parameters_and_stable
     let (status, created) = post(
         &admin,
         "/api/v1/templates",
-        sales_template("sales", "warehouse", text),
+        sales_template("regional", "warehouse", text),
     )
     .await;
     assert_eq!(status, 201, "{created}");
     let pdf = render_pdf_text(
         &admin,
-        "sales",
+        "regional",
         json!({"region": "north", "since": "2025-01-01"}),
     )
     .await;
@@ -220,14 +220,14 @@ async fn postgres_rows_reach_the_template_with_bound_typed_parameters_and_stable
         pdf.contains("north=99") && pdf.contains("north=12.5") && pdf.contains("rows 2"),
         "{pdf}"
     );
-    let pdf = render_pdf_text(&admin, "sales", json!({"region": "south"})).await;
+    let pdf = render_pdf_text(&admin, "regional", json!({"region": "south"})).await;
     assert!(pdf.contains("south=7") && pdf.contains("rows 1"), "{pdf}");
 
     // The job path shows a querying stage with the rows and time of each query.
     let job = admin
         .post(
             "/api/v1/renders",
-            &json!({"template": "sales", "parameters": {"since": "2025-01-01"}}),
+            &json!({"template": "regional", "parameters": {"since": "2025-01-01"}}),
         )
         .await
         .json::<Value>()

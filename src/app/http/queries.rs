@@ -12,7 +12,7 @@ use super::extract;
 use super::problem::ApiResult;
 use crate::app::auth::Principal;
 use crate::app::datasource::table::Overflow;
-use crate::app::model::{ParamSpec, UserRole};
+use crate::app::model::{ParamSpec, QuerySpec, UserRole};
 use crate::app::state::AppState;
 use crate::app::templates::params;
 use crate::app::templates::queries::Context;
@@ -46,9 +46,12 @@ pub async fn run(
     let ran = state
         .queries
         .run_one(
-            "(editor)",
-            &req.datasource,
-            &req.text,
+            &QuerySpec {
+                name: "(editor)".into(),
+                datasource: req.datasource,
+                text: req.text,
+                params: Map::new(),
+            },
             &inputs,
             &Context::asked_now(&p.user.email),
             SAMPLE_ROWS,

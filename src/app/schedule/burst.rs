@@ -69,9 +69,7 @@ impl Scheduler {
         let ran = self
             .queries
             .run_one(
-                "(burst)",
-                &prepared.spec.datasource,
-                &prepared.spec.text,
+                &prepared.spec.query(),
                 &prepared.inputs,
                 &prepared.context,
                 self.burst.max_rows as usize,

@@ -387,15 +387,7 @@ impl Schedules {
             let inputs = params::resolve(&own, &given)?.inputs;
             let ran = self
                 .queries
-                .run_one(
-                    "(burst)",
-                    &b.datasource,
-                    &b.text,
-                    &inputs,
-                    &context,
-                    1,
-                    Overflow::Truncate,
-                )
+                .run_one(&b.query(), &inputs, &context, 1, Overflow::Truncate)
                 .await;
             let row = match ran {
                 Ok(ran) => ran.table.rows.into_iter().next(),

@@ -278,9 +278,7 @@ impl QueryRunner {
     /// stops or fails as `overflow` says.
     pub async fn run_one(
         &self,
-        name: &str,
-        datasource: &str,
-        text: &str,
+        query: &QuerySpec,
         inputs: &BTreeMap<String, Input>,
         context: &Context,
         rows: usize,
@@ -294,11 +292,11 @@ impl QueryRunner {
             ..self.limits
         };
         self.datasources
-            .query(datasource, text, &values, &limits)
+            .query(&query.datasource, &query.text, &values, &limits)
             .await
             .map_err(|error| Failure {
-                query: name.to_owned(),
-                datasource: datasource.to_owned(),
+                query: query.name.clone(),
+                datasource: query.datasource.clone(),
                 error,
             })
     }

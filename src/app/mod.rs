@@ -162,6 +162,15 @@ pub async fn run(
         }
     }
 
+    let schedules = schedule::service::Schedules::new(
+        store.clone(),
+        jobs.clone(),
+        queries.clone(),
+        bus.clone(),
+        config.mail.clone(),
+        sealer.clone(),
+        config.render.max_data_size.bytes(),
+    );
     let availability = cluster::Availability::default();
     let roles = cluster::Roles::default();
     let state = state::AppState::new(state::Shared {
@@ -174,16 +183,13 @@ pub async fn run(
         jobs: jobs.clone(),
         datasources: datasources.clone(),
         queries: queries.clone(),
-        schedules: schedule::service::Schedules::new(
+        schedules: schedules.clone(),
+        templates: templates::service::Templates::new(
             store.clone(),
-            jobs.clone(),
-            queries.clone(),
-            bus.clone(),
-            config.mail.clone(),
-            sealer.clone(),
-            config.render.max_data_size.bytes(),
+            cache.clone(),
+            datasources,
+            Arc::new(schedules),
         ),
-        templates: templates::service::Templates::new(store.clone(), cache.clone(), datasources),
         cache,
         fonts,
         metrics: metrics.clone(),

@@ -442,6 +442,27 @@ async fn schedule_input_is_checked() {
         assert_eq!(problem["field"], expected);
         body[field] = good;
     }
+    // A new template version that would break a schedule using it is refused, and not saved.
+    let mut weekly = every_second("Weekly", &["a@example.com"]);
+    weekly["cron"] = json!("0 8 * * MON");
+    create(&api, weekly).await;
+    let broken = json!({"files": {"main.typ": "#let d = json(\"data.json\")\n#d.no_such_field"}});
+    let r = api
+        .request(reqwest::Method::PUT, "/api/v1/templates/invoice")
+        .json(&broken)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let problem = r.json::<Value>().await.unwrap();
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["field"], "schedules", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("Weekly"),
+        "{problem}"
+    );
+    let t = api.get_json("/api/v1/templates/invoice").await;
+    assert_eq!(t["template"]["latest_version"], 1, "{t}");
     let preview = api
         .get_json("/api/v1/cron/preview?cron=30%202%20*%20*%20*&timezone=Europe/Berlin&count=3")
         .await;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::probe::Probed;
+use super::model::Probed;
 use super::settings::CsvSettings;
 use super::table::{Limits, QueryError, Table, TableBuilder};
 

@@ -26,7 +26,7 @@ use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::crypto::ring;
 use url::{Host, Url};
 
-use super::probe::Probed;
+use super::model::Probed;
 use super::settings::HttpSettings;
 use super::statement::{ParamRef, TextError, is_name_char, is_name_start, position};
 use super::table::{Bound, Limits, QueryError, Table, TableBuilder};

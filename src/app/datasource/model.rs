@@ -69,3 +69,10 @@ pub struct NewDataSource {
     pub secrets: Option<String>,
     pub created_by: Option<String>,
 }
+
+/// What a successful connection test learned.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    pub server_version: String,
+    pub round_trip: std::time::Duration,
+}

@@ -10,17 +10,11 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+use super::model::Probed;
 use super::settings::{ServerSettings, Settings, SqliteSettings, TlsMode};
 
 /// How long a test waits for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a successful test learned.
-#[derive(Debug, Clone)]
-pub struct Probed {
-    pub server_version: String,
-    pub round_trip: Duration,
-}
 
 /// Connects with `settings`; the error says why not, in the database's words. `file` is a CSV
 /// source's uploaded file (`None`: none yet); other kinds have none.

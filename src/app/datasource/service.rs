@@ -11,9 +11,9 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::DataSourceError;
-use super::model::{DataSource, DataSourceKind, NewDataSource};
+use super::model::{DataSource, DataSourceKind, NewDataSource, Probed};
 use super::pools::Pools;
-use super::probe::{self, Probed};
+use super::probe;
 use super::settings::{self, CsvSettings, Settings};
 use super::statement::{self, Dialect, ParamRef, TextError};
 use super::table::{Bound, Limits, QueryError, Table};
@@ -52,6 +52,7 @@ pub struct Uploaded {
 }
 
 /// A query's table and how long it took.
+#[derive(Debug, Clone)]
 pub struct Ran {
     pub table: Table,
     pub took: Duration,

@@ -108,7 +108,7 @@ impl Scheduler {
     fn count(&self, firings: &[Firing], skipped: i64) {
         let m = &self.metrics.occurrences;
         for f in firings {
-            let outcome = if f.job.is_some() { "fired" } else { "failed" };
+            let outcome = if f.error.is_none() { "fired" } else { "failed" };
             m.get_or_create(&OutcomeLabels { outcome }).inc();
         }
         if skipped > 0 {

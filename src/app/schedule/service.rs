@@ -18,14 +18,16 @@ use crate::app::datasource::table::{Overflow, QueryError};
 use crate::app::jobs::{Jobs, RenderNowError};
 use crate::app::model::{
     BurstCounts, BurstItem, BurstItemState, BurstSpec, Mail, MailState, Misfire, NewMail,
-    Occurrence, ParamSpec, Schedule, ScheduleSpec, Template, TemplateVersion, millis,
+    NewVersion, Occurrence, ParamSpec, Schedule, ScheduleSpec, Template, TemplateFile,
+    TemplateVersion, millis,
 };
 use crate::app::render::Format;
 use crate::app::secrets::Sealer;
 use crate::app::store::{Store, StoreError};
-use crate::app::templates;
 use crate::app::templates::params::{self, ParamError};
 use crate::app::templates::queries::{self, Context, QueryRunner};
+use crate::app::templates::service::VersionGuard;
+use crate::app::templates::{self, TemplateError};
 use crate::config::Span;
 
 /// Default misfire window: after downtime, a fire time up to an hour old still runs.
@@ -362,7 +364,8 @@ impl Schedules {
             misfire_window_ms: millis(window.get()),
             burst: d.burst,
         };
-        self.dry_run(&t, &v, &spec).await?;
+        let files = self.store.files(&t.id, v.version).await?;
+        self.dry_run(&v, &files, &spec).await?;
         Ok((spec, next))
     }
 
@@ -372,8 +375,8 @@ impl Schedules {
     /// be reached now, or render workers all busy, do not refuse it.
     async fn dry_run(
         &self,
-        t: &Template,
         v: &TemplateVersion,
+        files: &[TemplateFile],
         spec: &ScheduleSpec,
     ) -> Result<(), ScheduleError> {
         let mut given: Map<String, Value> =
@@ -406,10 +409,9 @@ impl Schedules {
         let inputs = params::resolve(&v.parameters, &given)
             .map_err(|e| invalid("burst.parameters", format!("the first row: {e}")))?
             .inputs;
-        let files = self.store.files(&t.id, v.version).await?;
         let job = templates::job(
             v,
-            &files,
+            files,
             spec.data.clone().into_bytes(),
             inputs,
             Format::Svg { max_pages: 1 },
@@ -468,6 +470,49 @@ impl Schedules {
                 format!("burst.parameters.{p}"),
                 "the template declares no such parameter",
             ));
+        }
+        Ok(())
+    }
+}
+
+/// A new version of a template that schedules use must render for each of them, as their
+/// dry run on save does: otherwise saving it would break them at their next fire time.
+#[async_trait::async_trait]
+impl VersionGuard for Schedules {
+    async fn check_new_version(
+        &self,
+        t: &Template,
+        version: &NewVersion,
+    ) -> Result<(), TemplateError> {
+        let using: Vec<Schedule> = self
+            .store
+            .schedules()
+            .await?
+            .into_iter()
+            .filter(|s| s.spec.template_id == t.id && s.spec.enabled)
+            .collect();
+        let v = TemplateVersion {
+            template_id: t.id.clone(),
+            version: t.latest_version + 1,
+            entry: version.entry.clone(),
+            parameters: version.parameters.clone(),
+            sample_data: version.sample_data.clone(),
+            queries: version.queries.clone(),
+            size: 0,
+            created_at: 0,
+            created_by: None,
+        };
+        for s in using {
+            if let Err(e) = self.dry_run(&v, &version.files, &s.spec).await {
+                return Err(TemplateError::Invalid {
+                    field: "schedules".into(),
+                    message: format!(
+                        "schedule \"{}\" uses this template, and its report would fail with \
+                         this version: {e}",
+                        s.spec.name
+                    ),
+                });
+            }
         }
         Ok(())
     }

@@ -2,8 +2,10 @@
 //! every `:name` a declared parameter or a built-in), and run before each render, concurrently,
 //! into the files `queries/NAME.json` the template reads.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::{Map, Value};
@@ -200,6 +202,55 @@ pub struct QueryRunner {
     datasources: DataSources,
     limits: Limits,
     total: Duration,
+    previews: Arc<PreviewCache>,
+}
+
+/// How long a preview's query results are reused: the editor's live preview renders on every
+/// pause in typing, and should not run every query against the database each time.
+const PREVIEW_TTL: Duration = Duration::from_secs(30);
+/// Query results kept for previews at most.
+const PREVIEW_ENTRIES: usize = 64;
+
+/// Query results of previews and dry runs by (data source, text, values), for [`PREVIEW_TTL`].
+/// Renders never read it. The fire time is left out of the key: a preview's "now" moves on every
+/// render and would make every entry miss.
+#[derive(Default)]
+pub struct PreviewCache {
+    entries: Mutex<HashMap<u64, (Instant, Ran)>>,
+}
+
+impl PreviewCache {
+    fn key(q: &QuerySpec, values: &BTreeMap<String, Bound>) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        (&q.datasource, &q.text).hash(&mut h);
+        for (k, v) in values.iter().filter(|(k, _)| k.as_str() != FIRE_AT) {
+            (k, format!("{v:?}")).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn get(&self, key: u64) -> Option<Ran> {
+        let entries = self.lock();
+        entries
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < PREVIEW_TTL)
+            .map(|(_, ran)| ran.clone())
+    }
+
+    fn put(&self, key: u64, ran: Ran) {
+        let mut entries = self.lock();
+        if entries.len() >= PREVIEW_ENTRIES {
+            entries.retain(|_, (at, _)| at.elapsed() < PREVIEW_TTL);
+            if entries.len() >= PREVIEW_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (Instant::now(), ran));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, Ran)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl QueryRunner {
@@ -213,7 +264,33 @@ impl QueryRunner {
                 overflow: Overflow::Fail,
             },
             total: config.timeout.get(),
+            previews: Arc::default(),
         }
+    }
+
+    /// One query of a fetch; previews and dry runs (which truncate) reuse a recent result.
+    async fn query(
+        &self,
+        q: &QuerySpec,
+        values: &BTreeMap<String, Bound>,
+        limits: &Limits,
+    ) -> Result<Ran, QueryError> {
+        if limits.overflow == Overflow::Fail {
+            return self
+                .datasources
+                .query(&q.datasource, &q.text, values, limits)
+                .await;
+        }
+        let key = PreviewCache::key(q, values);
+        if let Some(ran) = self.previews.get(key) {
+            return Ok(ran);
+        }
+        let ran = self
+            .datasources
+            .query(&q.datasource, &q.text, values, limits)
+            .await?;
+        self.previews.put(key, ran.clone());
+        Ok(ran)
     }
 
     /// Runs `queries` concurrently with the render's parameters and built-ins bound. A render
@@ -233,10 +310,7 @@ impl QueryRunner {
         };
         let (values, limits) = (&values, &limits);
         let all = join_all(queries.iter().map(|q| async move {
-            let ran = self
-                .datasources
-                .query(&q.datasource, &q.text, values, limits)
-                .await;
+            let ran = self.query(q, values, limits).await;
             (q, ran)
         }));
         let results = tokio::time::timeout(self.total, all)
@@ -406,6 +480,33 @@ mod tests {
         let (field, message) = field_and_message(check(&[q("a", "nowhere", "")], &[], refs));
         assert_eq!(field, "queries[0].datasource");
         assert!(message.contains("nowhere"));
+    }
+
+    #[test]
+    fn previews_reuse_results_whatever_the_fire_time_but_not_other_values() {
+        use crate::app::datasource::table::Table;
+        let cache = PreviewCache::default();
+        let query = q("a", "db", "select :region");
+        let mut values = BTreeMap::from([
+            ("region".to_owned(), Bound::Text("north".into())),
+            (FIRE_AT.to_owned(), Bound::Null),
+        ]);
+        let ran = Ran {
+            table: Table {
+                columns: vec!["x".into()],
+                rows: Vec::new(),
+                row_count: 0,
+                truncated: false,
+            },
+            took: Duration::from_millis(3),
+        };
+        cache.put(PreviewCache::key(&query, &values), ran);
+        values.insert(FIRE_AT.to_owned(), Bound::Timestamp(jiff::Timestamp::now()));
+        assert!(cache.get(PreviewCache::key(&query, &values)).is_some());
+        values.insert("region".to_owned(), Bound::Text("south".into()));
+        assert!(cache.get(PreviewCache::key(&query, &values)).is_none());
+        let other = q("a", "db", "select :region, 1");
+        assert!(cache.get(PreviewCache::key(&other, &values)).is_none());
     }
 
     #[test]

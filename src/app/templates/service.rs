@@ -15,19 +15,38 @@ pub struct VersionFiles {
     pub files: Arc<Vec<TemplateFile>>,
 }
 
+/// What else must accept a new version before it is saved (schedules that use the template
+/// dry-run their report with it). Implemented outside this domain, so templates need not know
+/// schedules.
+#[async_trait::async_trait]
+pub trait VersionGuard: Send + Sync {
+    async fn check_new_version(
+        &self,
+        t: &Template,
+        version: &NewVersion,
+    ) -> Result<(), TemplateError>;
+}
+
 #[derive(Clone)]
 pub struct Templates {
     store: Arc<dyn Store>,
     cache: Arc<FileCache>,
     datasources: DataSources,
+    guard: Arc<dyn VersionGuard>,
 }
 
 impl Templates {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<FileCache>, datasources: DataSources) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<FileCache>,
+        datasources: DataSources,
+        guard: Arc<dyn VersionGuard>,
+    ) -> Self {
         Templates {
             store,
             cache,
             datasources,
+            guard,
         }
     }
 
@@ -133,6 +152,7 @@ impl Templates {
     ) -> Result<(Template, TemplateVersion), TemplateError> {
         let t = self.get(id).await?;
         self.check_version(version).await?;
+        self.guard.check_new_version(&t, version).await?;
         self.store
             .add_version(&t.id, description.map(str::trim), version)
             .await?

@@ -331,20 +331,6 @@ impl Reach {
             _ => Ok(()),
         }
     }
-
-    fn redirect_policy(&self) -> Policy {
-        let reach = self.clone();
-        Policy::custom(move |attempt| {
-            // `previous` holds the first URL too: at the n-th redirect it has n entries.
-            if attempt.previous().len() > MAX_REDIRECTS {
-                return attempt.error(Blocked::Redirects);
-            }
-            match reach.check(attempt.url()) {
-                Ok(()) => attempt.follow(),
-                Err(e) => attempt.error(e),
-            }
-        })
-    }
 }
 
 /// The TLS settings of every HTTP source: ring, like Quire's other TLS, and the platform's
@@ -361,11 +347,13 @@ fn tls() -> Result<ClientConfig, String> {
     .clone()
 }
 
-/// A source's client and URL: its headers, its reach, its redirect policy, and no proxy (a proxy
-/// would resolve names where the address check cannot see).
+/// A source's client and URL: its headers, its reach, and no proxy (a proxy would resolve names
+/// where the address check cannot see). Redirects are followed here, not by the client, so that
+/// every hop is checked and the source's headers (its API key) go to the base URL's host only.
 struct Source {
     client: reqwest::Client,
     base: Url,
+    headers: HeaderMap,
     reach: Reach,
 }
 
@@ -380,34 +368,61 @@ impl Source {
             let value = HeaderValue::from_str(value).map_err(|e| format!("headers.{name}: {e}"))?;
             headers.insert(name, value);
         }
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let accept =
+            HeaderMap::from_iter([(header::ACCEPT, HeaderValue::from_static("application/json"))]);
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls()?)
             .dns_resolver(GuardedResolver {
                 allow_private: settings.allow_private_addresses,
             })
-            .redirect(reach.redirect_policy())
+            .redirect(Policy::none())
             .no_proxy()
-            .default_headers(headers)
+            .default_headers(accept)
             .build()
             .map_err(|e| describe(&e))?;
         Ok(Source {
             client,
             base,
+            headers,
             reach,
         })
     }
 
-    /// Sends a GET to `url`, checked against the source's reach first. Errors leave the URL
-    /// out: the caller names it.
-    async fn get(&self, url: Url) -> Result<reqwest::Response, String> {
-        self.reach.check(&url).map_err(|e| e.to_string())?;
-        self.client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| describe(&e.without_url()))
+    /// Sends a GET to `url` and follows at most [`MAX_REDIRECTS`] redirects, each hop checked
+    /// against the source's reach first. Errors leave the URL out: the caller names it.
+    async fn get(&self, mut url: Url) -> Result<reqwest::Response, String> {
+        for _ in 0..=MAX_REDIRECTS {
+            self.reach.check(&url).map_err(|e| e.to_string())?;
+            let mut request = self.client.get(url.clone());
+            if same_origin(&url, &self.base) {
+                request = request.headers(self.headers.clone());
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| describe(&e.without_url()))?;
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok());
+            match location {
+                Some(to) if response.status().is_redirection() => {
+                    url = url
+                        .join(to)
+                        .map_err(|e| format!("a redirect to \"{to}\": {e}"))?;
+                }
+                _ => return Ok(response),
+            }
+        }
+        Err(Blocked::Redirects.to_string())
     }
+}
+
+/// Same scheme, host and port: where a source's headers may go.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// An error with its causes: reqwest's own message says only that sending failed.
@@ -989,6 +1004,43 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, QueryError::Limit(_)), "{e:?}");
         assert!(e.to_string().contains("max_response"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn headers_go_to_the_base_host_only_even_through_redirects() {
+        let port = Arc::new(OnceLock::<u16>::new());
+        let known = port.clone();
+        let addr = serve(move |target, key| {
+            let to = |location: String| Answer {
+                status: "302 Found",
+                headers: vec![("Location", location)],
+                body: String::new(),
+            };
+            match target {
+                "/here" => to("/echo".into()),
+                "/elsewhere" => to(format!("http://localhost:{}/echo", known.get().unwrap())),
+                _ => json_answer(json!([{ "key": key == "k3y" }])),
+            }
+        })
+        .await;
+        port.set(addr.port()).unwrap();
+        let mut s = settings(&format!("http://127.0.0.1:{}", addr.port()));
+        s.headers.insert("X-Key".into(), "k3y".into());
+        s.allowed_hosts = vec!["127.0.0.1".into(), "localhost".into()];
+        let key = |text: &'static str| {
+            let s = s.clone();
+            async move {
+                let t = run(&s, text, &BTreeMap::new(), &limits()).await.unwrap();
+                t.rows[0]["key"].clone()
+            }
+        };
+        assert_eq!(key("/echo").await, json!(true));
+        assert_eq!(key("/here").await, json!(true), "the same host keeps them");
+        assert_eq!(
+            key("/elsewhere").await,
+            json!(false),
+            "another host gets none"
+        );
     }
 
     #[tokio::test]

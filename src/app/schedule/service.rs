@@ -428,8 +428,12 @@ impl Schedules {
             .await
         {
             Ok(_) => Ok(()),
-            Err(RenderNowError::Busy(_)) => Ok(()),
+            Err(RenderNowError::Busy(_)) => {
+                tracing::warn!(schedule = %spec.name, "render workers busy: saved without a dry run");
+                Ok(())
+            }
             Err(RenderNowError::Query(f)) if matches!(f.error, QueryError::Unreachable(_)) => {
+                tracing::warn!(schedule = %spec.name, error = %f, "saved without a dry run: a data source cannot be reached");
                 Ok(())
             }
             Err(RenderNowError::Query(f)) => Err(failed(f.to_string())),

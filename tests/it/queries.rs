@@ -312,6 +312,24 @@ async fn mistakes_in_queries_are_refused_at_save_and_failures_name_the_source() 
     );
     assert_eq!(out["query"], "sales");
 
+    // The data source's statement timeout stops a long query in the server.
+    add_source(
+        &admin,
+        "slow",
+        "postgres",
+        json!({"url": url, "statement_timeout": "1s"}),
+    )
+    .await;
+    let (status, out) = run(&admin, "slow", "select pg_sleep(5)", json!({}), json!([])).await;
+    assert_eq!(status, 422, "{out}");
+    assert!(
+        out["detail"]
+            .as_str()
+            .unwrap()
+            .contains("statement timeout"),
+        "{out}"
+    );
+
     // An unreachable source fails the job naming the data source.
     let gone = format!(
         "postgres://quire@127.0.0.1:{}/x",

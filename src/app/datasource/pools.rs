@@ -1,5 +1,5 @@
 //! Connection pools to the database sources, created on first use and shared by every render on
-//! this instance. A pool belongs to one version of its data source (its `updated_at`): a changed
+//! this instance. Each connection carries its data source's statement timeout from the start. A pool belongs to one version of its data source (its `updated_at`): a changed
 //! data source gets a new pool and the old one is closed, whether the change is learnt from a
 //! bus hint or from the row itself, which every query reads first.
 
@@ -11,6 +11,7 @@ use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Executor};
 
 use super::model::DataSource;
 use super::probe::{mysql_options, postgres_options};
@@ -89,14 +90,35 @@ impl Pools {
 fn create(settings: &Settings) -> Result<Option<Pool>, QueryError> {
     let unusable = |e: String| QueryError::Unreachable(e);
     Ok(Some(match settings {
-        Settings::Postgres(s) => Pool::Postgres(
-            sized(PgPoolOptions::new(), s)
-                .connect_lazy_with(postgres_options(s).map_err(unusable)?),
-        ),
-        Settings::Mysql(s) => Pool::Mysql(
-            sized(MySqlPoolOptions::new(), s)
-                .connect_lazy_with(mysql_options(s).map_err(unusable)?),
-        ),
+        Settings::Postgres(s) => {
+            let timeout = s.statement_timeout.get().as_millis().to_string();
+            let options = postgres_options(s)
+                .map_err(unusable)?
+                .options([("statement_timeout", timeout)]);
+            Pool::Postgres(sized(PgPoolOptions::new(), s).connect_lazy_with(options))
+        }
+        Settings::Mysql(s) => {
+            let ms = s.statement_timeout.get().as_millis();
+            let options = sized(MySqlPoolOptions::new(), s).after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // MySQL and MariaDB name the statement timeout differently; each refuses
+                    // the other's.
+                    let _ = conn
+                        .execute(AssertSqlSafe(format!(
+                            "SET SESSION max_execution_time = {ms}"
+                        )))
+                        .await;
+                    let _ = conn
+                        .execute(AssertSqlSafe(format!(
+                            "SET SESSION max_statement_time = {}",
+                            ms as f64 / 1000.0
+                        )))
+                        .await;
+                    Ok(())
+                })
+            });
+            Pool::Mysql(options.connect_lazy_with(mysql_options(s).map_err(unusable)?))
+        }
         Settings::Sqlite(s) => {
             let options = SqliteConnectOptions::new()
                 .filename(&s.path)

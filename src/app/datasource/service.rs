@@ -165,7 +165,14 @@ impl DataSources {
             .pools
             .get(ds, settings)?
             .ok_or_else(|| QueryError::Unreachable(format!("{} has no pool", ds.name)))?;
-        super::sql::run(&pool, &statement, &binds, limits).await
+        let limits = match settings {
+            Settings::Postgres(s) | Settings::Mysql(s) => Limits {
+                timeout: limits.timeout.min(s.statement_timeout.get()),
+                ..*limits
+            },
+            _ => *limits,
+        };
+        super::sql::run(&pool, &statement, &binds, &limits).await
     }
 
     /// Reads a CSV source's stored file, off the async threads (a file is up to

@@ -29,7 +29,6 @@ pub async fn run(
     binds: &[Bound],
     limits: &Limits,
 ) -> Result<Table, QueryError> {
-    let ms = limits.timeout.as_millis().max(1);
     let run = async {
         match pool {
             Pool::Postgres(p) => {
@@ -37,27 +36,10 @@ pub async fn run(
                     .begin_with("BEGIN TRANSACTION READ ONLY")
                     .await
                     .map_err(|e| error(e, statement))?;
-                let timeout = format!("SET LOCAL statement_timeout = {ms}");
-                tx.execute(AssertSqlSafe(timeout))
-                    .await
-                    .map_err(|e| error(e, statement))?;
                 read::<Postgres>(&mut *tx, statement, binds, limits, postgres_value).await
             }
             Pool::Mysql(p) => {
                 let mut conn = p.acquire().await.map_err(|e| error(e, statement))?;
-                // MySQL and MariaDB name the statement timeout differently; each ignores the
-                // other's.
-                let _ = conn
-                    .execute(AssertSqlSafe(format!(
-                        "SET SESSION max_execution_time = {ms}"
-                    )))
-                    .await;
-                let _ = conn
-                    .execute(AssertSqlSafe(format!(
-                        "SET SESSION max_statement_time = {}",
-                        ms as f64 / 1000.0
-                    )))
-                    .await;
                 conn.execute("START TRANSACTION READ ONLY")
                     .await
                     .map_err(|e| error(e, statement))?;
@@ -72,7 +54,8 @@ pub async fn run(
             }
         }
     };
-    // The server's timeout stops the statement; this one also bounds connecting and reading.
+    // The server stops the statement at the data source's statement timeout (set on each
+    // connection, `pools.rs`); this one also bounds connecting and reading.
     tokio::time::timeout(limits.timeout + std::time::Duration::from_secs(2), run)
         .await
         .map_err(|_| {

@@ -194,33 +194,30 @@ fn base64(bytes: &[u8]) -> Value {
     Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-fn date(d: time::Date) -> Value {
-    Value::String(format!(
-        "{:04}-{:02}-{:02}",
-        d.year(),
-        d.month() as u8,
-        d.day()
-    ))
+fn date_text(d: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day())
 }
 
-fn clock(t: time::Time) -> Value {
+/// `10:30:00`, with microseconds when there are any.
+fn clock_text(t: time::Time) -> String {
     let frac = match t.nanosecond() {
         0 => String::new(),
         n => format!(".{:06}", n / 1000),
     };
-    Value::String(format!(
-        "{:02}:{:02}:{:02}{frac}",
-        t.hour(),
-        t.minute(),
-        t.second()
-    ))
+    format!("{:02}:{:02}:{:02}{frac}", t.hour(), t.minute(), t.second())
 }
 
+fn date(d: time::Date) -> Value {
+    Value::String(date_text(d))
+}
+
+fn clock(t: time::Time) -> Value {
+    Value::String(clock_text(t))
+}
+
+/// A date and time without a zone: `2026-12-01T10:30:00`.
 fn local_datetime(t: time::PrimitiveDateTime) -> Value {
-    let (Value::String(d), Value::String(c)) = (date(t.date()), clock(t.time())) else {
-        unreachable!("dates and times are strings")
-    };
-    Value::String(format!("{d}T{c}"))
+    Value::String(format!("{}T{}", date_text(t.date()), clock_text(t.time())))
 }
 
 fn timestamp(t: time::OffsetDateTime) -> Value {

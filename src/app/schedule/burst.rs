@@ -12,11 +12,10 @@ use jiff::tz::TimeZone;
 use serde_json::{Map, Value};
 
 use super::cron::Cron;
-use super::scheduler::{Scheduler, mails_for, sender};
+use super::scheduler::{Scheduler, Settlement, mails_for, sender, settlement};
 use crate::app::datasource::table::{Overflow, QueryError, Table};
 use crate::app::model::{
-    BurstItemState, BurstSpec, Fence, JobState, NewBurstItem, NewJob, Occurrence, ParamSpec,
-    Schedule,
+    BurstItemState, BurstSpec, Fence, NewBurstItem, NewJob, Occurrence, ParamSpec, Schedule,
 };
 use crate::app::store::StoreError;
 use crate::app::templates::params;
@@ -192,11 +191,10 @@ impl Scheduler {
                 continue;
             };
             let item = &r.item;
-            let (state, mails, error) = match r.job_state {
-                JobState::Succeeded if s.spec.hold_for_review => {
-                    (BurstItemState::Held, Vec::new(), None)
-                }
-                JobState::Succeeded => (
+            let hold = s.spec.hold_for_review;
+            let (state, mails, error) = match settlement(r.job_state, r.job_error.as_ref(), hold) {
+                Settlement::Held => (BurstItemState::Held, Vec::new(), None),
+                Settlement::Mail => (
                     BurstItemState::Mailed,
                     mails_for(
                         s,
@@ -208,13 +206,7 @@ impl Scheduler {
                     ),
                     None,
                 ),
-                _ => {
-                    let why = r.job_error.as_ref().map_or_else(
-                        || format!("render {}", r.job_state.as_str()),
-                        |e| e.message.clone(),
-                    );
-                    (BurstItemState::Failed, Vec::new(), Some(why))
-                }
+                Settlement::Failed(why) => (BurstItemState::Failed, Vec::new(), Some(why)),
             };
             let queued = !mails.is_empty();
             if self

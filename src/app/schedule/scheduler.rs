@@ -13,7 +13,8 @@ use crate::app::bus::Bus;
 use crate::app::cluster::worker::RoleWorker;
 use crate::app::metrics::{Metrics, OutcomeLabels};
 use crate::app::model::{
-    Fence, Firing, JobState, LeaderRole, NewJob, NewMail, Occurrence, OccurrenceState, Schedule,
+    Fence, Firing, JobError, JobState, LeaderRole, NewJob, NewMail, Occurrence, OccurrenceState,
+    Schedule,
 };
 use crate::app::store::{Store, StoreError};
 use crate::app::templates::params;
@@ -197,11 +198,10 @@ impl Scheduler {
         }
         let from = sender(self.store.as_ref(), &self.mail, &self.sealer).await;
         for r in rendered {
-            let (state, mails, error) = match r.job_state {
-                JobState::Succeeded if r.schedule.spec.hold_for_review => {
-                    (OccurrenceState::Held, Vec::new(), None)
-                }
-                JobState::Succeeded => (
+            let hold = r.schedule.spec.hold_for_review;
+            let (state, mails, error) = match settlement(r.job_state, r.job_error.as_ref(), hold) {
+                Settlement::Held => (OccurrenceState::Held, Vec::new(), None),
+                Settlement::Mail => (
                     OccurrenceState::Delivering,
                     mails_for(
                         &r.schedule,
@@ -213,13 +213,7 @@ impl Scheduler {
                     ),
                     None,
                 ),
-                _ => {
-                    let why = r.job_error.as_ref().map_or_else(
-                        || format!("render {}", r.job_state.as_str()),
-                        |e| e.message.clone(),
-                    );
-                    (OccurrenceState::Failed, Vec::new(), Some(why))
-                }
+                Settlement::Failed(why) => (OccurrenceState::Failed, Vec::new(), Some(why)),
             };
             let queued = !mails.is_empty();
             if self
@@ -232,6 +226,25 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+}
+
+/// Where a schedule's finished render goes: to review, to the outbox, or nowhere (failed, why).
+pub(super) enum Settlement {
+    Held,
+    Mail,
+    Failed(String),
+}
+
+/// The rule for an occurrence's render and a burst row's alike.
+pub(super) fn settlement(state: JobState, error: Option<&JobError>, hold: bool) -> Settlement {
+    match state {
+        JobState::Succeeded if hold => Settlement::Held,
+        JobState::Succeeded => Settlement::Mail,
+        _ => Settlement::Failed(error.map_or_else(
+            || format!("render {}", state.as_str()),
+            |e| e.message.clone(),
+        )),
     }
 }
 

@@ -31,9 +31,7 @@ fn mail_env(sink: &SmtpSink) -> AppOptions {
 }
 
 async fn post(client: &TestClient, path: &str, body: Value) -> (u16, Value) {
-    let r = client.post(path, &body).await;
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    client.send_json(reqwest::Method::POST, path, &body).await
 }
 
 async fn statement_template(api: &TestClient) {

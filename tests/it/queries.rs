@@ -27,14 +27,7 @@ async fn send(
     path: &str,
     body: Value,
 ) -> (u16, Value) {
-    let r = client
-        .request(method, path)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    client.send_json(method, path, &body).await
 }
 
 async fn post(client: &TestClient, path: &str, body: Value) -> (u16, Value) {

@@ -273,6 +273,23 @@ impl TestClient {
         r.json().await.expect("json")
     }
 
+    /// Sends `body` as JSON; the status and the answer (null when it is not JSON).
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let r = self
+            .request(method, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.request(reqwest::Method::POST, path)
             .json(body)

@@ -15,10 +15,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use quire::app::datasource::pools::Pool;
-use quire::app::datasource::sql;
-use quire::app::datasource::statement::{Dialect, parse};
-use quire::app::datasource::table::{Limits, Overflow};
+use quire::connector::pool::Pool;
+use quire::connector::sql;
+use quire::connector::statement::{Dialect, parse};
+use quire::connector::table::{Limits, Overflow};
 use serde_json::{Value, json};
 use support::app::{AppOptions, Instance, TestClient};
 use support::mariadb::MariaDb;

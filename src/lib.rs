@@ -3,6 +3,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod healthcheck;
 pub mod instance;
 pub mod lb;

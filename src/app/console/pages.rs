@@ -12,12 +12,12 @@ use serde_json::json;
 
 use super::{Page, next};
 use crate::app::auth::Principal;
-use crate::app::datasource::model::DataSourceKind;
 use crate::app::http::auth::ConsoleUser;
 use crate::app::http::problem::Problem;
 use crate::app::http::views::{JobView, VersionView, ts};
 use crate::app::model::{Job, JobFilter, JobState, UserRole};
 use crate::app::state::AppState;
+use crate::connector::DataSourceKind;
 
 type PageResult = Result<Response, Response>;
 

@@ -1,23 +1,16 @@
 //! Data sources: where reports fetch their data (PostgreSQL and MySQL/MariaDB servers, SQLite
-//! files, JSON APIs over HTTP, uploaded CSV files). Admins manage them; their secret settings
-//! are sealed with `encryption.key` and never shown again. A connection test reports the
-//! server's version and the round-trip time. Queries written against them run in read-only
-//! transactions with every parameter bound (or, for HTTP, every parameter encoded into the URL),
-//! and give templates tables of JSON.
+//! files, JSON APIs over HTTP, uploaded CSV files, or any of those behind `quire agent`s). Admins
+//! manage them; their secret settings are sealed with `encryption.key` and never shown again. A
+//! connection test reports the server's version and the round-trip time. Queries run through
+//! `crate::connector` (here, or on an agent) and give templates tables of JSON.
 
-pub mod csv;
-pub mod http;
 pub mod model;
 pub mod pools;
-pub mod probe;
 pub mod service;
-pub mod settings;
-pub mod sql;
-pub mod statement;
-pub mod table;
 
 use crate::app::secrets::SealError;
 use crate::app::store::StoreError;
+use crate::connector::Invalid;
 
 /// Why a data source cannot be saved or used.
 #[derive(Debug, thiserror::Error)]
@@ -30,4 +23,13 @@ pub enum DataSourceError {
     Seal(#[from] SealError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<Invalid> for DataSourceError {
+    fn from(e: Invalid) -> Self {
+        DataSourceError::Invalid {
+            field: e.field,
+            message: e.message,
+        }
+    }
 }

@@ -1,46 +1,7 @@
 //! The records of the data source domain, as the store keeps them.
 
 use crate::app::model::Millis;
-
-/// What a data source connects to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataSourceKind {
-    /// PostgreSQL, over the network.
-    Postgres,
-    /// MySQL 8 or MariaDB, over the network.
-    Mysql,
-    /// A SQLite file on the server, opened read-only.
-    Sqlite,
-    /// A JSON API, fetched with GET.
-    Http,
-    /// A CSV file uploaded to Quire and kept in its database.
-    Csv,
-}
-
-impl DataSourceKind {
-    pub const NAMES: &[&str] = &["postgres", "mysql", "sqlite", "http", "csv"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DataSourceKind::Postgres => "postgres",
-            DataSourceKind::Mysql => "mysql",
-            DataSourceKind::Sqlite => "sqlite",
-            DataSourceKind::Http => "http",
-            DataSourceKind::Csv => "csv",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<DataSourceKind> {
-        match s {
-            "postgres" => Some(DataSourceKind::Postgres),
-            "mysql" => Some(DataSourceKind::Mysql),
-            "sqlite" => Some(DataSourceKind::Sqlite),
-            "http" => Some(DataSourceKind::Http),
-            "csv" => Some(DataSourceKind::Csv),
-            _ => None,
-        }
-    }
-}
+use crate::connector::DataSourceKind;
 
 /// A data source as stored: its settings as JSON without secrets, the secret settings sealed.
 #[derive(Debug, Clone)]
@@ -68,11 +29,4 @@ pub struct NewDataSource {
     pub settings: String,
     pub secrets: Option<String>,
     pub created_by: Option<String>,
-}
-
-/// What a successful connection test learned.
-#[derive(Debug, Clone)]
-pub struct Probed {
-    pub server_version: String,
-    pub round_trip: std::time::Duration,
 }

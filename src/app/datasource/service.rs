@@ -11,18 +11,17 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::DataSourceError;
-use super::model::{DataSource, DataSourceKind, NewDataSource, Probed};
+use super::model::{DataSource, NewDataSource};
 use super::pools::Pools;
-use super::probe;
-use super::settings::{self, CsvSettings, Settings};
-use super::statement::{self, Dialect, ParamRef, TextError};
-use super::table::{Bound, Limits, QueryError, Table};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::task::TaskTracker;
 
 use crate::app::bus::{Bus, Hint};
 use crate::app::secrets::Sealer;
 use crate::app::store::Store;
+use crate::connector::settings::{self, Settings};
+use crate::connector::table::{Bound, Limits, QueryError, Table};
+use crate::connector::{self, DataSourceKind, Probed, csv, probe};
 use crate::lifecycle::Shutdown;
 
 /// A data source as submitted.
@@ -127,86 +126,31 @@ impl DataSources {
         let settings = self
             .settings(&ds)
             .map_err(|e| QueryError::Unreachable(format!("data source \"{}\": {e}", ds.name)))?;
-        let table = match &settings {
-            Settings::Http(s) => super::http::run(s, text, values, limits).await?,
-            Settings::Csv(s) => self.query_file(&ds, s, text, limits).await?,
-            Settings::Postgres(_) | Settings::Mysql(_) | Settings::Sqlite(_) => {
-                self.query_sql(&ds, &settings, text, values, limits).await?
-            }
+        let pool = self.pools.get(&ds, &settings)?;
+        let file = match &settings {
+            Settings::Csv(_) => Some(self.stored_file(&ds).await?),
+            _ => None,
         };
+        let table = connector::query(&settings, pool.as_ref(), file, text, values, limits).await?;
         Ok(Ran {
             table,
             took: started.elapsed(),
         })
     }
 
-    /// Runs a SQL source's query on its pool, every `:name` bound.
-    async fn query_sql(
-        &self,
-        ds: &DataSource,
-        settings: &Settings,
-        text: &str,
-        values: &BTreeMap<String, Bound>,
-        limits: &Limits,
-    ) -> Result<Table, QueryError> {
-        let dialect = dialect(ds.kind).ok_or_else(|| {
-            QueryError::Unreachable(format!("{} data sources run no SQL", ds.kind.as_str()))
-        })?;
-        let statement = statement::parse(text, dialect).map_err(|e| QueryError::Query {
-            message: e.to_string(),
-            position: None,
-        })?;
-        let binds: Vec<Bound> = statement
-            .slots
-            .iter()
-            .map(|name| values.get(name).cloned().unwrap_or(Bound::Null))
-            .collect();
-        let pool = self
-            .pools
-            .get(ds, settings)?
-            .ok_or_else(|| QueryError::Unreachable(format!("{} has no pool", ds.name)))?;
-        let limits = match settings {
-            Settings::Postgres(s) | Settings::Mysql(s) => Limits {
-                timeout: limits.timeout.min(s.statement_timeout.get()),
-                ..*limits
-            },
-            _ => *limits,
-        };
-        super::sql::run(&pool, &statement, &binds, &limits).await
-    }
-
-    /// Reads a CSV source's stored file, off the async threads (a file is up to
-    /// [`MAX_FILE_SIZE`]).
-    async fn query_file(
-        &self,
-        ds: &DataSource,
-        settings: &CsvSettings,
-        text: &str,
-        limits: &Limits,
-    ) -> Result<Table, QueryError> {
-        let file = self
-            .store
+    /// A CSV source's stored file.
+    async fn stored_file(&self, ds: &DataSource) -> Result<Bytes, QueryError> {
+        self.store
             .datasource_file(&ds.id)
             .await
             .map_err(|e| QueryError::Unreachable(format!("Quire's database: {e}")))?
+            .map(Bytes::from)
             .ok_or_else(|| {
                 QueryError::Unreachable(format!(
                     "data source \"{}\" has no file uploaded yet",
                     ds.name
                 ))
-            })?;
-        let (settings, text, limits) = (settings.clone(), text.to_owned(), *limits);
-        blocking(move || super::csv::run(&file, &settings, &text, &limits)).await
-    }
-
-    /// Every `:name` a query's text uses, for checking them when the query is saved. A CSV
-    /// query names columns, not parameters.
-    pub fn references(kind: DataSourceKind, text: &str) -> Result<Vec<ParamRef>, TextError> {
-        match dialect(kind) {
-            Some(dialect) => Ok(statement::parse(text, dialect)?.refs),
-            None if kind == DataSourceKind::Http => Ok(super::http::parse(text)?.refs),
-            None => Ok(Vec::new()),
-        }
+            })
     }
 
     /// Closes every pool; a data source changed on another instance.
@@ -302,7 +246,7 @@ impl DataSources {
             });
         };
         let checked = content.clone();
-        let shape = blocking(move || super::csv::inspect(&checked, &settings))
+        let shape = connector::blocking(move || csv::inspect(&checked, &settings))
             .await
             .map_err(|e| DataSourceError::Invalid {
                 field: "body".into(),
@@ -339,7 +283,11 @@ impl DataSources {
     /// A data source's checked settings, secrets opened.
     pub fn settings(&self, ds: &DataSource) -> Result<Settings, DataSourceError> {
         let secrets = self.open_secrets(ds)?;
-        settings::check(ds.kind, &parse_object(&ds.settings), &secrets)
+        Ok(settings::check(
+            ds.kind,
+            &parse_object(&ds.settings),
+            &secrets,
+        )?)
     }
 
     fn prepare(
@@ -380,25 +328,6 @@ impl DataSources {
             Some(sealed) => Ok(parse_object(&self.sealer.open(sealed)?)),
             None => Ok(Map::new()),
         }
-    }
-}
-
-/// Runs CPU-bound work (reading a CSV file whole) off the async threads; a panic in it is the
-/// caller's.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(out) => out,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
-/// The SQL dialect of a kind; `None` for kinds whose queries are not SQL.
-fn dialect(kind: DataSourceKind) -> Option<Dialect> {
-    match kind {
-        DataSourceKind::Postgres => Some(Dialect::Postgres),
-        DataSourceKind::Mysql => Some(Dialect::Mysql),
-        DataSourceKind::Sqlite => Some(Dialect::Sqlite),
-        DataSourceKind::Http | DataSourceKind::Csv => None,
     }
 }
 

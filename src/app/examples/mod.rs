@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::datasource::model::{DataSourceKind, NewDataSource};
+use super::datasource::model::NewDataSource;
 use super::model::{NewVersion, ParamSpec, QuerySpec, TemplateFile};
 use super::store::{Store, StoreError};
+use crate::connector::DataSourceKind;
 
 const SEEDED_FLAG: &str = "examples_seeded";
 /// The sales example's data source.
@@ -246,9 +247,9 @@ mod tests {
 
     /// The sales example's queries, run on its own data file as a render would run them.
     async fn sales_files(dir: &Path, v: &NewVersion) -> Vec<(String, Vec<u8>)> {
-        use crate::app::datasource::pools::Pool;
-        use crate::app::datasource::statement::{Dialect, parse};
-        use crate::app::datasource::table::{Bound, Limits, Overflow};
+        use crate::connector::pool::Pool;
+        use crate::connector::statement::{Dialect, parse};
+        use crate::connector::table::{Bound, Limits, Overflow};
         let db = sales_db(dir);
         write_sales_db(&db).await.unwrap();
         let pool = Pool::Sqlite(
@@ -275,7 +276,7 @@ mod tests {
                     _ => Bound::Date(jiff::civil::date(2026, 12, 31)),
                 })
                 .collect();
-            let table = crate::app::datasource::sql::run(&pool, &st, &binds, &limits)
+            let table = crate::connector::sql::run(&pool, &st, &binds, &limits)
                 .await
                 .unwrap();
             assert!(table.row_count > 0, "{}: no rows", q.name);

@@ -9,7 +9,6 @@ use serde_json::{Map, Value, json};
 use crate::app::auth::Forbidden;
 use crate::app::auth::accounts::AccountError;
 use crate::app::datasource::DataSourceError;
-use crate::app::datasource::table::QueryError;
 use crate::app::fonts::FontError;
 use crate::app::jobs::RenderNowError;
 use crate::app::mail::MailError;
@@ -19,6 +18,7 @@ use crate::app::store::StoreError;
 use crate::app::templates::TemplateError;
 use crate::app::templates::params::ParamError;
 use crate::app::templates::queries::Failure;
+use crate::connector::table::QueryError;
 
 /// Header on a 503 that promises the request was refused before anything was done with it, so
 /// a load balancer may safely retry it elsewhere, even a POST.

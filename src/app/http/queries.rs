@@ -11,11 +11,11 @@ use serde_json::{Map, Value, json};
 use super::extract;
 use super::problem::ApiResult;
 use crate::app::auth::Principal;
-use crate::app::datasource::table::Overflow;
 use crate::app::model::{ParamSpec, QuerySpec, UserRole};
 use crate::app::state::AppState;
 use crate::app::templates::params;
 use crate::app::templates::queries::Context;
+use crate::connector::table::Overflow;
 
 /// Rows the runner shows.
 const SAMPLE_ROWS: usize = 50;

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::Bus;
 use super::cluster::Availability;
-use super::datasource::table::Overflow;
 use super::metrics::Metrics;
 use super::model::QuerySpec;
 use super::model::{Job, NewJob, millis};
@@ -24,6 +23,7 @@ use super::render::{RenderError, RenderJob, RenderPool, Rendered, SyncQueueFull}
 use super::store::{Abandoned, Store, StoreError};
 use super::templates::FileCache;
 use super::templates::queries::{Context, Failure, QueryRunner};
+use crate::connector::table::Overflow;
 use crate::lifecycle::{Shutdown, within};
 
 /// Timing of claims and housekeeping.

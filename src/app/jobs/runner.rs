@@ -8,11 +8,11 @@ use tracing::Instrument;
 
 use super::{Inner, Running, StopReason};
 use crate::app::cluster::Availability;
-use crate::app::datasource::table::Overflow;
 use crate::app::model::{Job, JobError, Outcome, Progress, QuerySpec, millis};
 use crate::app::render::{Artifact, Format, RenderError, RenderJob, Rendered, Slot, Stage};
 use crate::app::templates::queries::{self, Context};
 use crate::app::templates::{self, params};
+use crate::connector::table::Overflow;
 use crate::lifecycle::Shutdown;
 
 pub(super) async fn claim_loop(inner: Arc<Inner>, availability: Availability, shutdown: Shutdown) {

@@ -13,13 +13,13 @@ use serde_json::{Map, Value};
 
 use super::cron::Cron;
 use super::scheduler::{Scheduler, Settlement, mails_for, sender, settlement};
-use crate::app::datasource::table::{Overflow, QueryError, Table};
 use crate::app::model::{
     BurstItemState, BurstSpec, Fence, NewBurstItem, NewJob, Occurrence, ParamSpec, Schedule,
 };
 use crate::app::store::StoreError;
 use crate::app::templates::params;
 use crate::app::templates::queries::Context;
+use crate::connector::table::{Overflow, QueryError, Table};
 
 /// How long after its fire time a burst whose data source cannot be reached keeps trying.
 const RETRY_UNREACHABLE: Duration = Duration::from_secs(600);

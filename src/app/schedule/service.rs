@@ -13,8 +13,6 @@ use super::{next_fire, scheduler};
 use crate::app::auth::normalize_email;
 use crate::app::bus::Bus;
 use crate::app::config::MailConfig;
-use crate::app::datasource::service::DataSources;
-use crate::app::datasource::table::{Overflow, QueryError};
 use crate::app::jobs::{Jobs, RenderNowError};
 use crate::app::model::{
     BurstCounts, BurstItem, BurstItemState, BurstSpec, Mail, MailState, Misfire, NewMail,
@@ -29,6 +27,7 @@ use crate::app::templates::queries::{self, Context, QueryRunner};
 use crate::app::templates::service::VersionGuard;
 use crate::app::templates::{self, TemplateError};
 use crate::config::Span;
+use crate::connector::table::{Overflow, QueryError};
 
 /// Default misfire window: after downtime, a fire time up to an hour old still runs.
 const WINDOW: Span = Span::secs(3600);
@@ -454,7 +453,7 @@ impl Schedules {
                 format!("no data source named \"{}\"", b.datasource),
             )
         })?;
-        let refs = DataSources::references(ds.kind, &b.text);
+        let refs = crate::connector::references(ds.kind, &b.text);
         queries::check_references("burst query", refs, declared)
             .map_err(|m| invalid("burst.text", m))?;
         for (field, column) in [

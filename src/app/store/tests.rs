@@ -712,7 +712,7 @@ pub async fn cache_versions_count_changes(s: &dyn Store) {
 pub async fn datasource_files_are_replaced_and_go_with_their_source(s: &dyn Store) {
     let new = crate::app::datasource::model::NewDataSource {
         name: "uploads".into(),
-        kind: crate::app::datasource::model::DataSourceKind::Csv,
+        kind: crate::connector::DataSourceKind::Csv,
         settings: "{}".into(),
         secrets: None,
         created_by: None,

@@ -13,10 +13,10 @@ use serde_json::{Map, Value};
 use super::{TemplateError, invalid};
 use crate::app::config::QueriesConfig;
 use crate::app::datasource::service::{DataSources, Ran};
-use crate::app::datasource::statement::{ParamRef, TextError};
-use crate::app::datasource::table::{Bound, Limits, Overflow, QueryError};
 use crate::app::model::{ParamSpec, QuerySpec};
 use crate::app::render::Input;
+use crate::connector::statement::{ParamRef, TextError};
+use crate::connector::table::{Bound, Limits, Overflow, QueryError};
 
 /// The folder of the query files; templates may not have files of their own there.
 pub const DIR: &str = "queries";
@@ -484,7 +484,7 @@ mod tests {
 
     #[test]
     fn previews_reuse_results_whatever_the_fire_time_but_not_other_values() {
-        use crate::app::datasource::table::Table;
+        use crate::connector::table::Table;
         let cache = PreviewCache::default();
         let query = q("a", "db", "select :region");
         let mut values = BTreeMap::from([

@@ -176,7 +176,7 @@ impl Templates {
         queries::check(&version.queries, &version.parameters, |ds, text| {
             kinds
                 .get(ds)
-                .map(|kind| DataSources::references(*kind, text))
+                .map(|kind| crate::connector::references(*kind, text))
         })
     }
 

@@ -4,8 +4,9 @@ use async_trait::async_trait;
 
 use super::db::{Backend, Query, Row, Sql};
 use super::{SqlStore, conflict};
-use crate::app::datasource::model::{DataSource, DataSourceKind, NewDataSource};
+use crate::app::datasource::model::{DataSource, NewDataSource};
 use crate::app::store::{DataSourceStore, Result, StoreError};
+use crate::connector::DataSourceKind;
 
 const DATASOURCE_COLS: &str = "id, name, kind, settings, secrets, created_at, updated_at, \
     created_by, checked_at, last_error";

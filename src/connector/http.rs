@@ -26,7 +26,7 @@ use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::crypto::ring;
 use url::{Host, Url};
 
-use super::model::Probed;
+use super::Probed;
 use super::settings::HttpSettings;
 use super::statement::{ParamRef, TextError, is_name_char, is_name_start, position};
 use super::table::{Bound, Limits, QueryError, Table, TableBuilder};
@@ -654,8 +654,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::app::datasource::table::Overflow;
     use crate::config::{ByteSize, Span};
+    use crate::connector::table::Overflow;
 
     fn limits() -> Limits {
         Limits {

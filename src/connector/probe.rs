@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-use super::model::Probed;
+use super::Probed;
 use super::settings::{ServerSettings, Settings, SqliteSettings, TlsMode};
 
 /// How long a test waits for a connection.
@@ -26,6 +26,7 @@ pub async fn probe(settings: &Settings, file: Option<&[u8]>) -> Result<Probed, S
             Settings::Sqlite(s) => sqlite(s).await,
             Settings::Http(s) => super::http::probe(s).await,
             Settings::Csv(s) => super::csv::probe(s, file),
+            Settings::Agent(s) => Err(format!("\"{}\" is served by agents", s.source)),
         }
     };
     tokio::time::timeout(CONNECT_TIMEOUT, run)

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::model::Probed;
+use super::Probed;
 use super::settings::CsvSettings;
 use super::table::{Limits, QueryError, Table, TableBuilder};
 
@@ -174,7 +174,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::app::datasource::table::Overflow;
+    use crate::connector::table::Overflow;
 
     fn settings(delimiter: char, header: bool) -> CsvSettings {
         CsvSettings {

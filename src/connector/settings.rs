@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::DataSourceError;
-use super::model::DataSourceKind;
+use super::DataSourceKind;
+use super::Invalid;
 use crate::config::{ByteSize, Span};
 
 /// What a view shows in place of a stored secret, and what a client sends to keep it.
@@ -121,6 +121,15 @@ fn default_header() -> bool {
     true
 }
 
+/// A data source that `quire agent`s serve: the query goes to an agent that has a source of
+/// this name on its host, with the settings (and credentials) that only the agent knows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// The name of the source in the agents' `[[agent.datasources]]`.
+    pub source: String,
+}
+
 /// A kind's settings, checked.
 #[derive(Debug, Clone)]
 pub enum Settings {
@@ -129,6 +138,7 @@ pub enum Settings {
     Sqlite(SqliteSettings),
     Http(HttpSettings),
     Csv(CsvSettings),
+    Agent(AgentSettings),
 }
 
 /// The secret settings of a kind.
@@ -136,7 +146,7 @@ pub fn secret_keys(kind: DataSourceKind) -> &'static [&'static str] {
     match kind {
         DataSourceKind::Postgres | DataSourceKind::Mysql => &["url", "password"],
         DataSourceKind::Http => &["headers"],
-        DataSourceKind::Sqlite | DataSourceKind::Csv => &[],
+        DataSourceKind::Sqlite | DataSourceKind::Csv | DataSourceKind::Agent => &[],
     }
 }
 
@@ -150,7 +160,7 @@ pub fn split(
     kind: DataSourceKind,
     mut settings: Object,
     stored: &Object,
-) -> Result<(Object, Object), DataSourceError> {
+) -> Result<(Object, Object), Invalid> {
     let mut secrets = Map::new();
     for key in secret_keys(kind) {
         let Some(value) = settings.remove(*key) else {
@@ -181,7 +191,7 @@ pub fn split(
 }
 
 /// The stored value that a [`SET`] sent for `field` keeps.
-fn kept(stored: Option<&Value>, field: &str) -> Result<Value, DataSourceError> {
+fn kept(stored: Option<&Value>, field: &str) -> Result<Value, Invalid> {
     stored.cloned().ok_or_else(|| {
         invalid(
             field,
@@ -195,7 +205,7 @@ pub fn check(
     kind: DataSourceKind,
     shown: &Map<String, Value>,
     secrets: &Map<String, Value>,
-) -> Result<Settings, DataSourceError> {
+) -> Result<Settings, Invalid> {
     let mut all = shown.clone();
     all.extend(secrets.clone());
     let all = Value::Object(all);
@@ -232,10 +242,17 @@ pub fn check(
             }
             Ok(Settings::Csv(s))
         }
+        DataSourceKind::Agent => {
+            let s: AgentSettings = typed(all)?;
+            if s.source.trim().is_empty() {
+                return Err(invalid("source", "the name the agents serve it by"));
+            }
+            Ok(Settings::Agent(s))
+        }
     }
 }
 
-fn check_server(s: &ServerSettings, schemes: &[&str]) -> Result<(), DataSourceError> {
+fn check_server(s: &ServerSettings, schemes: &[&str]) -> Result<(), Invalid> {
     match (&s.url, &s.host) {
         (Some(url), _) => {
             let parsed = url::Url::parse(url).map_err(|e| invalid("url", e.to_string()))?;
@@ -257,7 +274,7 @@ fn check_server(s: &ServerSettings, schemes: &[&str]) -> Result<(), DataSourceEr
     check_timeout("statement_timeout", s.statement_timeout)
 }
 
-fn check_timeout(field: &str, timeout: Span) -> Result<(), DataSourceError> {
+fn check_timeout(field: &str, timeout: Span) -> Result<(), Invalid> {
     if timeout > MAX_TIMEOUT || timeout == Span::secs(0) {
         return Err(invalid(field, "more than 0s, at most 1h"));
     }
@@ -267,7 +284,7 @@ fn check_timeout(field: &str, timeout: Span) -> Result<(), DataSourceError> {
 /// The largest `max_response` an HTTP source may set: the whole response is held in memory.
 const MAX_RESPONSE: ByteSize = ByteSize::mib(1024);
 
-fn check_http(s: &HttpSettings) -> Result<(), DataSourceError> {
+fn check_http(s: &HttpSettings) -> Result<(), Invalid> {
     let url = url::Url::parse(&s.base_url).map_err(|e| invalid("base_url", e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(invalid("base_url", "an http:// or https:// URL"));
@@ -314,11 +331,11 @@ fn check_http(s: &HttpSettings) -> Result<(), DataSourceError> {
     Ok(())
 }
 
-fn typed<T: DeserializeOwned>(value: Value) -> Result<T, DataSourceError> {
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Invalid> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { path };
-        DataSourceError::Invalid {
+        Invalid {
             field: settings_field(&field),
             message: e.inner().to_string(),
         }
@@ -350,8 +367,8 @@ fn settings_field(field: &str) -> String {
     }
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> DataSourceError {
-    DataSourceError::Invalid {
+fn invalid(field: &str, message: impl Into<String>) -> Invalid {
+    Invalid {
         field: settings_field(field),
         message: message.into(),
     }
@@ -382,7 +399,7 @@ mod tests {
             &Map::new(),
         );
         assert!(
-            matches!(none_stored, Err(DataSourceError::Invalid { ref field, .. }) if field == "settings.password")
+            matches!(none_stored, Err(Invalid { ref field, .. }) if field == "settings.password")
         );
     }
 
@@ -398,7 +415,7 @@ mod tests {
     #[test]
     fn settings_are_checked_naming_the_field() {
         let bad = |kind, v: Value| match check(kind, &map(v), &Map::new()) {
-            Err(DataSourceError::Invalid { field, .. }) => field,
+            Err(Invalid { field, .. }) => field,
             other => panic!("{other:?}"),
         };
         assert_eq!(
@@ -459,7 +476,7 @@ mod tests {
         let unknown = map(json!({"base_url": "http://h", "headers": {"X-New": SET}}));
         let e = split(DataSourceKind::Http, unknown, &secrets).unwrap_err();
         assert!(
-            matches!(e, DataSourceError::Invalid { ref field, .. } if field == "settings.headers.X-New"),
+            matches!(e, Invalid { ref field, .. } if field == "settings.headers.X-New"),
             "{e}"
         );
         let ok = check(DataSourceKind::Http, &shown, &kept);
@@ -472,7 +489,7 @@ mod tests {
     #[test]
     fn http_and_csv_settings_are_checked_naming_the_field() {
         let bad = |kind, v: Value| match check(kind, &map(v), &Map::new()) {
-            Err(DataSourceError::Invalid { field, .. }) => field,
+            Err(Invalid { field, .. }) => field,
             other => panic!("{other:?}"),
         };
         let http = DataSourceKind::Http;

@@ -18,7 +18,7 @@ use sqlx::{
     Type, TypeInfo, ValueRef,
 };
 
-use super::pools::Pool;
+use super::pool::Pool;
 use super::statement::Statement;
 use super::table::{Bound, Limits, QueryError, Table, TableBuilder, decimal, float};
 

@@ -1,5 +1,6 @@
 //! Quire: a self-hosted report server. One binary, several modes (see ARCHITECTURE.md).
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A query's result as a template reads it from `queries/NAME.json`.
@@ -30,7 +30,8 @@ pub struct Limits {
 }
 
 /// What a query that returns more rows than allowed does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Overflow {
     /// Fails: a report that silently misses rows is wrong (renders).
     Fail,
@@ -40,7 +41,8 @@ pub enum Overflow {
 
 /// A value a query binds for one of its `:name`s, typed so that the database sees a date as a
 /// date and a number as a number.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum Bound {
     Null,
     Bool(bool),
@@ -67,7 +69,8 @@ impl Bound {
 }
 
 /// Why a query gave no table.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum QueryError {
     /// The query is wrong (syntax, unknown column, a write in a read-only transaction): the
     /// database's message, with the position in the text when it gave one.

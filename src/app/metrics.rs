@@ -38,6 +38,18 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    pub agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentOutcomeLabels {
+    pub agent: String,
+    /// `ok`, `failed` (the query failed on the agent) or `lost` (the connection dropped).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
     pub version: String,
     pub instance: String,
@@ -58,6 +70,11 @@ pub struct Metrics {
     pub mail: Family<OutcomeLabels, Counter>,
     /// Schedule fire times by outcome: `fired`, `skipped` (misfire policy), `failed`.
     pub occurrences: Family<OutcomeLabels, Counter>,
+    /// Agent queries this instance sent, by agent and outcome.
+    pub agent_queries: Family<AgentOutcomeLabels, Counter>,
+    pub agent_query_duration: Family<AgentLabels, Histogram>,
+    /// 1 for each agent connected to this instance, 0 for the others.
+    pub agents_connected: Family<AgentLabels, Gauge>,
 }
 
 impl Metrics {
@@ -135,8 +152,30 @@ impl Metrics {
             "Schedule fire times by outcome (fired, skipped, failed)",
             occurrences.clone(),
         );
+        let agent_queries = Family::<AgentOutcomeLabels, Counter>::default();
+        registry.register(
+            "agent_queries",
+            "Queries sent to agents by agent and outcome (ok, failed, lost)",
+            agent_queries.clone(),
+        );
+        let agent_query_duration =
+            Family::<AgentLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        registry.register(
+            "agent_query_duration_seconds",
+            "Time from sending a query to an agent to its last row",
+            agent_query_duration.clone(),
+        );
+        let agents_connected = Family::<AgentLabels, Gauge>::default();
+        registry.register(
+            "agent_connected",
+            "1 for each agent connected to this instance",
+            agents_connected.clone(),
+        );
         Metrics {
             registry,
+            agent_queries,
+            agent_query_duration,
+            agents_connected,
             mail,
             occurrences,
             http_requests,
@@ -148,6 +187,32 @@ impl Metrics {
             workers_busy,
             workers_replaced,
             jobs_requeued,
+        }
+    }
+
+    pub fn agent_query(&self, agent: &str, outcome: &'static str, seconds: f64) {
+        let agent = agent.to_owned();
+        self.agent_queries
+            .get_or_create(&AgentOutcomeLabels {
+                agent: agent.clone(),
+                outcome,
+            })
+            .inc();
+        self.agent_query_duration
+            .get_or_create(&AgentLabels { agent })
+            .observe(seconds);
+    }
+
+    /// Sets which agents hold a connection to `instance`.
+    pub fn agents_connected(&self, agents: &[crate::app::agents::model::Agent], instance: &str) {
+        for a in agents {
+            let here =
+                a.connection.as_ref().and_then(|c| c.instance_id.as_deref()) == Some(instance);
+            self.agents_connected
+                .get_or_create(&AgentLabels {
+                    agent: a.name.clone(),
+                })
+                .set(i64::from(here));
         }
     }
 

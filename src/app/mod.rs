@@ -2,6 +2,7 @@
 //! off, no new claims, running renders finish within `render.drain_timeout` or go back to the
 //! queue) and then stops (HTTP closes, database closes).
 
+pub mod agents;
 pub mod auth;
 pub mod bus;
 pub mod cluster;
@@ -129,8 +130,20 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::new(&instance));
     let cache = Arc::new(templates::FileCache::new(FILE_CACHE_BYTES));
     let sealer = secrets::Sealer::new(config.encryption.key.as_ref());
-    let datasources =
-        datasource::service::DataSources::new(store.clone(), sealer.clone(), bus.clone());
+    let agents = agents::service::Agents::new(
+        store.clone(),
+        bus.clone(),
+        metrics.clone(),
+        &instance,
+        shutdown.clone(),
+    );
+    agents.spawn(&tasks);
+    let datasources = datasource::service::DataSources::new(
+        store.clone(),
+        sealer.clone(),
+        bus.clone(),
+        agents.clone(),
+    );
     datasources.spawn_watch(&tasks, shutdown.clone());
     let queries = templates::queries::QueryRunner::new(datasources.clone(), &config.queries);
     let jobs = jobs::Jobs::new(
@@ -182,6 +195,7 @@ pub async fn run(
         bus: bus.clone(),
         jobs: jobs.clone(),
         datasources: datasources.clone(),
+        agents: agents.clone(),
         queries: queries.clone(),
         schedules: schedules.clone(),
         templates: templates::service::Templates::new(
@@ -301,6 +315,8 @@ pub async fn run(
 
     shutdown.draining().await;
     availability.shut();
+    // Agents reconnect to another instance at once; their queries in flight finish here.
+    agents.drain();
     // Every wait below is bounded, and cut short by a second signal: a database that stopped
     // answering must not hold the process.
     let step = Duration::from_secs(10);

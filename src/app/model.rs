@@ -259,6 +259,9 @@ pub struct NewJob {
     pub data: String,
     pub parameters: String,
     pub created_by: Option<String>,
+    /// The agent-served data sources the job queries, as a pattern (`agents::reach`); `None`
+    /// when it needs no agent.
+    pub agent_sources: Option<String>,
 }
 
 /// One progress event of a job; `seq` increases by one per event of that job.

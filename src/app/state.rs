@@ -4,6 +4,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::agents::service::Agents;
 use super::auth::accounts::Accounts;
 use super::bus::Bus;
 use super::cluster::{Availability, Roles};
@@ -34,6 +35,8 @@ pub struct Shared {
     pub jobs: Jobs,
     /// Where reports fetch their data.
     pub datasources: DataSources,
+    /// Agent tokens, connections and the routing of their queries.
+    pub agents: Agents,
     /// Runs templates' queries (renders, previews, the editor's runner).
     pub queries: QueryRunner,
     /// Schedules, occurrences and deliveries as users manage them.

@@ -82,6 +82,10 @@ pub enum QueryError {
     /// The source could not be reached or refused the connection.
     #[error("{0}")]
     Unreachable(String),
+    /// Nothing here can run the query now, though another instance may (no agent serving the
+    /// source is in reach of this one): nothing was run.
+    #[error("{0}")]
+    Unavailable(String),
     /// A limit was reached.
     #[error("{0}")]
     Limit(String),

@@ -76,6 +76,12 @@ impl Bus {
         self.inner.remote.get().map_or("off", nats::Link::state)
     }
 
+    /// The NATS client and subject prefix while NATS is connected; `None` without NATS or
+    /// while it is down.
+    pub fn nats_client(&self) -> Option<(async_nats::Client, String)> {
+        self.inner.remote.get().and_then(nats::Link::client)
+    }
+
     /// Announces a job event to its followers on every instance.
     pub fn publish(&self, event: JobEvent) {
         let event = Arc::new(event);

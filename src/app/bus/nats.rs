@@ -49,6 +49,8 @@ struct Envelope {
 pub struct Link {
     connected: Arc<AtomicBool>,
     queue: mpsc::Sender<Message>,
+    client: async_nats::Client,
+    prefix: String,
 }
 
 impl Link {
@@ -74,8 +76,13 @@ impl Link {
             .map_err(BusError::Subscribe)?;
         tokio::spawn(receive(bus.clone(), subscription));
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(send(client, subject, bus.inner.origin.clone(), rx));
-        Ok(Link { connected, queue })
+        tokio::spawn(send(client.clone(), subject, bus.inner.origin.clone(), rx));
+        Ok(Link {
+            connected,
+            queue,
+            client,
+            prefix: prefix.to_owned(),
+        })
     }
 
     pub fn state(&self) -> &'static str {
@@ -84,6 +91,14 @@ impl Link {
         } else {
             "disconnected"
         }
+    }
+
+    /// The client and the subject prefix, while connected, for those who talk over NATS
+    /// beyond hints (agent queries between instances).
+    pub fn client(&self) -> Option<(async_nats::Client, String)> {
+        self.connected
+            .load(Ordering::Relaxed)
+            .then(|| (self.client.clone(), self.prefix.clone()))
     }
 
     pub fn send(&self, msg: Message) {

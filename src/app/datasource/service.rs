@@ -16,9 +16,12 @@ use super::pools::Pools;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::task::TaskTracker;
 
+use crate::app::agents::reach;
+use crate::app::agents::service::Agents;
 use crate::app::bus::{Bus, Hint};
+use crate::app::model::QuerySpec;
 use crate::app::secrets::Sealer;
-use crate::app::store::Store;
+use crate::app::store::{Store, StoreError};
 use crate::connector::settings::{self, Settings};
 use crate::connector::table::{Bound, Limits, QueryError, Table};
 use crate::connector::{self, DataSourceKind, Probed, csv, probe};
@@ -63,6 +66,8 @@ pub struct DataSources {
     sealer: Sealer,
     bus: Bus,
     pools: Arc<Pools>,
+    /// Runs the queries of data sources of kind `agent`.
+    agents: Agents,
 }
 
 /// The bus hint that a data source changed: other instances close their pools at once (each
@@ -70,12 +75,13 @@ pub struct DataSources {
 const CACHE_KIND: &str = "datasources";
 
 impl DataSources {
-    pub fn new(store: Arc<dyn Store>, sealer: Sealer, bus: Bus) -> Self {
+    pub fn new(store: Arc<dyn Store>, sealer: Sealer, bus: Bus, agents: Agents) -> Self {
         DataSources {
             store,
             sealer,
             bus,
             pools: Arc::new(Pools::default()),
+            agents,
         }
     }
 
@@ -106,13 +112,15 @@ impl DataSources {
 
     /// Runs `text` against the data source named `datasource`, binding each `:name` from
     /// `values` (a name without a value binds NULL, or is empty in an HTTP URL). The data source
-    /// is read fresh, so a changed one is used at once and its old pool closed.
+    /// is read fresh, so a changed one is used at once and its old pool closed. `origin` (the
+    /// template asking) is for the log of an agent that runs it.
     pub async fn query(
         &self,
         datasource: &str,
         text: &str,
         values: &BTreeMap<String, Bound>,
         limits: &Limits,
+        origin: &str,
     ) -> Result<Ran, QueryError> {
         let started = Instant::now();
         let ds = self
@@ -126,6 +134,16 @@ impl DataSources {
         let settings = self
             .settings(&ds)
             .map_err(|e| QueryError::Unreachable(format!("data source \"{}\": {e}", ds.name)))?;
+        if let Settings::Agent(s) = &settings {
+            let table = self
+                .agents
+                .query(&s.source, text, values, limits, origin)
+                .await?;
+            return Ok(Ran {
+                table,
+                took: started.elapsed(),
+            });
+        }
         let pool = self.pools.get(&ds, &settings)?;
         let file = match &settings {
             Settings::Csv(_) => Some(self.stored_file(&ds).await?),
@@ -151,6 +169,40 @@ impl DataSources {
                     ds.name
                 ))
             })
+    }
+
+    /// The agent-served data sources that `queries` use, as a job stores them for claims
+    /// (`agents::reach::pattern`); `None` when they need no agent.
+    pub async fn agent_sources(&self, queries: &[QuerySpec]) -> Result<Option<String>, StoreError> {
+        if queries.is_empty() {
+            return Ok(None);
+        }
+        let all = self.store.datasources().await?;
+        let served = all
+            .iter()
+            .filter(|ds| ds.kind == DataSourceKind::Agent)
+            .filter(|ds| queries.iter().any(|q| q.datasource == ds.name))
+            .map(|ds| ds.name.as_str());
+        Ok(reach::pattern(served))
+    }
+
+    /// The agent-served data sources this instance can run queries for, as a claim takes them
+    /// (`agents::reach::reachable`); `None` while NATS reaches every instance's agents.
+    pub async fn reach(&self) -> Result<Option<String>, StoreError> {
+        if self.agents.reaches_elsewhere() {
+            return Ok(None);
+        }
+        let all = self.store.datasources().await?;
+        let here: Vec<&str> = all
+            .iter()
+            .filter_map(|ds| match self.settings(ds) {
+                Ok(Settings::Agent(s)) if self.agents.serves_here(&s.source) => {
+                    Some(ds.name.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(Some(reach::reachable(here)))
     }
 
     /// Closes every pool; a data source changed on another instance.
@@ -211,6 +263,7 @@ impl DataSources {
             _ => None,
         };
         let result = match self.settings(&ds) {
+            Ok(Settings::Agent(s)) => self.agents.probe(&s.source).await,
             Ok(s) => probe::probe(&s, file.as_deref()).await,
             Err(e) => Err(e.to_string()),
         };

@@ -3,6 +3,7 @@
 //! `problem.rs`.
 
 mod accounts;
+mod agents;
 /// Authentication of requests: tokens, sessions, CSRF, WebSocket origins.
 pub mod auth;
 /// The HA overview and drain requests.
@@ -97,6 +98,9 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
                 .delete(datasources::delete),
         )
         .route("/datasources/{id}/test", post(datasources::test))
+        .route("/agents", get(agents::list).post(agents::create))
+        .route("/agents/connect", get(agents::connect))
+        .route("/agents/{id}", get(agents::get).delete(agents::delete))
         .route("/queries/run", post(queries::run))
         .route("/datasources/{id}/file", put(datasources::upload_file))
         .route("/fonts", get(fonts::list))

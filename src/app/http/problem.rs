@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::app::agents::AgentError;
 use crate::app::auth::Forbidden;
 use crate::app::auth::accounts::AccountError;
 use crate::app::datasource::DataSourceError;
@@ -320,13 +321,31 @@ impl From<Failure> for Problem {
     fn from(f: Failure) -> Self {
         let status = match f.error {
             QueryError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            QueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::Query { .. } | QueryError::Limit(_) | QueryError::Convert(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
         };
-        Problem::new(status, "query-failed", f.to_string())
+        let unavailable = matches!(f.error, QueryError::Unavailable(_));
+        let problem = Problem::new(status, "query-failed", f.to_string())
             .with("query", Value::String(f.query))
-            .with("datasource", Value::String(f.datasource))
+            .with("datasource", Value::String(f.datasource));
+        // Nothing ran: a load balancer may send the request to an instance that reaches the
+        // agents.
+        let mut problem = problem;
+        problem.not_processed = unavailable;
+        problem
+    }
+}
+
+impl From<AgentError> for Problem {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Invalid { field, message } => Problem::invalid(field, message),
+            AgentError::NotFound(what) => Problem::not_found(what),
+            AgentError::Unauthorized => Problem::unauthorized(e.to_string()),
+            AgentError::Store(s) => s.into(),
+        }
     }
 }
 

@@ -56,6 +56,7 @@ pub async fn run(
             &Context::asked_now(&p.user.email),
             SAMPLE_ROWS,
             Overflow::Truncate,
+            "(editor)",
         )
         .await?;
     Ok(Json(json!({

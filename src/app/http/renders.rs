@@ -119,9 +119,10 @@ pub async fn create(
         data: r.data,
         parameters: Value::Object(r.parameters).to_string(),
         created_by: Some(p.user.id.clone()),
+        agent_sources: None,
     };
     let limit = i64::from(state.config.render.queue_limit);
-    let job = state.jobs.enqueue(&job, limit).await?;
+    let job = state.jobs.enqueue(job, &r.version.queries, limit).await?;
     let location = format!("/api/v1/renders/{}", job.id);
     Ok((
         StatusCode::ACCEPTED,
@@ -321,6 +322,7 @@ pub async fn render_now(
             job,
             &r.version.queries,
             &Context::asked_now(&p.user.email),
+            &r.template.name,
         )
         .await?;
     match rendered.artifact {
@@ -411,7 +413,13 @@ pub async fn preview(
     };
     let rendered = state
         .jobs
-        .render_now("preview", job, &queries, &Context::asked_now(&p.user.email))
+        .render_now(
+            "preview",
+            job,
+            &queries,
+            &Context::asked_now(&p.user.email),
+            "(preview)",
+        )
         .await?;
     let Artifact::Svg(pages) = rendered.artifact else {
         return Err(Problem::internal("asked for SVG, got PDF"));

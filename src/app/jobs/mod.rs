@@ -138,10 +138,17 @@ impl Jobs {
         Ok(self.inner.announce_requeued(events))
     }
 
-    /// Queues a render: the job and its first event are stored together, then announced (for
-    /// followers) and the runners woken. `queue_limit` queued jobs at most.
-    pub async fn enqueue(&self, job: &NewJob, queue_limit: i64) -> Result<Job, StoreError> {
-        let (job, event) = self.inner.store.enqueue(job, queue_limit).await?;
+    /// Queues a render of a version with `queries`: the job and its first event are stored
+    /// together, then announced (for followers) and the runners woken. `queue_limit` queued
+    /// jobs at most.
+    pub async fn enqueue(
+        &self,
+        mut job: NewJob,
+        queries: &[QuerySpec],
+        queue_limit: i64,
+    ) -> Result<Job, StoreError> {
+        job.agent_sources = self.inner.queries.agent_sources(queries).await?;
+        let (job, event) = self.inner.store.enqueue(&job, queue_limit).await?;
         self.inner.bus.publish(event);
         self.inner.bus.wake_workers();
         Ok(job)
@@ -149,13 +156,14 @@ impl Jobs {
 
     /// Renders right away in a worker, waiting in a bounded line for a free one, for answers
     /// that carry the result itself (the synchronous API and the editor's preview). `kind`
-    /// labels the metrics.
+    /// labels the metrics; `origin` (the template) names the render to an agent's log.
     pub async fn render_now(
         &self,
         kind: &'static str,
         mut job: RenderJob,
         queries: &[QuerySpec],
         context: &Context,
+        origin: &str,
     ) -> Result<Rendered, RenderNowError> {
         if !queries.is_empty() {
             // Previews show what they can; a PDF never silently misses rows.
@@ -166,7 +174,7 @@ impl Jobs {
             let fetched = self
                 .inner
                 .queries
-                .fetch(queries, &job.inputs, context, overflow)
+                .fetch(queries, &job.inputs, context, overflow, origin)
                 .await?;
             job.files.extend(fetched.files);
         }

@@ -39,7 +39,16 @@ pub(super) async fn claim_loop(inner: Arc<Inner>, availability: Availability, sh
             continue;
         }
         let token = uuid::Uuid::new_v4().to_string();
-        match inner.store.claim(&inner.instance, &token, lease_ms).await {
+        let claimed = match inner.queries.reach().await {
+            Ok(reach) => {
+                inner
+                    .store
+                    .claim(&inner.instance, &token, lease_ms, reach.as_deref())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match claimed {
             Ok(Some((job, event))) => {
                 inner.bus.publish(event);
                 let abort = CancellationToken::new();
@@ -183,7 +192,13 @@ async fn render(
         report(inner, job, token, "querying", 12, Some(count), None).await;
         let fetched = inner
             .queries
-            .fetch(&queries, &render_job.inputs, &context, Overflow::Fail)
+            .fetch(
+                &queries,
+                &render_job.inputs,
+                &context,
+                Overflow::Fail,
+                &job.template_name,
+            )
             .await
             .map_err(Stop::Query)?;
         let summary = queries::summary(&fetched.reports);

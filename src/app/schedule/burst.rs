@@ -73,6 +73,7 @@ impl Scheduler {
                 &prepared.context,
                 self.burst.max_rows as usize,
                 Overflow::Fail,
+                &s.spec.template_name,
             )
             .await;
         Ok(match ran {
@@ -80,7 +81,12 @@ impl Scheduler {
                 Ok(items) => Step::Rows(items),
                 Err(why) => Step::Failed(why),
             },
-            Err(f) if matches!(f.error, QueryError::Unreachable(_)) && !too_late(o) => {
+            Err(f)
+                if matches!(
+                    f.error,
+                    QueryError::Unreachable(_) | QueryError::Unavailable(_)
+                ) && !too_late(o) =>
+            {
                 tracing::warn!(schedule = %s.spec.name, error = %f.error, "the burst's data source cannot be reached; retrying");
                 Step::Retry
             }
@@ -145,6 +151,11 @@ impl Scheduler {
             tracing::warn!(schedule = %s.spec.name, "the burst's template no longer exists");
             return Ok(());
         };
+        let queries = match self.store.version(&t.id, t.latest_version).await? {
+            Some(v) => v.queries,
+            None => Vec::new(),
+        };
+        let agent_sources = self.queries.agent_sources(&queries).await?;
         let pending = self
             .store
             .burst_items(&o.id, Some(BurstItemState::Pending), free)
@@ -160,6 +171,7 @@ impl Scheduler {
                     data: s.spec.data.clone(),
                     parameters: item.parameters,
                     created_by: s.created_by.clone(),
+                    agent_sources: agent_sources.clone(),
                 };
                 (item.row_key, job)
             })

@@ -183,6 +183,7 @@ impl Scheduler {
             data: s.spec.data.clone(),
             parameters: serde_json::Value::Object(stored).to_string(),
             created_by: s.created_by.clone(),
+            agent_sources: self.queries.agent_sources(&v.queries).await?,
         };
         Ok(Firing {
             fire_at,

@@ -389,11 +389,25 @@ impl Schedules {
             let inputs = params::resolve(&own, &given)?.inputs;
             let ran = self
                 .queries
-                .run_one(&b.query(), &inputs, &context, 1, Overflow::Truncate)
+                .run_one(
+                    &b.query(),
+                    &inputs,
+                    &context,
+                    1,
+                    Overflow::Truncate,
+                    &spec.template_name,
+                )
                 .await;
             let row = match ran {
                 Ok(ran) => ran.table.rows.into_iter().next(),
-                Err(f) if matches!(f.error, QueryError::Unreachable(_)) => None,
+                Err(f)
+                    if matches!(
+                        f.error,
+                        QueryError::Unreachable(_) | QueryError::Unavailable(_)
+                    ) =>
+                {
+                    None
+                }
                 Err(f) => return Err(invalid("burst.text", f.error.to_string())),
             };
             // No row to try it with: the rows are checked as they come.
@@ -423,7 +437,7 @@ impl Schedules {
         };
         match self
             .jobs
-            .render_now("dry-run", job, &v.queries, &context)
+            .render_now("dry-run", job, &v.queries, &context, &spec.template_name)
             .await
         {
             Ok(_) => Ok(()),
@@ -431,7 +445,12 @@ impl Schedules {
                 tracing::warn!(schedule = %spec.name, "render workers busy: saved without a dry run");
                 Ok(())
             }
-            Err(RenderNowError::Query(f)) if matches!(f.error, QueryError::Unreachable(_)) => {
+            Err(RenderNowError::Query(f))
+                if matches!(
+                    f.error,
+                    QueryError::Unreachable(_) | QueryError::Unavailable(_)
+                ) =>
+            {
                 tracing::warn!(schedule = %spec.name, error = %f, "saved without a dry run: a data source cannot be reached");
                 Ok(())
             }

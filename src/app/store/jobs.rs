@@ -27,12 +27,15 @@ pub trait JobStore: Send + Sync {
     /// How many jobs wait in the queue.
     async fn queue_depth(&self) -> Result<i64>;
     /// Takes the oldest queued job for `instance`, marking it running under `token` with a
-    /// claim lease of `lease_ms` on the database clock.
+    /// claim lease of `lease_ms` on the database clock. With `reach` (the agent-served sources
+    /// the instance can reach, as `agents::reach::Reach` writes them), only a job whose
+    /// `agent_sources` pattern matches it, or that needs no agent, is taken.
     async fn claim(
         &self,
         instance: &str,
         token: &str,
         lease_ms: i64,
+        reach: Option<&str>,
     ) -> Result<Option<(Job, JobEvent)>>;
     /// Extends the claim; false when it was lost (cancelled or taken back).
     async fn renew_claim(&self, job_id: &str, token: &str, lease_ms: i64) -> Result<bool>;

@@ -72,6 +72,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "datasource_files",
         sql: include_str!("migrations/sqlite/0007_datasource_files.sql"),
     },
+    Migration {
+        version: 8,
+        name: "agents",
+        sql: include_str!("migrations/sqlite/0008_agents.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations.
@@ -110,6 +115,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 7,
         name: "datasource_files",
         sql: include_str!("migrations/postgres/0007_datasource_files.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "agents",
+        sql: include_str!("migrations/postgres/0008_agents.sql"),
     },
 ];
 

@@ -9,6 +9,7 @@
 //! - [`OutboxStore`] (`outbox.rs`): mails waiting to be sent and their delivery;
 //! - [`BurstStore`] (`bursts.rs`): the rows of bursting occurrences;
 //! - [`DataSourceStore`] (`datasources.rs`): where reports fetch their data;
+//! - [`AgentStore`] (`agents.rs`): agents, their tokens and connections;
 //! - [`BaseStore`] (here): the database itself (backend, migrations, readiness) and small flags.
 //!
 //! [`Store`] is their sum, so a caller that needs several domains keeps one `Arc<dyn Store>`; the
@@ -22,6 +23,7 @@
 //! progress event describing it commit together, so an event stream never shows a state the job
 //! row does not have.
 
+mod agents;
 mod bursts;
 mod cluster;
 mod datasources;
@@ -39,6 +41,7 @@ use async_trait::async_trait;
 
 use crate::app::config::{AppConfig, DatabaseUrl};
 
+pub use agents::AgentStore;
 pub use bursts::BurstStore;
 pub use cluster::ClusterStore;
 pub use datasources::DataSourceStore;
@@ -127,6 +130,7 @@ pub trait Store:
     + ScheduleStore
     + OutboxStore
     + BurstStore
+    + AgentStore
     + DataSourceStore
     + 'static
 {
@@ -141,6 +145,7 @@ impl<T> Store for T where
         + ScheduleStore
         + OutboxStore
         + BurstStore
+        + AgentStore
         + DataSourceStore
         + 'static
 {

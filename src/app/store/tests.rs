@@ -52,6 +52,7 @@ async fn new_job(s: &dyn Store, id: &str) -> (Job, JobEvent) {
         data: "{\"a\":1}".into(),
         parameters: "{}".into(),
         created_by: None,
+        agent_sources: None,
     };
     s.enqueue(&job, 100).await.unwrap()
 }
@@ -214,13 +215,20 @@ pub async fn job_lifecycle_with_events(s: &dyn Store) {
     let (job, first) = new_job(s, "j1").await;
     assert_eq!((job.state, first.seq), (JobState::Queued, 1));
     assert_eq!(s.queue_depth().await.unwrap(), 1);
-    let (claimed, started) = s.claim("inst-a", "tok", 15_000).await.unwrap().unwrap();
+    let (claimed, started) = s
+        .claim("inst-a", "tok", 15_000, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (claimed.id.as_str(), claimed.state, started.seq),
         ("j1", JobState::Running, 2)
     );
     assert!(
-        s.claim("inst-b", "tok2", 15_000).await.unwrap().is_none(),
+        s.claim("inst-b", "tok2", 15_000, None)
+            .await
+            .unwrap()
+            .is_none(),
         "a job is claimed once"
     );
     assert!(s.renew_claim("j1", "tok", 15_000).await.unwrap());
@@ -272,7 +280,7 @@ pub async fn job_lifecycle_with_events(s: &dyn Store) {
 
 pub async fn failed_and_cancelled_jobs(s: &dyn Store) {
     new_job(s, "f").await;
-    s.claim("i", "t", 15_000).await.unwrap().unwrap();
+    s.claim("i", "t", 15_000, None).await.unwrap().unwrap();
     let err = JobError {
         kind: "timeout".into(),
         message: "too slow".into(),
@@ -297,7 +305,7 @@ pub async fn failed_and_cancelled_jobs(s: &dyn Store) {
         (JobState::Cancelled, JobState::Cancelled)
     );
     assert!(
-        s.claim("i", "t2", 15_000).await.unwrap().is_none(),
+        s.claim("i", "t2", 15_000, None).await.unwrap().is_none(),
         "cancelled jobs are not claimed"
     );
     assert!(s.cancel("missing", 1000).await.unwrap().is_none());
@@ -306,7 +314,7 @@ pub async fn failed_and_cancelled_jobs(s: &dyn Store) {
 pub async fn abandoned_jobs_return_then_give_up(s: &dyn Store) {
     new_job(s, "a").await;
     for round in 1..=2 {
-        s.claim("dead", &format!("t{round}"), 15_000)
+        s.claim("dead", &format!("t{round}"), 15_000, None)
             .await
             .unwrap()
             .unwrap();
@@ -314,7 +322,7 @@ pub async fn abandoned_jobs_return_then_give_up(s: &dyn Store) {
         assert_eq!((evs.len(), evs[0].state), (1, JobState::Queued));
         assert_eq!(s.job("a").await.unwrap().unwrap().attempts, round);
     }
-    s.claim("dead", "t3", 15_000).await.unwrap().unwrap();
+    s.claim("dead", "t3", 15_000, None).await.unwrap().unwrap();
     let evs = s.requeue_abandoned(Abandoned::All, 3, 1000).await.unwrap();
     assert_eq!(evs[0].state, JobState::Failed);
     assert_eq!(
@@ -324,7 +332,7 @@ pub async fn abandoned_jobs_return_then_give_up(s: &dyn Store) {
 
     // Only expired claims count as abandoned for the janitor.
     new_job(s, "b").await;
-    s.claim("live", "tb", 60_000).await.unwrap().unwrap();
+    s.claim("live", "tb", 60_000, None).await.unwrap().unwrap();
     assert!(
         s.requeue_abandoned(Abandoned::Expired { stale_ms: 20_000 }, 3, 1000)
             .await
@@ -358,7 +366,7 @@ pub async fn abandoned_jobs_return_then_give_up(s: &dyn Store) {
 
 pub async fn release_keeps_attempts(s: &dyn Store) {
     new_job(s, "r").await;
-    s.claim("i", "t", 15_000).await.unwrap().unwrap();
+    s.claim("i", "t", 15_000, None).await.unwrap().unwrap();
     let ev = s
         .release("r", "t", "instance shutting down")
         .await
@@ -383,6 +391,7 @@ pub async fn queue_limit_and_listing(s: &dyn Store) {
         data: "{}".into(),
         parameters: "{}".into(),
         created_by: Some("u1".into()),
+        agent_sources: None,
     };
     assert!(matches!(
         s.enqueue(&job, 1).await,
@@ -420,7 +429,7 @@ pub async fn queue_limit_and_listing(s: &dyn Store) {
 
 pub async fn purge_removes_expired_jobs(s: &dyn Store) {
     new_job(s, "p").await;
-    s.claim("i", "t", 15_000).await.unwrap().unwrap();
+    s.claim("i", "t", 15_000, None).await.unwrap().unwrap();
     s.finish(
         "p",
         "t",
@@ -593,7 +602,7 @@ pub async fn stale_instances_lose_their_jobs(s: &dyn Store) {
         schema_version: 2,
     };
     s.register_instance(&info).await.unwrap();
-    s.claim("gone", "t", 600_000).await.unwrap().unwrap();
+    s.claim("gone", "t", 600_000, None).await.unwrap().unwrap();
     assert!(
         s.requeue_abandoned(Abandoned::Expired { stale_ms: 60_000 }, 3, 1000)
             .await
@@ -651,6 +660,7 @@ pub async fn fire_times_are_recorded_once(s: &dyn Store) {
         data: "{}".into(),
         parameters: "{}".into(),
         created_by: None,
+        agent_sources: None,
     };
     let firing = |job_id: &str| Firing {
         fire_at: 60_000,
@@ -731,6 +741,123 @@ pub async fn datasource_files_are_replaced_and_go_with_their_source(s: &dyn Stor
     assert!(s.put_datasource_file("nope", b"x").await.is_err());
 }
 
+pub async fn jobs_needing_agents_are_claimed_only_where_they_are_reached(s: &dyn Store) {
+    use crate::app::agents::reach::{pattern, reachable};
+    let t = s
+        .create_template("t", "", &version(&[("main.typ", "x")]))
+        .await
+        .unwrap()
+        .0;
+    let job = |id: &str, sources: &[&str]| NewJob {
+        id: id.into(),
+        template_id: t.id.clone(),
+        template_name: t.name.clone(),
+        template_version: 1,
+        data: "{}".into(),
+        parameters: "{}".into(),
+        created_by: None,
+        agent_sources: pattern(sources.iter().copied()),
+    };
+    s.enqueue(&job("needs-both", &["crm", "ware_house"]), 10)
+        .await
+        .unwrap();
+    s.enqueue(&job("needs-crm", &["crm"]), 10).await.unwrap();
+    s.enqueue(&job("plain", &[]), 10).await.unwrap();
+    // Reaching neither: only the job without agents.
+    let claim = |reach: Option<String>, token: &'static str| async move {
+        s.claim("i", token, 15_000, reach.as_deref())
+            .await
+            .unwrap()
+            .map(|(j, _)| j.id)
+    };
+    assert_eq!(
+        claim(Some(reachable([])), "t1").await.as_deref(),
+        Some("plain")
+    );
+    assert_eq!(
+        claim(Some(reachable(["warexhouse", "crm"])), "t2")
+            .await
+            .as_deref(),
+        Some("needs-crm")
+    );
+    assert_eq!(claim(Some(reachable(["crm"])), "t3").await, None);
+    // NATS up: anything.
+    assert_eq!(claim(None, "t4").await.as_deref(), Some("needs-both"));
+}
+
+pub async fn agents_record_connections_and_revocation(s: &dyn Store) {
+    use crate::agent::protocol::Served;
+    use crate::app::agents::model::{Connection, Seen, State};
+    let a = s
+        .create_agent("a1", "dc1", "digest-1", Some("root"))
+        .await
+        .unwrap();
+    assert_eq!(a.state(15_000), State::Never);
+    assert!(matches!(
+        s.create_agent("a2", "dc1", "digest-2", None).await,
+        Err(StoreError::Conflict { field: "name", .. })
+    ));
+    assert_eq!(
+        s.agent_by_token("digest-1").await.unwrap().unwrap().id,
+        "a1"
+    );
+    assert!(s.agent_by_token("nope").await.unwrap().is_none());
+    let c = |session: &str| Connection {
+        session: session.into(),
+        agent_id: "proc".into(),
+        reported_name: "db-host".into(),
+        version: "1.0".into(),
+        protocol: 1,
+        instance_id: Some("inst".into()),
+        address: "10.0.0.9".into(),
+        connected_at: 0,
+        disconnected_at: None,
+        last_seen: None,
+        datasources: vec![Served {
+            name: "warehouse".into(),
+            kind: "postgres".into(),
+            server_version: Some("15".into()),
+            error: None,
+        }],
+    };
+    assert!(s.agent_connected("a1", &c("s1")).await.unwrap());
+    let seen = Seen {
+        in_flight: 2,
+        queries: 10,
+        errors: 1,
+        p50_us: Some(1500),
+        p99_us: Some(9000),
+        last_error: Some("boom".into()),
+    };
+    assert!(s.agent_seen("a1", "s1", &seen).await.unwrap());
+    let a = s.agent("dc1").await.unwrap().unwrap();
+    assert_eq!(a.state(15_000), State::Connected);
+    assert!(a.serves("warehouse", 15_000) && !a.serves("crm", 15_000));
+    assert_eq!(
+        (a.in_flight, a.queries, a.errors, a.p99_us),
+        (2, 10, 1, Some(9000))
+    );
+    // A newer connection replaces the old one; the old one's late writes change nothing.
+    assert!(s.agent_connected("a1", &c("s2")).await.unwrap());
+    assert!(!s.agent_seen("a1", "s1", &seen).await.unwrap());
+    s.agent_disconnected("a1", "s1", Some("late"))
+        .await
+        .unwrap();
+    let a = s.agent("a1").await.unwrap().unwrap();
+    assert_eq!(a.state(15_000), State::Connected);
+    s.agent_disconnected("a1", "s2", Some("dropped"))
+        .await
+        .unwrap();
+    let a = s.agent("a1").await.unwrap().unwrap();
+    assert_eq!(a.state(15_000), State::Disconnected);
+    assert_eq!(a.last_error.as_deref(), Some("dropped"));
+    // Deleting revokes: the token finds nothing, a connection cannot be recorded.
+    assert!(s.delete_agent("a1").await.unwrap());
+    assert!(s.agent_by_token("digest-1").await.unwrap().is_none());
+    assert!(!s.agent_connected("a1", &c("s3")).await.unwrap());
+    assert!(s.agents().await.unwrap().is_empty());
+}
+
 /// Every case, for `$m!` to instantiate.
 macro_rules! every_case {
     ($m:ident) => {
@@ -751,7 +878,9 @@ macro_rules! every_case {
             stale_instances_lose_their_jobs,
             fire_times_are_recorded_once,
             cache_versions_count_changes,
-            datasource_files_are_replaced_and_go_with_their_source
+            datasource_files_are_replaced_and_go_with_their_source,
+            jobs_needing_agents_are_claimed_only_where_they_are_reached,
+            agents_record_connections_and_revocation
         }
     };
 }

@@ -15,6 +15,7 @@ use crate::app::config::QueriesConfig;
 use crate::app::datasource::service::{DataSources, Ran};
 use crate::app::model::{ParamSpec, QuerySpec};
 use crate::app::render::Input;
+use crate::app::store::StoreError;
 use crate::connector::statement::{ParamRef, TextError};
 use crate::connector::table::{Bound, Limits, Overflow, QueryError};
 
@@ -268,17 +269,29 @@ impl QueryRunner {
         }
     }
 
+    /// The agent-served data sources `queries` use, as a job stores them for claims.
+    pub async fn agent_sources(&self, queries: &[QuerySpec]) -> Result<Option<String>, StoreError> {
+        self.datasources.agent_sources(queries).await
+    }
+
+    /// The agent-served data sources this instance reaches, as a claim takes them; `None`
+    /// while NATS lets it reach every instance's agents.
+    pub async fn reach(&self) -> Result<Option<String>, StoreError> {
+        self.datasources.reach().await
+    }
+
     /// One query of a fetch; previews and dry runs (which truncate) reuse a recent result.
     async fn query(
         &self,
         q: &QuerySpec,
         values: &BTreeMap<String, Bound>,
         limits: &Limits,
+        origin: &str,
     ) -> Result<Ran, QueryError> {
         if limits.overflow == Overflow::Fail {
             return self
                 .datasources
-                .query(&q.datasource, &q.text, values, limits)
+                .query(&q.datasource, &q.text, values, limits, origin)
                 .await;
         }
         let key = PreviewCache::key(q, values);
@@ -287,7 +300,7 @@ impl QueryRunner {
         }
         let ran = self
             .datasources
-            .query(&q.datasource, &q.text, values, limits)
+            .query(&q.datasource, &q.text, values, limits, origin)
             .await?;
         self.previews.put(key, ran.clone());
         Ok(ran)
@@ -301,6 +314,7 @@ impl QueryRunner {
         inputs: &BTreeMap<String, Input>,
         context: &Context,
         overflow: Overflow,
+        origin: &str,
     ) -> Result<Fetched, Failure> {
         let mut values = values(inputs);
         context.bind_into(&mut values);
@@ -310,7 +324,7 @@ impl QueryRunner {
         };
         let (values, limits) = (&values, &limits);
         let all = join_all(queries.iter().map(|q| async move {
-            let ran = self.query(q, values, limits).await;
+            let ran = self.query(q, values, limits, origin).await;
             (q, ran)
         }));
         let results = tokio::time::timeout(self.total, all)
@@ -357,6 +371,7 @@ impl QueryRunner {
         context: &Context,
         rows: usize,
         overflow: Overflow,
+        origin: &str,
     ) -> Result<Ran, Failure> {
         let mut values = values(inputs);
         context.bind_into(&mut values);
@@ -366,7 +381,7 @@ impl QueryRunner {
             ..self.limits
         };
         self.datasources
-            .query(&query.datasource, &query.text, &values, &limits)
+            .query(&query.datasource, &query.text, &values, &limits, origin)
             .await
             .map_err(|error| Failure {
                 query: query.name.clone(),

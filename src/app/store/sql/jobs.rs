@@ -133,8 +133,8 @@ pub(super) async fn insert_event<B: Backend>(
 pub(super) async fn insert_job<B: Backend>(tx: &mut Tx<B>, job: &NewJob) -> Result<Job> {
     static INSERT: Sql = Sql::new(&[
         "INSERT INTO render_jobs (id, template_id, template_name, template_version, data, \
-         parameters, state, stage, progress, created_by, created_at, attempts) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'queued', 'queued', 0, $7, {now}, 0) RETURNING ",
+         parameters, state, stage, progress, created_by, created_at, attempts, agent_sources) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'queued', 'queued', 0, $7, {now}, 0, $8) RETURNING ",
         JOB_COLS,
     ]);
     let row = tx
@@ -146,6 +146,7 @@ pub(super) async fn insert_job<B: Backend>(tx: &mut Tx<B>, job: &NewJob) -> Resu
         .bind(&job.data)
         .bind(&job.parameters)
         .bind(&job.created_by)
+        .bind(&job.agent_sources)
         .fetch_one()
         .await?;
     job_row(&row)
@@ -212,12 +213,14 @@ impl<B: Backend> JobStore for SqlStore<B> {
         instance: &str,
         token: &str,
         lease_ms: i64,
+        reach: Option<&str>,
     ) -> Result<Option<(Job, JobEvent)>> {
         let mut tx = self.db.begin_write().await?;
         static CLAIM: Sql = Sql::new(&[
             "UPDATE render_jobs SET state = 'running', stage = 'starting', progress = 5, \
              claimed_by = $1, claim_token = $2, claim_expires_at = {now} + $3, \
              started_at = {now} WHERE id = (SELECT id FROM render_jobs WHERE state = 'queued' \
+             AND ($4 IS NULL OR agent_sources IS NULL OR $4 LIKE agent_sources ESCAPE '\\') \
              ORDER BY created_at, id LIMIT 1 {skip_locked}) AND state = 'queued' RETURNING ",
             JOB_COLS,
         ]);
@@ -226,6 +229,7 @@ impl<B: Backend> JobStore for SqlStore<B> {
             .bind(instance)
             .bind(token)
             .bind(lease_ms)
+            .bind(reach)
             .fetch_optional()
             .await?;
         let Some(row) = row else { return Ok(None) };

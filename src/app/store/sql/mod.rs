@@ -7,6 +7,7 @@
 //! with `{skip_locked}`; a fenced write checks its lease with `cluster::fenced` inside its
 //! transaction; times that decide who holds what come from `{now}`, the database clock.
 
+mod agents;
 mod bursts;
 mod cluster;
 mod datasources;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test module uses a different part of the harness
 
+pub mod agent;
 pub mod app;
 pub mod browser;
 pub mod ha;

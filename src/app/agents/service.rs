@@ -325,7 +325,7 @@ impl Agents {
         let mut lost = false;
         loop {
             let Some(target) = self.pick(source, &tried).await else {
-                if waiting_since.elapsed() < WAIT_FOR_AGENT {
+                if waiting_since.elapsed() < WAIT_FOR_AGENT && !self.out_of_reach(source).await {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -356,14 +356,24 @@ impl Agents {
         }
     }
 
+    /// Whether an agent serving `source` is connected, but to another instance that NATS
+    /// cannot reach now: waiting here would not help, another instance can run it at once.
+    async fn out_of_reach(&self, source: &str) -> bool {
+        !self.reaches_elsewhere()
+            && self.rows().await.iter().any(|a| {
+                a.serves(source, LIVE_MS)
+                    && a.instance(LIVE_MS) != Some(self.inner.instance.as_str())
+            })
+    }
+
     fn nobody(&self, source: &str) -> String {
-        if self.reaches_elsewhere() {
-            format!("no connected agent serves \"{source}\"")
-        } else {
+        if self.inner.bus.nats_state() == "disconnected" {
             format!(
-                "no agent serving \"{source}\" is connected to this instance, and agents on \
-                 other instances are out of reach while NATS is down"
+                "no connected agent serves \"{source}\" on this instance, and agents on other \
+                 instances are out of reach while NATS is down"
             )
+        } else {
+            format!("no connected agent serves \"{source}\"")
         }
     }
 

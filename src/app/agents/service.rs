@@ -211,7 +211,7 @@ impl Agents {
     pub async fn delete(&self, id: &str, by: &str) -> Result<(), AgentError> {
         let agent = self.get(id).await?;
         self.inner.store.delete_agent(&agent.id).await?;
-        self.close_revoked(&[agent.id.clone()]);
+        self.close_revoked(std::slice::from_ref(&agent.id));
         self.inner.bus.cache_changed(CACHE_KIND);
         tracing::info!(agent = %agent.name, by, "agent token revoked");
         Ok(())
@@ -260,6 +260,11 @@ impl Agents {
     /// Whether an agent connected here serves `source`.
     pub fn serves_here(&self, source: &str) -> bool {
         self.inner.hub.serves(source)
+    }
+
+    /// Whether any agent is connected here.
+    pub fn any_here(&self) -> bool {
+        !self.inner.hub.links().is_empty()
     }
 
     /// Whether queries can reach agents held by other instances (NATS is up).

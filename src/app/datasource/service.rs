@@ -192,6 +192,10 @@ impl DataSources {
         if self.agents.reaches_elsewhere() {
             return Ok(None);
         }
+        if !self.agents.any_here() {
+            // Nothing reachable: no need to read the data sources on every claim.
+            return Ok(Some(String::new()));
+        }
         let all = self.store.datasources().await?;
         let here: Vec<&str> = all
             .iter()

@@ -2,6 +2,7 @@
 //! embedded in the binary and served under content-addressed names, so a browser never mixes a
 //! page of one version with the script of another.
 
+mod agents;
 mod assets;
 mod next;
 mod pages;
@@ -26,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs", get(pages::jobs))
         .route("/jobs/{id}", get(pages::job))
         .route("/datasources", get(pages::datasources))
+        .route("/agents", get(agents::agents))
         .route("/fonts", get(pages::fonts))
         .route("/tokens", get(pages::tokens))
         .route("/users", get(pages::users))
@@ -48,6 +50,7 @@ const NAV: &[(&str, &str, UserRole)] = &[
     ("/schedules", "Schedules", UserRole::Editor),
     ("/deliveries", "Deliveries", UserRole::Editor),
     ("/datasources", "Data sources", UserRole::Editor),
+    ("/agents", "Agents", UserRole::Editor),
     ("/fonts", "Fonts", UserRole::Viewer),
     ("/tokens", "API tokens", UserRole::Viewer),
     ("/users", "Users", UserRole::Admin),

@@ -19,13 +19,13 @@ use crate::app::model::{Job, JobFilter, JobState, UserRole};
 use crate::app::state::AppState;
 use crate::connector::DataSourceKind;
 
-type PageResult = Result<Response, Response>;
+pub(super) type PageResult = Result<Response, Response>;
 
-fn fail(p: Problem) -> Response {
+pub(super) fn fail(p: Problem) -> Response {
     p.into_response()
 }
 
-fn forbidden(user: &Principal, needed: UserRole) -> Response {
+pub(super) fn forbidden(user: &Principal, needed: UserRole) -> Response {
     let content =
         html! { h1 { "Not allowed" } p { "This page needs the " (needed.as_str()) " role." } };
     let page = Page {

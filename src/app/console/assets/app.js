@@ -776,6 +776,34 @@ const pages = {
     }
   },
 
+  agents() {
+    const form = $("#new-agent");
+    form?.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const err = $("#new-agent-error");
+      err.hidden = true;
+      try {
+        const a = await api("POST", "/api/v1/agents", { name: form.name.value });
+        $("#agent-token").textContent = a.token;
+        $("#agent-created").hidden = false;
+        form.name.value = "";
+      } catch (ex) {
+        showError(err, ex);
+      }
+    });
+    for (const b of $$("[data-revoke]")) {
+      b.addEventListener("click", async () => {
+        if (!confirm(`Revoke agent ${b.dataset.name}? Its token stops working and its connection closes within seconds.`)) return;
+        try {
+          await api("DELETE", `/api/v1/agents/${encodeURIComponent(b.dataset.revoke)}`);
+          location.reload();
+        } catch (ex) {
+          showError($("#agent-error"), ex);
+        }
+      });
+    }
+  },
+
   cluster() {
     const time = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "");
     const uptime = (s) => (s >= 86400 ? `${Math.floor(s / 86400)}d ` : "") + new Date(s * 1000).toISOString().slice(11, 19);

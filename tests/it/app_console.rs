@@ -544,3 +544,92 @@ async fn an_editor_adds_runs_and_saves_a_query_in_the_template_editor() {
     assert_eq!(href, format!("/templates/{id}"));
     c.clone().close().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_admin_creates_watches_and_revokes_an_agent_in_the_console() {
+    use crate::support::agent::Agent;
+    let app = Instance::start(AppOptions::default()).await;
+    let db = app.data_dir.join("agent-sales.db");
+    sqlite_sales(&db).await;
+    let downloads = tempfile::tempdir().unwrap();
+    let browser = Browser::start(downloads.path(), &app.data_dir).await;
+    let c = &browser.client;
+    c.goto(&format!("{}/login?next=/agents", app.url))
+        .await
+        .unwrap();
+    sign_in(c).await;
+    let wait = |css: &'static str| async move {
+        c.wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+    };
+    wait("#agents-empty").await;
+    let form = wait("#new-agent").await;
+    let name = form.find(Locator::Css("input[name=name]")).await.unwrap();
+    name.send_keys("branch-office").await.unwrap();
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let token = wait_for("the token, shown once", Duration::from_secs(20), || async {
+        let t = c
+            .find(Locator::Css("#agent-token"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        t.starts_with("qag_").then_some(t)
+    })
+    .await;
+    let source = format!(
+        "[[agent.datasources]]\nname = \"sales\"\nkind = \"sqlite\"\npath = \"{}\"\n",
+        db.display()
+    );
+    let agent = Agent::start("branch-office", &app.url, &token, &source);
+    let row = wait_for(
+        "the agent's row to say connected",
+        Duration::from_secs(20),
+        || async {
+            c.goto(&format!("{}/agents", app.url)).await.ok()?;
+            let text = c
+                .find(Locator::Css("#agents tr[data-agent=branch-office]"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("connected since").then_some(text)
+        },
+    )
+    .await;
+    assert!(row.contains("sales") && row.contains("sqlite"), "{row}");
+    // Revoke, confirming the dialog: the row goes and the agent loses its connection.
+    c.find(Locator::Css(
+        "#agents tr[data-agent=branch-office] button[data-revoke]",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    c.accept_alert().await.unwrap();
+    wait_for("the row to go", Duration::from_secs(20), || async {
+        let rows = c
+            .find_all(Locator::Css("#agents tr[data-agent=branch-office]"))
+            .await
+            .ok()?;
+        rows.is_empty().then_some(())
+    })
+    .await;
+    wait_for(
+        "the agent to be disconnected",
+        Duration::from_secs(5),
+        || async { (agent.status().0 == 1).then_some(()) },
+    )
+    .await;
+}

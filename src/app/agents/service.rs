@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::WebSocket;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::task::TaskTracker;
 
@@ -232,11 +231,6 @@ impl Agents {
     /// Whether this instance takes agent connections now (not while it drains).
     pub fn accepting(&self) -> bool {
         !self.is_draining()
-    }
-
-    /// Serves an agent's connection until it ends.
-    pub async fn serve(&self, socket: WebSocket, agent: Agent, address: String) {
-        super::session::serve(self.clone(), socket, agent, address).await;
     }
 
     /// Records a new connection; false when the agent was deleted meanwhile.

@@ -20,6 +20,7 @@ use super::problem::{ApiResult, Problem};
 use super::views::ts;
 use crate::app::agents::model::{Agent, State as AgentState};
 use crate::app::agents::service::LIVE_MS;
+use crate::app::agents::session;
 use crate::app::auth::Principal;
 use crate::app::model::UserRole;
 use crate::app::state::AppState;
@@ -145,6 +146,6 @@ pub async fn connect(
         extract::client_ip(peer, &headers, &state.config.http.trusted_proxies).to_string();
     let agents = state.agents.clone();
     Ok(ws
-        .on_upgrade(move |socket| async move { agents.serve(socket, agent, address).await })
+        .on_upgrade(move |socket| session::serve(agents, socket, agent, address))
         .into_response())
 }

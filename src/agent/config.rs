@@ -553,7 +553,7 @@ path = "/s.db"
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
             p[0].starts_with(
-                "agent.datasources[1].name (from FILE:5): \"s\" is also datasources[0]"
+                "agent.datasources[1].name (from FILE:6): \"s\" is also datasources[0]"
             ),
             "{p:?}"
         );

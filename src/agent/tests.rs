@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -65,9 +66,19 @@ struct Agent {
 impl Agent {
     /// An agent serving `numbers` (`rows` of them) to the server at `addr`.
     async fn start(addr: SocketAddr, token: &str, rows: usize) -> Agent {
+        Agent::start_at(&format!("http://{addr}"), None, token, rows).await
+    }
+
+    /// An agent serving `numbers` to the server at `url`, trusting `ca` besides the system.
+    async fn start_at(url: &str, ca: Option<&str>, token: &str, rows: usize) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let mut config = sqlite_agent(&dir, rows).await;
-        config.server_url = Some(format!("http://{addr}").parse().unwrap());
+        config.server_url = Some(url.parse().unwrap());
+        if let Some(pem) = ca {
+            let ca_file = dir.path().join("ca.pem");
+            std::fs::write(&ca_file, pem).unwrap();
+            config.ca_file = Some(ca_file);
+        }
         config.token = Some(Secret::new(token));
         config.name = Some("dc1-a".into());
         let status_file = dir.path().join("status.json");
@@ -118,13 +129,18 @@ async fn accept(peers: &mut mpsc::UnboundedReceiver<Peer>) -> Peer {
         .unwrap()
 }
 
-async fn send(peer: &mut Peer, message: ServerMessage) {
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    peer: &mut WebSocketStream<S>,
+    message: ServerMessage,
+) {
     let text = serde_json::to_string(&message).unwrap();
     peer.send(Message::text(text)).await.unwrap();
 }
 
 /// The next message other than a heartbeat; `None` at a close frame.
-async fn recv(peer: &mut Peer) -> Option<AgentMessage> {
+async fn recv<S: AsyncRead + AsyncWrite + Unpin>(
+    peer: &mut WebSocketStream<S>,
+) -> Option<AgentMessage> {
     loop {
         let frame = tokio::time::timeout(PATIENCE, peer.next())
             .await
@@ -153,7 +169,10 @@ async fn heartbeat(peer: &mut Peer) -> u32 {
 }
 
 /// Takes the hello and welcomes the agent.
-async fn welcome(peer: &mut Peer, instance: &str) -> Hello {
+async fn welcome<S: AsyncRead + AsyncWrite + Unpin>(
+    peer: &mut WebSocketStream<S>,
+    instance: &str,
+) -> Hello {
     let Some(AgentMessage::Hello(hello)) = recv(peer).await else {
         panic!("no hello")
     };
@@ -326,5 +345,35 @@ async fn a_cancel_ends_the_query_and_unknown_sources_fail() {
         matches!(&messages[..], [AgentMessage::Failed { id: 7, .. }]),
         "nothing of the cancelled query, and a failure for the unknown source: {messages:?}"
     );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn https_servers_are_reached_over_tls_trusting_the_ca_file() {
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::crypto::ring;
+    use tokio_rustls::rustls::pki_types::PrivateKeyDer;
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let tls = ServerConfig::builder_with_provider(std::sync::Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("https://localhost:{port}");
+    let agent = Agent::start_at(&url, Some(&cert.cert.pem()), "good", 1).await;
+
+    let (tcp, _) = listener.accept().await.unwrap();
+    let stream = acceptor.accept(tcp).await.unwrap();
+    let mut peer = tokio_tungstenite::accept_async(stream).await.unwrap();
+    welcome(&mut peer, "web-tls").await;
+    let s = agent.status_until(|s| s.state == State::Connected).await;
+    assert_eq!(s.instance.as_deref(), Some("web-tls"));
     agent.stop().await;
 }

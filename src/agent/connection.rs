@@ -11,9 +11,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::dial::{DialError, Dialer, Socket};
 use super::protocol::{AgentMessage, Hello, Query, SILENCE_FACTOR, ServerMessage};
@@ -140,11 +140,12 @@ impl Connection {
     }
 }
 
+/// What the server sends, frame by frame.
+trait Incoming: futures_util::Stream<Item = Result<Message, WsError>> + Unpin {}
+impl<S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin> Incoming for S {}
+
 /// Waits for the answer to the hello: the instance and the heartbeat interval.
-async fn welcome<S>(stream: &mut S) -> Result<(String, u32), End>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
+async fn welcome(stream: &mut impl Incoming) -> Result<(String, u32), End> {
     let first = tokio::time::timeout(WELCOME_TIMEOUT, next_message(stream))
         .await
         .map_err(|_| End::Protocol(format!("no welcome within {}s", WELCOME_TIMEOUT.as_secs())))?;
@@ -160,10 +161,7 @@ where
 }
 
 /// The next protocol message, skipping pings and pongs.
-async fn next_message<S>(stream: &mut S) -> Result<ServerMessage, End>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
+async fn next_message(stream: &mut impl Incoming) -> Result<ServerMessage, End> {
     loop {
         match read(stream.next().await)? {
             Some(message) => return Ok(message),
@@ -173,9 +171,7 @@ where
 }
 
 /// One frame as a message: `None` for control frames, an [`End`] when the connection is over.
-fn read(
-    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-) -> Result<Option<ServerMessage>, End> {
+fn read(frame: Option<Result<Message, WsError>>) -> Result<Option<ServerMessage>, End> {
     match frame {
         None => Err(End::Lost("closed without a close frame".into())),
         Some(Err(e)) => Err(End::Lost(e.to_string())),
@@ -225,11 +221,7 @@ struct Session<'c> {
 }
 
 impl Session<'_> {
-    async fn run<S>(&mut self, stream: &mut S, heartbeat_secs: u32) -> End
-    where
-        S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
-            + Unpin,
-    {
+    async fn run(&mut self, stream: &mut impl Incoming, heartbeat_secs: u32) -> End {
         let every = Duration::from_secs(heartbeat_secs.into());
         let silence = every * SILENCE_FACTOR;
         let mut heard = Instant::now();

@@ -185,25 +185,20 @@ fn frames(id: u64, table: Table) -> Vec<String> {
         truncated,
         ..
     } = table;
-    let mut values: Vec<Vec<Value>> = rows
+    let mut values = rows
         .into_iter()
         .map(|mut row| {
             let in_order = columns.iter().map(|c| row.remove(c).unwrap_or(Value::Null));
-            in_order.collect()
+            in_order.collect::<Vec<Value>>()
         })
-        .collect();
+        .peekable();
     let mut out = Vec::new();
-    let mut first = Some(columns);
+    let mut first = Some(columns.clone());
     // Even an empty table sends one chunk: it carries the columns.
     loop {
-        let rest = values.split_off(values.len().min(CHUNK_ROWS));
-        rows_frames(
-            id,
-            first.take(),
-            std::mem::replace(&mut values, rest),
-            &mut out,
-        );
-        if values.is_empty() {
+        let chunk = values.by_ref().take(CHUNK_ROWS).collect();
+        rows_frames(id, first.take(), chunk, &mut out);
+        if values.peek().is_none() {
             break;
         }
     }
@@ -215,25 +210,21 @@ fn frames(id: u64, table: Table) -> Vec<String> {
 fn rows_frames(
     id: u64,
     columns: Option<Vec<String>>,
-    mut rows: Vec<Vec<Value>>,
+    rows: Vec<Vec<Value>>,
     out: &mut Vec<String>,
 ) {
-    if rows.len() > 1 {
-        let text = encode(&AgentMessage::Rows {
-            id,
-            columns: columns.clone(),
-            rows: rows.clone(),
-        });
-        if text.len() <= MAX_FRAME {
-            out.push(text);
-            return;
+    let message = AgentMessage::Rows { id, columns, rows };
+    let text = encode(&message);
+    match message {
+        AgentMessage::Rows {
+            columns, mut rows, ..
+        } if text.len() > MAX_FRAME && rows.len() > 1 => {
+            let second = rows.split_off(rows.len() / 2);
+            rows_frames(id, columns, rows, out);
+            rows_frames(id, None, second, out);
         }
-        let second = rows.split_off(rows.len() / 2);
-        rows_frames(id, columns, rows, out);
-        rows_frames(id, None, second, out);
-        return;
+        _ => out.push(text),
     }
-    out.push(encode(&AgentMessage::Rows { id, columns, rows }));
 }
 
 /// A message as its text frame. Serializing plain data into a string cannot fail.

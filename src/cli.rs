@@ -11,10 +11,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use self::config::Config;
+use crate::agent::AgentConfig;
 use crate::config::{ConfigError, Loaded, Span};
 use crate::lb::LbConfig;
 use crate::lifecycle::{Lifecycle, Notifier};
-use crate::{app, healthcheck, instance, lb, nats, telemetry};
+use crate::{agent, app, healthcheck, instance, lb, nats, telemetry};
 
 /// Exit status for an invalid configuration (`EX_CONFIG`); systemd units list it in
 /// `RestartPreventExitStatus` so a typo does not restart in a loop.
@@ -42,6 +43,13 @@ pub enum Command {
     },
     /// Run the load balancer in front of app instances (the `[lb]` section).
     Lb,
+    /// Serve the data sources of this host to the report service over an outbound connection
+    /// (the `[agent]` section); `quire agent status` inspects it.
+    #[command(args_conflicts_with_subcommands = true)]
+    Agent {
+        #[command(subcommand)]
+        action: Option<AgentAction>,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -84,6 +92,13 @@ pub enum NatsAction {
         #[arg(long, default_value = "5s")]
         timeout: Span,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// Show whether the agent on this host is connected, and its sources; exit 1 when it is
+    /// not (or when its status file is stale).
+    Status,
 }
 
 #[derive(Debug, clap::Args)]
@@ -246,6 +261,26 @@ fn dispatch(command: Command, loaded: Loaded<Config>) -> anyhow::Result<ExitCode
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent { action: None } => run_agent(loaded),
+        Command::Agent {
+            action: Some(AgentAction::Status),
+        } => {
+            let path = loaded.config.agent.status_file(&loaded.config.app.data_dir);
+            match agent::status(&path) {
+                Ok(report) => {
+                    let written = out(&report.text);
+                    Ok(if report.connected {
+                        written
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
+                Err(e) => {
+                    eprintln!("not connected: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Version | Command::RenderWorker(_) => {
             unreachable!("handled before loading config")
         }
@@ -280,6 +315,33 @@ fn run_nats(loaded: Loaded<Config>) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_CONFIG))
         }
         Err(e) => Err(anyhow::Error::new(e).context("quire nats failed")),
+    }
+}
+
+/// `quire agent`. A section that cannot run (no server, token or source) or a CA file that
+/// cannot be read exits with `EXIT_CONFIG`.
+fn run_agent(loaded: Loaded<Config>) -> anyhow::Result<ExitCode> {
+    if let Err(e) = loaded.require(&loaded.config.agent, AgentConfig::check_runnable) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    start_telemetry(&loaded.config, &loaded.warnings)?;
+    let (section, data_dir) = (loaded.config.agent, loaded.config.app.data_dir);
+    let result = runtime()?.block_on(async {
+        let lifecycle = Lifecycle::new(Notifier::from_env(&process_env()));
+        lifecycle
+            .watch_signals()
+            .context("cannot install signal handlers")?;
+        lifecycle.expect(&["agent"]);
+        anyhow::Ok(agent::run(&section, &data_dir, lifecycle).await)
+    })?;
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_CONFIG))
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 # Installs Quire from this offline bundle, without network: checks every file against SHA256SUMS,
 # checks what the packages need from the system, then installs nats-server and quire with dpkg.
 #
-# usage: sudo ./install.sh [--dry-run] [--without-nats]
+# usage: sudo ./install.sh [--dry-run] [--without-nats] [--agent]
 #   --dry-run       check everything and say what would be installed; change nothing
 #   --without-nats  install quire only (a single instance on SQLite needs no NATS)
+#   --agent         install for an agent host (quire only; next steps for quire-agent)
 set -eu
 cd "$(dirname "$0")"
 
@@ -15,12 +16,17 @@ die() {
 
 dry_run=""
 with_nats=1
+agent=""
 for arg in "$@"; do
     case "$arg" in
         --dry-run) dry_run=1 ;;
         --without-nats) with_nats="" ;;
+        --agent)
+            agent=1
+            with_nats=""
+            ;;
         -h | --help)
-            sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) die "unknown option \"$arg\" (see --help)" ;;
@@ -65,6 +71,17 @@ fi
 [ "$(id -u)" = 0 ] || die "run as root: sudo ./install.sh"
 # shellcheck disable=SC2086 # word splitting intended: a list of package files
 dpkg -i $debs
+if [ -n "$agent" ]; then
+    cat <<'NEXT'
+
+Quire is installed. On an agent host, the report service stays off and quire-agent runs:
+  1. configure the agent:   edit /etc/quire/quire.toml ([agent]: server_url, token or
+                            QUIRE_AGENT__TOKEN_FILE, and one [[agent.datasources]] per source)
+  2. switch services:       systemctl disable quire && systemctl enable --now quire-agent
+  3. check it:              quire agent status && journalctl -u quire-agent
+NEXT
+    exit 0
+fi
 cat <<'NEXT'
 
 Quire is installed (enabled, not started). Next:

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::agent::AgentConfig;
 use crate::app::config::AppConfig;
 use crate::config::{self, ConfigError, EachSection, Layout, Loaded, Problems};
 use crate::lb::LbConfig;
@@ -22,6 +23,8 @@ pub(crate) struct Config {
     pub nats_server: NatsServerConfig,
     /// `[lb]`, for `quire lb`.
     pub lb: LbConfig,
+    /// `[agent]`, for `quire agent`.
+    pub agent: AgentConfig,
 }
 
 impl Layout for Config {
@@ -30,6 +33,7 @@ impl Layout for Config {
         each.section(&mut self.log);
         each.section(&mut self.nats_server);
         each.section(&mut self.lb);
+        each.section(&mut self.agent);
     }
 
     fn validate_across(&self, problems: &mut Problems<'_>) {
@@ -191,6 +195,7 @@ mod tests {
                 "nats://Sekr1tNatsToken@nats1:4222, Sekr1tNatsUser:Sekr1tNatsPass@nats2:4222",
             ),
             ("QUIRE_NATS_SERVER__AUTH__TOKEN", "Sekr1tServerToken"),
+            ("QUIRE_AGENT__TOKEN", "Sekr1tAgentToken"),
         ]);
         let out = report(&load(None, &with_token).unwrap());
         assert!(!out.contains("Sekr1t"), "{out}");
@@ -204,6 +209,7 @@ mod tests {
             "license.key = \"***\"",
             "nats.url = [\"nats://***@nats1:4222\", \"***@nats2:4222\"]",
             "nats_server.auth.token = \"***\"",
+            "agent.token = \"***\"",
         ] {
             assert!(out.contains(line), "{line}\n{out}");
         }

@@ -113,11 +113,11 @@ async fn a_template_queries_postgresql_through_an_agent_whose_credentials_stay_o
             .contains("PostgreSQL"),
         "the agent reports its source's version: {seen}"
     );
-    agent_template(&admin, "sales", 0.0).await;
+    agent_template(&admin, "agent-sales", 0.0).await;
 
     let http = reqwest::Client::new();
     let api = admin.token_client("renders").await;
-    let (status, text) = render(&http, &app.url, api.token().unwrap(), "sales").await;
+    let (status, text) = render(&http, &app.url, api.token().unwrap(), "agent-sales").await;
     assert_eq!(status, 200, "{text}\n{}", a.log());
     assert!(
         text.contains("north=12.5") && text.contains("north=99"),
@@ -126,7 +126,7 @@ async fn a_template_queries_postgresql_through_an_agent_whose_credentials_stay_o
     assert!(text.contains("rows 2") && !text.contains("south"), "{text}");
 
     // A job runs the same way.
-    let job = admin.render("sales", json!({})).await;
+    let job = admin.render("agent-sales", json!({})).await;
     let done = admin
         .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(30))
         .await;
@@ -188,7 +188,7 @@ async fn a_template_queries_postgresql_through_an_agent_whose_credentials_stay_o
         || async { a.log().contains("revoked").then_some(()) },
     )
     .await;
-    let (status, text) = render(&http, &app.url, api.token().unwrap(), "sales").await;
+    let (status, text) = render(&http, &app.url, api.token().unwrap(), "agent-sales").await;
     assert_eq!(status, 503, "no agent serves it any more: {text}");
     assert!(text.contains("no connected agent"), "{text}");
     a.proc.kill9();
@@ -301,7 +301,7 @@ async fn two_agents_through_quire_lb_share_the_load_survive_a_kill_and_follow_a_
     let b = Agent::start("dc1-b", &lb.url(""), &token_b, &source);
     holder(&admin, "dc1-a").await;
     holder(&admin, "dc1-b").await;
-    agent_template(&admin, "sales", 0.05).await;
+    agent_template(&admin, "agent-sales", 0.05).await;
     let token = admin
         .token_client("renders")
         .await
@@ -310,7 +310,7 @@ async fn two_agents_through_quire_lb_share_the_load_survive_a_kill_and_follow_a_
         .to_owned();
 
     // Both agents take queries.
-    let failed = burst(&lb.url(""), &token, "sales", 20, 4).await;
+    let failed = burst(&lb.url(""), &token, "agent-sales", 20, 4).await;
     assert!(failed.is_empty(), "{failed:?}");
     wait_for(
         "both agents to have served queries",
@@ -323,19 +323,28 @@ async fn two_agents_through_quire_lb_share_the_load_survive_a_kill_and_follow_a_
     )
     .await;
 
-    // One agent killed during a burst: every render still succeeds on the other.
+    // One agent killed during a burst (queries of 200 ms, 8 at a time: both agents are busy
+    // when it dies): every render still succeeds, the lost queries run again on the other.
+    agent_template(&admin, "agent-burst", 0.2).await;
     let lb_url = lb.url("");
     let renders = tokio::spawn({
         let token = token.clone();
-        async move { burst(&lb_url, &token, "sales", 50, 8).await }
+        async move { burst(&lb_url, &token, "agent-burst", 50, 8).await }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     a.proc.kill9();
     let failed = renders.await.unwrap();
     assert!(
         failed.is_empty(),
         "renders failed after an agent was killed: {failed:?}\n{}",
         b.log()
+    );
+    assert!(
+        cluster
+            .instances
+            .iter()
+            .any(|i| i.log().contains("agent lost during a query")),
+        "the kill hit queries in flight, which ran again"
     );
 
     // The instance holding the other agent stops: the agent is back on the other instance
@@ -364,7 +373,7 @@ async fn two_agents_through_quire_lb_share_the_load_survive_a_kill_and_follow_a_
         status, 200,
         "the query in flight finished during the drain: {text}"
     );
-    let failed = burst(&lb.url(""), &token, "sales", 5, 2).await;
+    let failed = burst(&lb.url(""), &token, "agent-sales", 5, 2).await;
     assert!(failed.is_empty(), "{failed:?}");
 }
 
@@ -386,14 +395,14 @@ async fn jobs_reach_an_agent_on_another_instance_and_still_run_with_nats_down() 
         &postgres_source("warehouse", &url),
     );
     assert_eq!(holder(&on_b, "dc1-a").await, a_id);
-    agent_template(&on_a, "sales", 0.0).await;
+    agent_template(&on_a, "agent-sales", 0.0).await;
 
     // Instance A takes no jobs: B claims them and reaches the agent on A over NATS.
     set_draining(&on_b, &a_id, true).await;
     let mut jobs = Vec::new();
     for _ in 0..4 {
         jobs.push(
-            on_b.render("sales", json!({})).await["id"]
+            on_b.render("agent-sales", json!({})).await["id"]
                 .as_str()
                 .unwrap()
                 .to_owned(),
@@ -429,13 +438,13 @@ async fn jobs_reach_an_agent_on_another_instance_and_still_run_with_nats_down() 
     )
     .await;
     let api = on_b.token_client("renders").await;
-    let failed = burst(&lb.url(""), api.token().unwrap(), "sales", 10, 2).await;
+    let failed = burst(&lb.url(""), api.token().unwrap(), "agent-sales", 10, 2).await;
     assert!(failed.is_empty(), "{failed:?}");
     let (status, text) = render(
         &reqwest::Client::new(),
         &cluster.instances[1].url,
         api.token().unwrap(),
-        "sales",
+        "agent-sales",
     )
     .await;
     assert_eq!(status, 503, "B alone cannot reach the agent: {text}");
@@ -443,7 +452,7 @@ async fn jobs_reach_an_agent_on_another_instance_and_still_run_with_nats_down() 
     let mut jobs = Vec::new();
     for _ in 0..4 {
         jobs.push(
-            on_b.render("sales", json!({})).await["id"]
+            on_b.render("agent-sales", json!({})).await["id"]
                 .as_str()
                 .unwrap()
                 .to_owned(),

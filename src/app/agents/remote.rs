@@ -1,7 +1,8 @@
-//! Queries for agents connected to another instance, over NATS. The asking instance publishes a
-//! [`Request`] to the holding instance's subject and reads the answer from its own inbox: the
-//! holder says [`Reply::Accepted`] (naming where acknowledgements go), then sends the agent's
-//! answer as numbered [`Reply::Part`]s, each within the server's `max_payload`, never more than
+//! Queries for agents connected to another instance, over NATS. The asking instance sends a
+//! [`Request`] to the holding instance's subject as a NATS request (so an instance that is not
+//! listening is known at once: "no responders"), and reads the answer from its own inbox: the
+//! holder replies [`Reply::Accepted`] (naming where acknowledgements go), then sends the agent's
+//! answer to the inbox as numbered [`Reply::Part`]s, each within the server's `max_payload`, never more than
 //! [`WINDOW`] ahead of the acknowledgements, so a slow reader slows the holder instead of
 //! making NATS drop messages. NATS carries hints elsewhere; here a lost message only fails one
 //! attempt, which the router retries elsewhere or reports.
@@ -78,13 +79,13 @@ pub async fn run(
         query,
     };
     let payload = serde_json::to_vec(&request).map_err(|_| RunError::Missing)?;
-    client
-        .publish(subject(prefix, holder), payload.into())
-        .await
-        .map_err(|_| RunError::Missing)?;
-    let acks = match next(&mut replies, ACCEPT_WITHIN).await {
-        Some(Reply::Accepted { acks }) => acks,
-        Some(Reply::Lost) => return Err(RunError::Lost),
+    let accepted = tokio::time::timeout(
+        ACCEPT_WITHIN,
+        client.request(subject(prefix, holder), payload.into()),
+    )
+    .await;
+    let acks = match accepted.map(|r| r.map(|m| serde_json::from_slice::<Reply>(&m.payload))) {
+        Ok(Ok(Ok(Reply::Accepted { acks }))) => acks,
         _ => return Err(RunError::Missing),
     };
     let within = limits.timeout + GRACE;
@@ -122,40 +123,49 @@ pub async fn serve(client: async_nats::Client, prefix: String, instance: String,
         }
     };
     while let Some(msg) = requests.next().await {
-        let Ok(request) = serde_json::from_slice::<Request>(&msg.payload) else {
+        let (Some(accept_to), Ok(request)) = (
+            msg.reply.clone(),
+            serde_json::from_slice::<Request>(&msg.payload),
+        ) else {
             tracing::debug!("ignoring a malformed agent request");
             continue;
         };
-        tokio::spawn(answer(client.clone(), hub.clone(), request));
+        tokio::spawn(answer(
+            client.clone(),
+            hub.clone(),
+            request,
+            accept_to.to_string(),
+        ));
     }
 }
 
 /// Runs one request on the agent's link here and streams its answer back.
-async fn answer(client: async_nats::Client, hub: Arc<Hub>, request: Request) {
+async fn answer(client: async_nats::Client, hub: Arc<Hub>, request: Request, accept_to: String) {
     let reply = |r: &Reply| serde_json::to_vec(r).unwrap_or_default();
-    let send = |r: Reply| {
-        let (client, to, payload) = (client.clone(), request.reply.clone(), reply(&r));
+    let send_to = |to: String, r: Reply| {
+        let (client, payload) = (client.clone(), reply(&r));
         async move { client.publish(to, payload.into()).await.is_ok() }
     };
+    let send = |r: Reply| send_to(request.reply.clone(), r);
     let link = hub
         .links()
         .into_iter()
         .find(|l| l.who.agent == request.agent && !l.closed.is_cancelled());
     let Some(link) = link else {
-        send(Reply::Missing).await;
+        send_to(accept_to, Reply::Missing).await;
         return;
     };
     let timeout = Duration::from_millis(request.query.limits.timeout_ms) + GRACE;
-    let Ok(mut answers) = link.open(request.query.clone()).await else {
-        send(Reply::Missing).await;
-        return;
-    };
     let acks = client.new_inbox();
     let Ok(mut acked) = client.subscribe(acks.clone()).await else {
-        send(Reply::Missing).await;
+        send_to(accept_to, Reply::Missing).await;
         return;
     };
-    if !send(Reply::Accepted { acks }).await {
+    let Ok(mut answers) = link.open(request.query.clone()).await else {
+        send_to(accept_to, Reply::Missing).await;
+        return;
+    };
+    if !send_to(accept_to, Reply::Accepted { acks }).await {
         return;
     }
     let max = client.server_info().max_payload.max(64 * 1024);

@@ -320,12 +320,16 @@ impl Agents {
             origin: origin.to_owned(),
         };
         let waiting_since = Instant::now();
-        let mut tried: Vec<String> = Vec::new();
-        let mut lost = false;
+        // Agents that lost a query, and agents that were not where they seemed to be (tried
+        // again after a pause: a connection may be moving, or an instance just starting to
+        // listen on NATS).
+        let (mut lost, mut missing): (Vec<String>, Vec<String>) = Default::default();
         loop {
-            let Some(target) = self.pick(source, &tried).await else {
+            let skip: Vec<String> = lost.iter().chain(&missing).cloned().collect();
+            let Some(target) = self.pick(source, &skip).await else {
                 if waiting_since.elapsed() < WAIT_FOR_AGENT && !self.out_of_reach(source).await {
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    missing.clear();
                     continue;
                 }
                 return Err(QueryError::Unavailable(self.nobody(source)));
@@ -340,11 +344,10 @@ impl Agents {
             match result {
                 Ok(table) => return Ok(table),
                 Err(RunError::Failed(e)) => return Err(e),
-                Err(RunError::Missing) => tried.push(agent),
-                Err(RunError::Lost) if !lost => {
+                Err(RunError::Missing) => missing.push(agent),
+                Err(RunError::Lost) if lost.is_empty() => {
                     tracing::warn!(agent = %name, source, "agent lost during a query; running it on another");
-                    lost = true;
-                    tried.push(agent);
+                    lost.push(agent);
                 }
                 Err(RunError::Lost) => {
                     return Err(QueryError::Unreachable(format!(
@@ -504,8 +507,11 @@ impl Agents {
             loop {
                 tokio::select! {
                     _ = round.tick() => {}
+                    // Revoked somewhere, or NATS (back): a round now, which also starts
+                    // answering other instances.
                     hint = hints.recv() => match hint {
                         Ok(Hint::CacheChanged(k)) if k == CACHE_KIND => {}
+                        Ok(Hint::Reconnected) => {}
                         Ok(_) | Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => return,
                     },

@@ -37,8 +37,9 @@ fn the_deb_installs_the_service_user_units_and_a_private_config() {
     assert!(sandbox.exists(&format!("{wants}/quire.service")));
     assert!(!sandbox.exists(&format!("{wants}/quire-nats.service")));
     assert!(!sandbox.exists(&format!("{wants}/quire-lb.service")));
+    assert!(!sandbox.exists(&format!("{wants}/quire-agent.service")));
     sandbox.ok(&format!(
-        "systemd-analyze verify {UNITS}/quire.service {UNITS}/quire-nats.service {UNITS}/quire-lb.service"
+        "systemd-analyze verify {UNITS}/quire.service {UNITS}/quire-nats.service {UNITS}/quire-lb.service {UNITS}/quire-agent.service"
     ));
 
     // The service user can read the packaged config, which is valid and puts data in /var/lib.

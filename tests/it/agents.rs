@@ -165,7 +165,7 @@ async fn a_template_queries_postgresql_through_an_agent_whose_credentials_stay_o
     })
     .await;
     assert!(counted["p50_ms"].as_f64().is_some(), "{counted}");
-    assert_eq!(counted["instance"].as_str().map(str::len).is_some(), true);
+    assert!(counted["instance"].is_string(), "{counted}");
 
     // Revoked: the connection closes within 5 s and reconnects are refused, said clearly.
     let revoked = Instant::now();

@@ -493,6 +493,10 @@ pub async fn datasources(
                         } }
                     }
                 }
+                fieldset data-kind="agent" {
+                    label { "Source name on the agents (their [[agent.datasources]] name)" input type="text" name="source" placeholder="warehouse"; }
+                    p.muted { "Its settings and credentials stay on the agents' hosts; see " a href="/agents" { "Agents" } "." }
+                }
                 fieldset data-kind="sqlite" {
                     label { "Path of the SQLite file on the server (opened read-only)" input type="text" name="path" placeholder="/srv/data/sales.db"; }
                 }

@@ -709,6 +709,8 @@ const pages = {
         s.tls = f("tls").value;
       } else if (kind === "sqlite") {
         put("path", text("path"));
+      } else if (kind === "agent") {
+        put("source", text("source"));
       } else if (kind === "http") {
         put("base_url", text("base_url"));
         const headers = {};

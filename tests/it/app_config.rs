@@ -292,7 +292,13 @@ fn is_setting_or_section(line: &str) -> bool {
         None => line
             .split_whitespace()
             .next()
+            // `[section]`, or `[[array.of.tables]]`.
             .and_then(|w| w.strip_prefix('[')?.strip_suffix(']'))
+            .map(|w| {
+                w.strip_prefix('[')
+                    .and_then(|w| w.strip_suffix(']'))
+                    .unwrap_or(w)
+            })
             .is_some_and(|s| s.split('.').all(key)),
     }
 }

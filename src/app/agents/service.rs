@@ -495,8 +495,8 @@ impl Agents {
         }
     }
 
-    /// Reports the connections here every [`ROUND`] (closing those whose agent was deleted),
-    /// and, with NATS, answers other instances' queries for them.
+    /// Reports the connections here every [`ROUND`] until the drain (closing those whose agent
+    /// was deleted), and, with NATS, answers other instances' queries for them.
     pub fn spawn(&self, tasks: &TaskTracker) {
         let this = self.clone();
         let mut hints = self.inner.bus.hints();
@@ -515,7 +515,9 @@ impl Agents {
                         Ok(_) | Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => return,
                     },
-                    _ = shutdown.stopped() => return,
+                    // The tracked tasks are joined before the stop phase; the connections
+                    // finishing their queries during the drain need no more rounds.
+                    _ = shutdown.draining() => return,
                 }
                 this.report().await;
                 if serving

@@ -342,6 +342,14 @@ pub async fn run(
             "renders did not finish in time and went back to the queue"
         );
     }
+    // Queries on the agents connected here (synchronous renders, other instances' queries)
+    // finish before the stop closes their connections.
+    within(
+        &shutdown,
+        config.render.drain_timeout.get(),
+        agents.finish(config.render.drain_timeout.get()),
+    )
+    .await;
     // The role workers end their round (a mail being handed to the server finishes and is
     // recorded rather than being cut off), the font watch stops.
     tasks.close();

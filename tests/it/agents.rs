@@ -262,6 +262,22 @@ async fn tokens_and_protocol_versions_are_checked_before_anything_is_served() {
     );
 }
 
+/// Whether a query of the `slow` template is running on the database now.
+async fn running_sleeps(url: &str) -> bool {
+    use sqlx::Connection;
+    let Ok(mut conn) = sqlx::PgConnection::connect(url).await else {
+        return false;
+    };
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() \
+         AND query LIKE '%pg_sleep(1)%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap_or(0);
+    n > 0
+}
+
 /// Renders `template` `n` times through `base`, `at_once` at a time; the failures.
 async fn burst(base: &str, token: &str, template: &str, n: usize, at_once: usize) -> Vec<String> {
     let http = reqwest::Client::new();
@@ -359,7 +375,12 @@ async fn two_agents_through_quire_lb_share_the_load_survive_a_kill_and_follow_a_
         let token = token.clone();
         async move { render(&reqwest::Client::new(), &base, &token, "slow").await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(
+        "the slow query to run on the database",
+        Duration::from_secs(20),
+        || async { running_sleeps(&url).await.then_some(()) },
+    )
+    .await;
     let stopped = Instant::now();
     cluster.instances[i].proc.terminate();
     agent::wait_connected(&survivor, "dc1-b", Some(&other), Duration::from_secs(10)).await;

@@ -302,6 +302,23 @@ impl Agents {
         }
     }
 
+    /// Waits, at most `within`, until the agents here have answered every query in flight
+    /// (they reconnected elsewhere at the drain; their old connections close at the stop).
+    pub async fn finish(&self, within: Duration) {
+        let busy = || {
+            self.inner
+                .hub
+                .links()
+                .iter()
+                .map(|l| l.in_flight())
+                .sum::<u32>()
+        };
+        let deadline = Instant::now() + within;
+        while busy() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Runs `text` on an agent serving `source` (its name on the agents).
     pub async fn query(
         &self,

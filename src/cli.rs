@@ -68,6 +68,12 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Disaster recovery: `quire dr status` prints this region's role, timeline, WAL position,
+    /// lag, epoch and peer; exit 0 when active, 3 when standby, 1 when fenced or failing.
+    Dr {
+        #[command(subcommand)]
+        action: DrAction,
+    },
     /// Print version information.
     Version,
     /// A render worker process (started by `quire app`, not by people).
@@ -79,6 +85,12 @@ pub enum Command {
 pub enum ConfigAction {
     /// Validate and print the effective configuration, secrets redacted, with each value's origin.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrAction {
+    /// This region's role as its database decides it.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +216,13 @@ fn dispatch(command: Command, loaded: Loaded<Config>) -> anyhow::Result<ExitCode
             .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dr {
+            action: DrAction::Status,
+        } => {
+            let (text, code) = runtime()?.block_on(app::dr::status_report(&loaded.config.app));
+            print!("{text}");
+            Ok(ExitCode::from(code))
+        }
         Command::Migrate => {
             start_telemetry(&loaded.config, &loaded.warnings)?;
             runtime()?
@@ -214,17 +233,24 @@ fn dispatch(command: Command, loaded: Loaded<Config>) -> anyhow::Result<ExitCode
         Command::App => {
             let instance = start_telemetry(&loaded.config, &loaded.warnings)?;
             let config = Arc::new(loaded.config.app);
-            runtime()?.block_on(async {
+            let outcome = runtime()?.block_on(async {
                 let lifecycle = Lifecycle::new(Notifier::from_env(&process_env()));
                 lifecycle
                     .watch_signals()
                     .context("cannot install signal handlers")?;
                 lifecycle.expect(&["app"]);
-                app::run(config, instance, lifecycle)
-                    .await
-                    .context("quire app failed")
+                anyhow::Ok(app::run(config, instance, lifecycle).await)
             })?;
-            Ok(ExitCode::SUCCESS)
+            match outcome {
+                // Not a failure: the supervisor starts it again, in the role it has now.
+                Err(app::AppError::RoleChanged(why)) => {
+                    eprintln!("quire app: {why}; exiting to start again in the new role");
+                    Ok(ExitCode::from(app::dr::EXIT_ROLE_CHANGED))
+                }
+                other => other
+                    .context("quire app failed")
+                    .map(|()| ExitCode::SUCCESS),
+            }
         }
         Command::Nats { action: None } => run_nats(loaded),
         Command::Nats {

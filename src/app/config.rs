@@ -42,6 +42,7 @@ pub struct AppConfig {
     pub burst: BurstConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
+    pub dr: DrConfig,
 }
 
 impl Default for AppConfig {
@@ -63,6 +64,7 @@ impl Default for AppConfig {
             burst: BurstConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
+            dr: DrConfig::default(),
         }
     }
 }
@@ -439,6 +441,40 @@ impl Default for AuthConfig {
     }
 }
 
+/// Disaster recovery: the role an instance takes from its database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrConfig {
+    /// `auto`: standby while the database is a replica, active once it is writable; or pinned.
+    pub mode: DrMode,
+    /// How often the role is checked (and the peer, when set).
+    pub check_every: Span,
+    /// The other region's database: an active instance fences itself when the peer is writable
+    /// too and took over after it.
+    pub peer_database_url: Option<DatabaseUrl>,
+    /// Replication lag past which the HA page and the log warn.
+    pub lag_warning: Span,
+}
+
+impl Default for DrConfig {
+    fn default() -> Self {
+        DrConfig {
+            mode: DrMode::Auto,
+            check_every: Span::secs(5),
+            peer_database_url: None,
+            lag_warning: Span::secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrMode {
+    Auto,
+    Active,
+    Standby,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MetricsConfig {
@@ -476,6 +512,10 @@ impl Section for AppConfig {
         },
         SecretKey {
             key: "database.migrate_url",
+            shown: Shown::Url,
+        },
+        SecretKey {
+            key: "dr.peer_database_url",
             shown: Shown::Url,
         },
         SecretKey {
@@ -592,6 +632,7 @@ impl Section for AppConfig {
             ("mail.retry_initial", c.mail.retry_initial),
             ("mail.timeout", c.mail.timeout),
             ("render.drain_timeout", c.render.drain_timeout),
+            ("dr.check_every", c.dr.check_every),
         ];
         for (key, span) in intervals {
             if span.get().is_zero() {

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub agent_query_duration: Family<AgentLabels, Histogram>,
     /// 1 for each agent connected to this instance, 0 for the others.
     pub agents_connected: Family<AgentLabels, Gauge>,
+    /// A replica's replay lag, or on a primary the largest of its replicas'.
+    pub replication_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -171,8 +173,15 @@ impl Metrics {
             "1 for each agent connected to this instance",
             agents_connected.clone(),
         );
+        let replication_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "db_replication_lag_seconds",
+            "Replication lag: this replica's replay lag, or on a primary the largest of its replicas'",
+            replication_lag.clone(),
+        );
         Metrics {
             registry,
+            replication_lag,
             agent_queries,
             agent_query_duration,
             agents_connected,

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod datasource;
+pub mod dr;
 pub mod examples;
 pub mod fonts;
 pub mod http;
@@ -54,6 +55,10 @@ pub enum AppError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// An active instance whose database turned into a replica, or that was fenced: it exits
+    /// with [`dr::EXIT_ROLE_CHANGED`] and its supervisor starts it in its new role.
+    #[error("the role of this instance changed: {0}")]
+    RoleChanged(String),
 }
 
 /// `quire migrate`: applies migrations (through `database.migrate_url` when set, a direct
@@ -91,6 +96,19 @@ pub async fn run(
 
     prepare_data_dir(&config.data_dir);
     let store = store::open(&config, &format!("quire {instance}")).await?;
+    let metrics = Arc::new(metrics::Metrics::new(&instance));
+    let dr = dr::service::Dr::new(&config.dr, store.clone(), &instance, metrics.clone());
+    let listener = bind(config.http.listen)?;
+    lifecycle.spawn_watchdog(|| true);
+    let took_over = match stand_by(
+        &config, &dr, &store, &metrics, &instance, &lifecycle, &listener,
+    )
+    .await?
+    {
+        StandBy::Active => None,
+        StandBy::TookOver(since, status) => Some((since, status)),
+        StandBy::Stopped => return Ok(()),
+    };
     if !migrate_when_reachable(&config, store.as_ref(), &shutdown).await? {
         return Ok(());
     }
@@ -127,7 +145,6 @@ pub async fn run(
     );
     fonts.spawn_watch(config.fonts.rescan_interval.get(), &tasks, shutdown.clone());
 
-    let metrics = Arc::new(metrics::Metrics::new(&instance));
     let cache = Arc::new(templates::FileCache::new(FILE_CACHE_BYTES));
     let sealer = secrets::Sealer::new(config.encryption.key.as_ref());
     let agents = agents::service::Agents::new(
@@ -196,6 +213,7 @@ pub async fn run(
         jobs: jobs.clone(),
         datasources: datasources.clone(),
         agents: agents.clone(),
+        dr: dr.clone(),
         queries: queries.clone(),
         schedules: schedules.clone(),
         templates: templates::service::Templates::new(
@@ -223,9 +241,8 @@ pub async fn run(
     });
 
     let listen = config.http.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| AppError::Bind {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|source| AppError::Bind {
             addr: listen,
             source,
         })?;
@@ -251,6 +268,13 @@ pub async fn run(
         &salt,
     );
     store.register_instance(&info).await?;
+    if let Some((since, status)) = &took_over
+        && let Err(e) = dr.took_over(*since, status).await
+    {
+        tracing::warn!(error = %e, "could not record the takeover");
+    }
+    // SQLite is never a replica and has no peer.
+    let role_watch = (store.backend() == "postgres").then(|| dr.watch_active(shutdown.clone()));
     let heartbeat = cluster::registry::spawn_heartbeat(
         store.clone(),
         info,
@@ -308,7 +332,6 @@ pub async fn run(
     driver.spawn(mailer);
     driver.spawn(janitor);
     let runner = jobs.spawn_runner(availability.clone(), shutdown.clone());
-    lifecycle.spawn_watchdog(|| true);
     let url = crate::healthcheck::local_url(addr);
     tracing::info!(addr = %addr, url = %url, workers = pool.size(), ms = started.elapsed().as_millis() as u64, "listening");
     lifecycle.service_ready("app", &format!("serving on {addr}"));
@@ -357,9 +380,90 @@ pub async fn run(
     shutdown.stop();
     let _ = tokio::time::timeout(config.http.shutdown_timeout.get() + step, server).await;
     let _ = tokio::time::timeout(step, heartbeat).await;
+    if let Some(watch) = role_watch {
+        watch.abort();
+    }
     let _ = tokio::time::timeout(step, store.close()).await;
     tracing::info!("stopped");
-    Ok(())
+    match dr.changed() {
+        Some(why) => Err(AppError::RoleChanged(why)),
+        None => Ok(()),
+    }
+}
+
+/// Binds the HTTP address once: a standby serves on it, and the active instance it turns into
+/// takes it over without a moment in which the port is closed.
+fn bind(listen: std::net::SocketAddr) -> Result<std::net::TcpListener, AppError> {
+    let bound = std::net::TcpListener::bind(listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| AppError::Bind {
+            addr: listen,
+            source,
+        })?;
+    Ok(bound)
+}
+
+/// How the wait as a standby ended.
+enum StandBy {
+    /// The database was writable at start: no wait.
+    Active,
+    /// A standby since the first time (ms) until its database was promoted.
+    TookOver(i64, dr::service::Status),
+    /// The process is stopping.
+    Stopped,
+}
+
+/// While the database is a replica (or this region is fenced), serves the standby's answers on
+/// the HTTP address and waits; returns once this instance may act.
+async fn stand_by(
+    config: &Arc<AppConfig>,
+    dr: &dr::service::Dr,
+    store: &Arc<dyn store::Store>,
+    metrics: &Arc<metrics::Metrics>,
+    instance: &str,
+    lifecycle: &Lifecycle,
+    listener: &std::net::TcpListener,
+) -> Result<StandBy, AppError> {
+    let first = match dr.status().await {
+        Ok(s) if s.role == dr::Role::Active => return Ok(StandBy::Active),
+        Ok(s) => s,
+        // The database may not answer yet: the usual start waits for it.
+        Err(_) => return Ok(StandBy::Active),
+    };
+    let since = model::now_ms();
+    let (shown, rx) = tokio::sync::watch::channel(Some(first));
+    let served = listener
+        .try_clone()
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|source| AppError::Bind {
+            addr: config.http.listen,
+            source,
+        })?;
+    let stop = crate::lifecycle::Shutdown::new();
+    let state = http::standby::StandbyState {
+        config: config.clone(),
+        instance: instance.to_owned(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        shown: rx,
+    };
+    tokio::spawn(http::serve(
+        served,
+        http::standby::router(state),
+        stop.clone(),
+        config.http.keep_alive_timeout.get(),
+        config.http.shutdown_timeout.get(),
+    ));
+    // Started, as far as the service manager is concerned: a standby may wait for days.
+    lifecycle.service_ready("app", "standby: waiting for the database to be promoted");
+    let outcome =
+        dr::standby::wait_active(dr, &shown, lifecycle.shutdown(), lifecycle.notifier()).await;
+    stop.begin_drain();
+    stop.stop();
+    Ok(match outcome {
+        Some(status) => StandBy::TookOver(since, status),
+        None => StandBy::Stopped,
+    })
 }
 
 /// Applies migrations, waiting for the database while it is unreachable (containers often start

@@ -10,6 +10,7 @@ use super::bus::Bus;
 use super::cluster::{Availability, Roles};
 use super::config::AppConfig;
 use super::datasource::service::DataSources;
+use super::dr::service::Dr;
 use super::fonts::FontLibrary;
 use super::jobs::Jobs;
 use super::metrics::Metrics;
@@ -37,6 +38,8 @@ pub struct Shared {
     pub datasources: DataSources,
     /// Agent tokens, connections and the routing of their queries.
     pub agents: Agents,
+    /// The role this instance takes from its database.
+    pub dr: Dr,
     /// Runs templates' queries (renders, previews, the editor's runner).
     pub queries: QueryRunner,
     /// Schedules, occurrences and deliveries as users manage them.

@@ -657,6 +657,9 @@ pub async fn cluster(State(state): State<AppState>, ConsoleUser(user): ConsoleUs
     } else {
         "single instance"
     };
+    let dr = crate::app::http::cluster::dr_json(&state)
+        .await
+        .map_err(fail)?;
     let content = html! {
         h1 { "HA Instances" }
         p.muted { "Mode: " (mode) ". This page refreshes every two seconds. " span #cluster-updated {} }
@@ -669,6 +672,7 @@ pub async fn cluster(State(state): State<AppState>, ConsoleUser(user): ConsoleUs
         table.list #leases { thead { tr { th { "Role" } th { "Holder" } th { "Term" } th { "Expires" } } } tbody {} }
         h2 { "Recent handovers" }
         table.list #handovers { thead { tr { th { "Role" } th { "Term" } th { "Holder" } th { "From" } th { "Until" } th { "Ended" } } } tbody {} }
+        (dr_section(&dr, state.config.dr.lag_warning.get().as_secs_f64()))
         p #cluster-error .error hidden {}
     };
     let data = crate::app::http::cluster::overview_json(&overview);
@@ -681,6 +685,49 @@ pub async fn cluster(State(state): State<AppState>, ConsoleUser(user): ConsoleUs
         wide: true,
     }
     .into_response())
+}
+
+/// Disaster recovery on the HA page: this region's role, replication lag, epoch, replicas and
+/// the role history.
+fn dr_section(dr: &serde_json::Value, lag_warning: f64) -> Markup {
+    let lag = dr["replication_lag_seconds"].as_f64();
+    html! {
+        h2 { "Disaster recovery" }
+        p #dr-role {
+            "Role: " strong { (dr["role"].as_str().unwrap_or("active")) }
+            @if let Some(e) = dr["epoch"].as_i64() { " · epoch " (e) }
+            @if let Some(t) = dr["timeline"].as_i64() { " · timeline " (t) }
+            @if let Some(l) = lag { " · replication lag " (format!("{l:.1}")) " s" }
+        }
+        @if lag.is_some_and(|l| l > lag_warning) {
+            p.error #dr-lag-warning { "Replication lag is above dr.lag_warning (" (lag_warning) " s): a takeover now would lose the newest changes." }
+        }
+        @if let Some(replicas) = dr["replicas"].as_array().filter(|r| !r.is_empty()) {
+            table.list #dr-replicas {
+                thead { tr { th { "Replica" } th { "Address" } th { "State" } th { "Write lag" } th { "Flush lag" } th { "Replay lag" } } }
+                tbody { @for r in replicas { tr {
+                    td { (r["name"].as_str().unwrap_or("")) } td { (r["address"].as_str().unwrap_or("")) }
+                    td { (r["state"].as_str().unwrap_or("")) }
+                    @for k in ["write_lag_seconds", "flush_lag_seconds", "replay_lag_seconds"] {
+                        td { (r[k].as_f64().map_or_else(String::new, |s| format!("{s:.2} s"))) }
+                    }
+                } } }
+            }
+        }
+        @if let Some(events) = dr["events"].as_array().filter(|e| !e.is_empty()) {
+            table.list #dr-events {
+                thead { tr { th { "When" } th { "Instance" } th { "Event" } th { "Timeline" } th { "WAL" } th { "Epoch" } th { "Detail" } } }
+                tbody { @for e in events { tr {
+                    td { (e["at"].as_i64().map_or_else(String::new, crate::app::http::views::ts)) }
+                    td { (e["instance"].as_str().unwrap_or("")) } td { (e["event"].as_str().unwrap_or("")) }
+                    td { (e["timeline"].as_i64().map_or_else(String::new, |t| t.to_string())) }
+                    td { (e["wal"].as_str().unwrap_or("")) }
+                    td { (e["epoch"].as_i64().map_or_else(String::new, |t| t.to_string())) }
+                    td { (e["detail"].as_str().unwrap_or("")) }
+                } } }
+            }
+        }
+    }
 }
 
 /// The schedule form's fields, filled from `s` when editing.

@@ -19,7 +19,22 @@ use crate::app::state::AppState;
 /// `GET /api/v1/cluster`: the HA page's data (admins).
 pub async fn overview(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     p.require(UserRole::Admin)?;
-    Ok(Json(overview_json(&load(&state).await?)))
+    let mut body = overview_json(&load(&state).await?);
+    body["dr"] = dr_json(&state).await?;
+    Ok(Json(body))
+}
+
+/// Disaster recovery on the HA page: the role, lag and epoch, the replicas, the role history.
+pub async fn dr_json(state: &AppState) -> ApiResult<Value> {
+    let mut dr = state
+        .dr
+        .last()
+        .map_or_else(|| json!({"role": "active"}), |s| s.json());
+    if let Some(s) = state.dr.last() {
+        dr["replicas"] = json!(s.replication.replicas);
+    }
+    dr["events"] = json!(state.dr.events(20).await?);
+    Ok(dr)
 }
 
 /// The HA page's JSON: times in epoch milliseconds (the page computes ages from `now`).

@@ -53,6 +53,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "render_workers": {"size": state.pool.size(), "busy": state.pool.busy()},
         "jobs_running": state.jobs.running(),
     });
+    let mut body = body;
+    match state.dr.last() {
+        Some(dr) => {
+            for (k, v) in dr.json().as_object().into_iter().flatten() {
+                body[k] = v.clone();
+            }
+        }
+        None => body["role"] = json!("active"),
+    }
     let code = if ready {
         StatusCode::OK
     } else {

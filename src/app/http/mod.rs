@@ -25,6 +25,7 @@ mod renders;
 pub mod schedules;
 mod serve;
 mod session;
+pub mod standby;
 mod templates;
 /// JSON shapes shared by several resources.
 pub mod views;

@@ -77,6 +77,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "agents",
         sql: include_str!("migrations/sqlite/0008_agents.sql"),
     },
+    Migration {
+        version: 9,
+        name: "dr",
+        sql: include_str!("migrations/sqlite/0009_dr.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations.
@@ -120,6 +125,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 8,
         name: "agents",
         sql: include_str!("migrations/postgres/0008_agents.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "dr",
+        sql: include_str!("migrations/postgres/0009_dr.sql"),
     },
 ];
 

@@ -10,6 +10,7 @@
 //! - [`BurstStore`] (`bursts.rs`): the rows of bursting occurrences;
 //! - [`DataSourceStore`] (`datasources.rs`): where reports fetch their data;
 //! - [`AgentStore`] (`agents.rs`): agents, their tokens and connections;
+//! - [`DrStore`] (`dr.rs`): replication, takeovers and the role history;
 //! - [`BaseStore`] (here): the database itself (backend, migrations, readiness) and small flags.
 //!
 //! [`Store`] is their sum, so a caller that needs several domains keeps one `Arc<dyn Store>`; the
@@ -27,6 +28,7 @@ mod agents;
 mod bursts;
 mod cluster;
 mod datasources;
+mod dr;
 mod jobs;
 mod migrate;
 mod outbox;
@@ -45,6 +47,7 @@ pub use agents::AgentStore;
 pub use bursts::BurstStore;
 pub use cluster::ClusterStore;
 pub use datasources::DataSourceStore;
+pub use dr::DrStore;
 pub use jobs::{Abandoned, JobStore};
 pub use migrate::MigrationError;
 pub use outbox::OutboxStore;
@@ -89,9 +92,24 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Io(_)
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
+            sqlx::Error::Database(d) if d.code().as_deref() == Some(READ_ONLY_SQLSTATE) => {
+                // The database turned read-only under us (a primary demoted, a replica by
+                // mistake): the role check runs now rather than at its next tick.
+                read_only_seen().notify_waiters();
+                StoreError::Database(sqlx::Error::Database(d))
+            }
             other => StoreError::Database(other),
         }
     }
+}
+
+/// `read_only_sql_transaction`: a write refused by a database in recovery.
+const READ_ONLY_SQLSTATE: &str = "25006";
+
+/// Woken when a statement was refused because the database is read-only.
+pub fn read_only_seen() -> &'static tokio::sync::Notify {
+    static SEEN: tokio::sync::Notify = tokio::sync::Notify::const_new();
+    &SEEN
 }
 
 /// The database itself: which backend, its schema and readiness, and small persistent flags
@@ -107,6 +125,8 @@ pub trait BaseStore: Send + Sync {
     async fn ping(&self) -> Result<()>;
     /// The schema version applied.
     async fn schema_version(&self) -> Result<i64>;
+    /// The schema version this binary's migrations lead to.
+    fn expected_schema_version(&self) -> i64;
     /// Closes the pool, waiting for connections in use to come back.
     async fn close(&self);
 
@@ -131,6 +151,7 @@ pub trait Store:
     + OutboxStore
     + BurstStore
     + AgentStore
+    + DrStore
     + DataSourceStore
     + 'static
 {
@@ -146,6 +167,7 @@ impl<T> Store for T where
         + OutboxStore
         + BurstStore
         + AgentStore
+        + DrStore
         + DataSourceStore
         + 'static
 {

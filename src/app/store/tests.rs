@@ -858,6 +858,38 @@ pub async fn agents_record_connections_and_revocation(s: &dyn Store) {
     assert!(s.agents().await.unwrap().is_empty());
 }
 
+pub async fn takeovers_are_recorded_once_per_timeline(s: &dyn Store) {
+    use crate::app::dr::model::DrEvent;
+    assert!(s.epoch().await.unwrap().is_none());
+    assert!(!s.replication().await.unwrap().in_recovery);
+    let first = s.record_takeover(2, Some("0/3000060"), "i1").await.unwrap();
+    assert_eq!((first.epoch, first.timeline), (1, 2));
+    // Another instance of the same region turning active: the same takeover.
+    let again = s.record_takeover(2, Some("0/3000999"), "i2").await.unwrap();
+    assert_eq!(again, first);
+    let next = s.record_takeover(3, None, "i2").await.unwrap();
+    assert_eq!(next.epoch, 2);
+    assert_eq!(s.epoch().await.unwrap(), Some(next));
+    for (id, at) in [("e1", 10), ("e2", 20)] {
+        let e = DrEvent {
+            id: id.into(),
+            at,
+            instance: "i1".into(),
+            event: "active".into(),
+            timeline: Some(2),
+            wal: None,
+            epoch: Some(1),
+            detail: None,
+        };
+        s.record_dr_event(&e).await.unwrap();
+    }
+    let events = s.dr_events(10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e2", "e1"]
+    );
+}
+
 /// Every case, for `$m!` to instantiate.
 macro_rules! every_case {
     ($m:ident) => {
@@ -880,7 +912,8 @@ macro_rules! every_case {
             cache_versions_count_changes,
             datasource_files_are_replaced_and_go_with_their_source,
             jobs_needing_agents_are_claimed_only_where_they_are_reached,
-            agents_record_connections_and_revocation
+            agents_record_connections_and_revocation,
+            takeovers_are_recorded_once_per_timeline
         }
     };
 }

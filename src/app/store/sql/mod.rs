@@ -12,6 +12,7 @@ mod bursts;
 mod cluster;
 mod datasources;
 pub(crate) mod db;
+mod dr;
 mod jobs;
 mod outbox;
 mod schedules;
@@ -130,6 +131,10 @@ impl<B: Backend> BaseStore for SqlStore<B> {
             .fetch_one()
             .await?;
         row.try_get(0)
+    }
+
+    fn expected_schema_version(&self) -> i64 {
+        B::DIALECT.migrations.last().map_or(0, |m| m.version)
     }
 
     async fn close(&self) {

@@ -35,7 +35,8 @@ impl Status {
             "lag_warning": self.lag_warning,
             "timeline": self.replication.timeline,
             "wal": self.replication.wal,
-            "epoch": self.epoch.as_ref().map(|e| e.epoch),
+            // 0 before the first takeover.
+            "epoch": self.epoch.as_ref().map_or(0, |e| e.epoch),
         });
         if self.replication.in_recovery {
             v["primary"] = json!(self.replication.primary);

@@ -28,7 +28,7 @@ const EVERY_MS: i64 = 2000;
 type OccurrenceRow = (String, i64, i64);
 
 #[tokio::test]
-async fn a_standby_region_takes_over_on_promotion_and_the_old_region_fences_itself() {
+async fn standbys_refuse_work_then_take_over_on_promotion_and_the_old_region_fences_itself() {
     let mut d = DrDeployment::start(0, 0, &[]).await;
     // One render worker per active instance, so two long jobs leave a third queued.
     for _ in 0..2 {

@@ -9,15 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::app::{AppOptions, Instance, invoice_data, quire_command};
+use crate::support::app::{AppOptions, Instance, busy_template, invoice_data, quire_command};
 use crate::support::{Proc, free_port, wait_for};
-
-/// A template that keeps a worker busy for about `seconds` (at a few million loop steps a
-/// second), then renders normally.
-fn busy_template(seconds: u32) -> Value {
-    let outer = 1500 * seconds;
-    json!({"main.typ": format!("#let x = 0\n#for i in range({outer}) {{ for j in range(2000) {{ x += 1 }} }}\nDone: #x")})
-}
 
 #[tokio::test]
 async fn data_survives_a_restart() {

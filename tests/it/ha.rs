@@ -6,18 +6,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::app::{AppOptions, TestClient, invoice_data};
+use crate::support::app::{AppOptions, TestClient, busy_template, invoice_data};
 use crate::support::ha::{HaCluster, assert_handovers_clean, set_draining};
 use crate::support::postgres::PgBouncer;
 use crate::support::wait_for;
 
 const ROLES: [&str; 3] = ["janitor", "mailer", "scheduler"];
-
-/// A template that keeps a worker busy for roughly `seconds`.
-fn busy_template(seconds: u32) -> Value {
-    let outer = 1500 * seconds;
-    json!({"main.typ": format!("#let x = 0\n#for i in range({outer}) {{ for j in range(2000) {{ x += 1 }} }}\nDone: #x")})
-}
 
 /// Holders of every role, from the cluster overview.
 async fn holders(api: &TestClient) -> Vec<Option<String>> {

@@ -14,6 +14,7 @@ mod app_progress;
 mod app_render;
 mod bursts;
 mod datasources;
+mod dr;
 mod ha;
 mod lb;
 mod nats;

@@ -76,23 +76,50 @@ impl Instance {
         data_dir: PathBuf,
         dir: Option<tempfile::TempDir>,
     ) -> Instance {
-        let port = free_port();
-        let proc = spawn(&options, &data_dir, port);
-        let url = format!("http://127.0.0.1:{port}");
-        let mut inst = Instance {
-            proc,
-            url,
-            port,
-            data_dir,
-            options,
-            _dir: dir,
-        };
+        let mut inst = Self::spawn_in(options, data_dir, dir);
         inst.wait_ready().await;
         inst
     }
 
+    /// Starts an instance that is not meant to turn ready (a standby on a database replica, a
+    /// fenced one); waits only until it answers `/livez`.
+    pub async fn start_unready(options: AppOptions) -> Instance {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_path_buf();
+        let mut inst = Self::spawn_in(options, data_dir, Some(dir));
+        inst.wait_live().await;
+        inst
+    }
+
+    fn spawn_in(
+        options: AppOptions,
+        data_dir: PathBuf,
+        dir: Option<tempfile::TempDir>,
+    ) -> Instance {
+        let port = free_port();
+        let proc = spawn(&options, &data_dir, port);
+        Instance {
+            proc,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            data_dir,
+            options,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until `/readyz` answers 200: the instance takes work.
     pub async fn wait_ready(&mut self) {
-        let url = format!("{}/readyz", self.url);
+        self.wait_ok("/readyz", "become ready").await;
+    }
+
+    /// Waits until `/livez` answers 200: the process serves HTTP, whatever its role.
+    pub async fn wait_live(&mut self) {
+        self.wait_ok("/livez", "answer /livez").await;
+    }
+
+    async fn wait_ok(&mut self, path: &str, what: &str) {
+        let url = format!("{}{path}", self.url);
         let client = reqwest::Client::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -102,7 +129,7 @@ impl Instance {
                 return;
             }
             if !self.proc.is_running() || std::time::Instant::now() > deadline {
-                panic!("instance did not become ready:\n{}", self.proc.log());
+                panic!("instance did not {what}:\n{}", self.proc.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -118,6 +145,12 @@ impl Instance {
     pub async fn start_again(&mut self) {
         self.proc = spawn(&self.options, &self.data_dir, self.port);
         self.wait_ready().await;
+    }
+
+    /// Like [`Instance::start_again`], for an instance not meant to turn ready.
+    pub async fn start_again_unready(&mut self) {
+        self.proc = spawn(&self.options, &self.data_dir, self.port);
+        self.wait_live().await;
     }
 
     pub fn log(&self) -> String {
@@ -421,6 +454,13 @@ pub fn pdf_text(pdf: &[u8]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A template that keeps a worker busy for about `seconds` (at a few million loop steps a
+/// second), then renders normally.
+pub fn busy_template(seconds: u32) -> Value {
+    let outer = 1500 * seconds;
+    json!({"main.typ": format!("#let x = 0\n#for i in range({outer}) {{ for j in range(2000) {{ x += 1 }} }}\nDone: #x")})
 }
 
 /// The bundled example invoice's sample data.

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod app;
 pub mod browser;
+pub mod dr;
 pub mod ha;
 pub mod lb;
 pub mod mariadb;

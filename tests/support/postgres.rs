@@ -1,6 +1,8 @@
 //! A throwaway PostgreSQL server: `initdb` into a temporary directory and `postgres` on a free
 //! port, run as an unprivileged user when the tests run as root (PostgreSQL refuses root), and
-//! stopped and deleted when dropped. Also a PgBouncer in transaction mode in front of it.
+//! stopped and deleted when dropped. A streaming replica of one (`Postgres::replica_of`: a base
+//! backup with `-R`, on a port of its own) that can be paused, caught up and promoted, for the
+//! disaster-recovery tests. Also a PgBouncer in transaction mode in front of it.
 //!
 //! Self-contained (std, tokio, tempfile, sqlx) so the store's unit tests can include it too.
 
@@ -84,18 +86,19 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     owner: Option<(u32, u32)>,
     child: Option<Child>,
+    /// Length of the log when the running server was started: readiness is looked for after it,
+    /// since the log of an earlier run of the same data directory says "ready" too.
+    log_from: usize,
 }
 
 impl Postgres {
     /// initdb and start; blocks until the server accepts connections.
+    ///
+    /// initdb's defaults are what streaming replication needs (PostgreSQL 15: `wal_level =
+    /// replica`, `max_wal_senders = 10`, and `host replication all 127.0.0.1/32 trust` in
+    /// pg_hba.conf with `--auth=trust`), so any server started here can have replicas.
     pub fn start() -> Postgres {
-        let dir = tempfile::Builder::new()
-            .prefix("quire-pg-")
-            .tempdir()
-            .expect("tempdir");
-        let owner = run_as();
-        // The data directory must belong to the server's user; so must its parent be readable.
-        chown_to(dir.path(), owner);
+        let (dir, owner) = server_dir();
         let data = dir.path().join("data");
         let out = command(&pg_bin("initdb"), owner)
             .args(["-D"])
@@ -116,11 +119,39 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        Self::launch_new(dir, owner)
+    }
+
+    /// A hot standby of `primary`: `pg_basebackup -R -X stream` (which writes `standby.signal`
+    /// and the `primary_conninfo` to stream from) into a directory of its own, started on a free
+    /// port; blocks until it accepts read-only connections. It has the primary's databases, and
+    /// those created later, under the same names.
+    pub fn replica_of(primary: &Postgres) -> Postgres {
+        let (dir, owner) = server_dir();
+        let out = command(&pg_bin("pg_basebackup"), owner)
+            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .args(["-U", SUPERUSER, "-D"])
+            .arg(dir.path().join("data"))
+            // A fast checkpoint to start from: a spread one takes minutes on an idle server.
+            .args(["-R", "-X", "stream", "--checkpoint=fast", "--no-sync"])
+            .output()
+            .expect("run pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}\n----- primary log -----\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            primary.log()
+        );
+        Self::launch_new(dir, owner)
+    }
+
+    fn launch_new(dir: tempfile::TempDir, owner: Option<(u32, u32)>) -> Postgres {
         let mut pg = Postgres {
             port: free_port(),
             dir,
             owner,
             child: None,
+            log_from: 0,
         };
         pg.launch();
         pg
@@ -139,6 +170,7 @@ impl Postgres {
     }
 
     fn launch(&mut self) {
+        self.log_from = self.log().len();
         let log = File::options()
             .create(true)
             .append(true)
@@ -177,9 +209,11 @@ impl Postgres {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
+            // "... ready to accept connections", or "... read-only connections" for a standby.
             if self
                 .log()
-                .contains("database system is ready to accept connections")
+                .get(self.log_from..)
+                .is_some_and(|run| run.contains("database system is ready to accept"))
                 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
                 return;
@@ -194,9 +228,26 @@ impl Postgres {
 
     /// Fast shutdown (clients are disconnected), then waits for the process.
     pub fn stop(&mut self) {
+        self.stop_with(rustix::process::Signal::INT);
+    }
+
+    /// Immediate shutdown (`pg_ctl stop -m immediate`, which is this signal): no checkpoint, and
+    /// WAL not yet sent to a replica stays behind — a crashed primary, as a disaster leaves it.
+    pub fn stop_immediate(&mut self) {
+        self.stop_with(rustix::process::Signal::QUIT);
+    }
+
+    /// Starts the server again on its data directory and port after a stop; blocks until it
+    /// accepts connections (after crash recovery, when it was stopped immediately).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "postgres is still running");
+        self.launch();
+    }
+
+    fn stop_with(&mut self, signal: rustix::process::Signal) {
         if let Some(mut child) = self.child.take() {
             let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+            let _ = rustix::process::kill_process(pid, signal);
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -253,6 +304,131 @@ impl Drop for Postgres {
             let _ = child.wait();
         }
     }
+}
+
+/// Replication: the state of a primary or a replica, read with SQL on the `postgres` database.
+impl Postgres {
+    async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.url("postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("connect to postgres on port {}: {e}", self.port))
+    }
+
+    /// The value of a one-column, one-row query.
+    async fn scalar<T>(&self, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        let mut conn = self.connect().await;
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// `pg_is_in_recovery()`: true on a replica, false on a primary (and once promoted).
+    pub async fn in_recovery(&self) -> bool {
+        self.scalar("SELECT pg_is_in_recovery()").await
+    }
+
+    /// The timeline a primary writes on: 1 from initdb, one more at each promotion. Read from the
+    /// name of the current WAL file, since `pg_control_checkpoint()` keeps the old timeline until
+    /// the first checkpoint after a promotion.
+    pub async fn timeline(&self) -> u32 {
+        let file: String = self
+            .scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
+            .await;
+        u32::from_str_radix(&file[..8], 16).expect("timeline in a WAL file name")
+    }
+
+    /// `pg_ctl promote` (which waits for the promotion), then waits until the server says it
+    /// is no longer in recovery.
+    pub async fn promote(&self) {
+        let out = command(&pg_bin("pg_ctl"), self.owner)
+            .arg("promote")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-w", "-t", "60"])
+            .output()
+            .expect("run pg_ctl promote");
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        self.wait_until("the promoted server to leave recovery", || async {
+            !self.in_recovery().await
+        })
+        .await;
+    }
+
+    /// Stops applying received WAL on a replica (it keeps receiving it): its data falls behind.
+    pub async fn pause_replay(&self) {
+        let _: String = self.scalar("SELECT pg_wal_replay_pause()::text").await;
+    }
+
+    pub async fn resume_replay(&self) {
+        let _: String = self.scalar("SELECT pg_wal_replay_resume()::text").await;
+    }
+
+    /// Waits until this replica has replayed everything `primary` had written when called.
+    /// The target is the insert position: with `synchronous_commit = off` a committed
+    /// transaction's WAL may not be written yet, and the WAL writer sends it on shortly.
+    pub async fn wait_caught_up(&self, primary: &Postgres) {
+        let target: String = primary
+            .scalar("SELECT pg_current_wal_insert_lsn()::text")
+            .await;
+        self.wait_until("the replica to replay the primary's WAL", || async {
+            let mut conn = self.connect().await;
+            sqlx::query_scalar::<_, Option<bool>>("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn")
+                .bind(&target)
+                .fetch_one(&mut conn)
+                .await
+                .expect("replay position")
+                .unwrap_or(false)
+        })
+        .await;
+    }
+
+    /// When the last transaction a replica replayed was committed on its primary (epoch
+    /// milliseconds); after a promotion, the last one it got before it. `None` before any.
+    pub async fn last_replay_at(&self) -> Option<i64> {
+        self.scalar::<Option<f64>>(
+            "SELECT extract(epoch FROM pg_last_xact_replay_timestamp())::float8 * 1000",
+        )
+        .await
+        .map(|ms| ms as i64)
+    }
+
+    async fn wait_until<F, Fut>(&self, what: &str, mut done: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A temporary directory for a server's data, owned by the account the server runs as (so must
+/// its parent be readable), and that account.
+fn server_dir() -> (tempfile::TempDir, Option<(u32, u32)>) {
+    let dir = tempfile::Builder::new()
+        .prefix("quire-pg-")
+        .tempdir()
+        .expect("tempdir");
+    let owner = run_as();
+    chown_to(dir.path(), owner);
+    (dir, owner)
 }
 
 /// PgBouncer in transaction-pooling mode in front of `pg`, stopped when dropped.

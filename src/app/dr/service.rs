@@ -179,6 +179,12 @@ impl Dr {
         let detail = format!("standby since {since}");
         self.event("active", r, Some(epoch.epoch), Some(detail))
             .await?;
+        // The instance whose record won tells the history once per takeover.
+        if epoch.instance.as_deref() == Some(self.inner.instance.as_str()) {
+            let detail = format!("timeline {timeline}");
+            self.event("takeover", r, Some(epoch.epoch), Some(detail))
+                .await?;
+        }
         tracing::warn!(
             epoch = epoch.epoch,
             timeline,

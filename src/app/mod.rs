@@ -408,7 +408,7 @@ enum StandBy {
     /// The database was writable at start: no wait.
     Active,
     /// A standby since the first time (ms) until its database was promoted.
-    TookOver(i64, dr::service::Status),
+    TookOver(i64, Box<dr::service::Status>),
     /// The process is stopping.
     Stopped,
 }
@@ -461,7 +461,7 @@ async fn stand_by(
     stop.begin_drain();
     stop.stop();
     Ok(match outcome {
-        Some(status) => StandBy::TookOver(since, status),
+        Some(status) => StandBy::TookOver(since, Box::new(status)),
         None => StandBy::Stopped,
     })
 }

@@ -61,6 +61,8 @@ async fn standbys_refuse_work_then_take_over_on_promotion_and_the_old_region_fen
         "a standby tried to write:\n{log}"
     );
 
+    // The jobs reached the replica (what had not would be lost with the region: the lag).
+    d.b.pg.wait_caught_up(&d.a.pg).await;
     // The disaster, then the operator's one step: promote the replica.
     let lost_at = d.lose_region_a();
     d.b.pg.promote().await;

@@ -702,7 +702,7 @@ fn dr_section(dr: &serde_json::Value, lag_warning: f64) -> Markup {
         @if lag.is_some_and(|l| l > lag_warning) {
             p.error #dr-lag-warning { "Replication lag is above dr.lag_warning (" (lag_warning) " s): a takeover now would lose the newest changes." }
         }
-        @if let Some(replicas) = dr["replicas"].as_array().filter(|r| !r.is_empty()) {
+        @if let Some(replicas) = dr["replication"].as_array().filter(|r| !r.is_empty()) {
             table.list #dr-replicas {
                 thead { tr { th { "Replica" } th { "Address" } th { "State" } th { "Write lag" } th { "Flush lag" } th { "Replay lag" } } }
                 tbody { @for r in replicas { tr {

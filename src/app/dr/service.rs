@@ -71,6 +71,8 @@ struct Inner {
     changed: Mutex<Option<String>>,
     /// The latest status, for health answers and the HA page (no database round trip each).
     last: Mutex<Option<Status>>,
+    /// The peer as last read.
+    peer_state: Mutex<Option<Result<PeerState, String>>>,
 }
 
 impl Dr {
@@ -89,6 +91,7 @@ impl Dr {
                 instance: instance.to_owned(),
                 changed: Mutex::default(),
                 last: Mutex::default(),
+                peer_state: Mutex::default(),
             }),
         }
     }
@@ -102,9 +105,11 @@ impl Dr {
         let replication = self.inner.store.replication().await?;
         // A database migrated by an older version has no epochs yet: none recorded.
         let epoch = self.inner.store.epoch().await.ok().flatten();
-        let peer = match &self.inner.peer {
-            Some(p) => Some(p.state().await),
-            None => None,
+        // A replica is a standby whatever its peer says: no need to wait for an unreachable one.
+        let peer = if replication.in_recovery {
+            None
+        } else {
+            self.peer_state().await
         };
         let role = self.decide(&replication, epoch.as_ref(), peer.as_ref());
         let lag = replication.lag();
@@ -128,6 +133,37 @@ impl Dr {
         };
         *self.inner.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(status.clone());
         Ok(status)
+    }
+
+    /// The peer's state: read at once the first time (so an instance starting in a fenced region
+    /// never acts first), then as a background task last found it, so that an unreachable peer
+    /// (the normal case during a disaster) never delays a takeover.
+    async fn peer_state(&self) -> Option<Result<PeerState, String>> {
+        let peer = self.inner.peer.as_ref()?;
+        if let Some(known) = self.lock_peer().clone() {
+            return Some(known);
+        }
+        let state = peer.state().await;
+        *self.lock_peer() = Some(state.clone());
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(this.check_every()).await;
+                let Some(peer) = this.inner.peer.as_ref() else {
+                    return;
+                };
+                let state = peer.state().await;
+                *this.lock_peer() = Some(state);
+            }
+        });
+        Some(state)
+    }
+
+    fn lock_peer(&self) -> std::sync::MutexGuard<'_, Option<Result<PeerState, String>>> {
+        self.inner
+            .peer_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The latest status read (`None` before the first, and always on SQLite, which is never a
@@ -185,6 +221,8 @@ impl Dr {
             self.event("takeover", r, Some(epoch.epoch), Some(detail))
                 .await?;
         }
+        // What health answers and the HA page show: the new epoch, at once.
+        let _ = self.status().await;
         tracing::warn!(
             epoch = epoch.epoch,
             timeline,

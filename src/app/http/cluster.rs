@@ -31,7 +31,7 @@ pub async fn dr_json(state: &AppState) -> ApiResult<Value> {
         .last()
         .map_or_else(|| json!({"role": "active"}), |s| s.json());
     if let Some(s) = state.dr.last() {
-        dr["replicas"] = json!(s.replication.replicas);
+        dr["replication"] = json!(s.replication.replicas);
     }
     dr["events"] = json!(state.dr.events(20).await?);
     Ok(dr)

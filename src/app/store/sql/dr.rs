@@ -47,7 +47,7 @@ const REPLICATION: &str = "SELECT pg_is_in_recovery() AS in_recovery, \
     CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli::bigint FROM pg_stat_wal_receiver LIMIT 1) \
          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END AS timeline";
 
-const REPLICAS: &str = "SELECT COALESCE(application_name, '') AS name, client_addr::text AS address, \
+const REPLICAS: &str = "SELECT COALESCE(application_name, '') AS name, host(client_addr) AS address, \
     state, EXTRACT(EPOCH FROM write_lag)::float8 AS write_lag, \
     EXTRACT(EPOCH FROM flush_lag)::float8 AS flush_lag, \
     EXTRACT(EPOCH FROM replay_lag)::float8 AS replay_lag \

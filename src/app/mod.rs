@@ -98,6 +98,7 @@ pub async fn run(
     let store = store::open(&config, &format!("quire {instance}")).await?;
     let metrics = Arc::new(metrics::Metrics::new(&instance));
     let dr = dr::service::Dr::new(&config.dr, store.clone(), &instance, metrics.clone());
+    dr.watch_peer(shutdown.clone());
     let listener = bind(config.http.listen)?;
     lifecycle.spawn_watchdog(|| true);
     let took_over = match stand_by(

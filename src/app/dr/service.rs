@@ -136,7 +136,7 @@ impl Dr {
     }
 
     /// The peer's state: read at once the first time (so an instance starting in a fenced region
-    /// never acts first), then as a background task last found it, so that an unreachable peer
+    /// never acts first), then as [`Dr::watch_peer`] last found it, so that an unreachable peer
     /// (the normal case during a disaster) never delays a takeover.
     async fn peer_state(&self) -> Option<Result<PeerState, String>> {
         let peer = self.inner.peer.as_ref()?;
@@ -145,18 +145,29 @@ impl Dr {
         }
         let state = peer.state().await;
         *self.lock_peer() = Some(state.clone());
+        Some(state)
+    }
+
+    /// Reads the peer every `check_every` in the background, from now on: a standby's cache is
+    /// current when its database is promoted, so the takeover never waits for a peer that does
+    /// not answer.
+    pub fn watch_peer(&self, shutdown: Shutdown) {
+        if self.inner.peer.is_none() {
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(this.check_every()).await;
-                let Some(peer) = this.inner.peer.as_ref() else {
-                    return;
-                };
-                let state = peer.state().await;
-                *this.lock_peer() = Some(state);
+                if let Some(peer) = this.inner.peer.as_ref() {
+                    let state = peer.state().await;
+                    *this.lock_peer() = Some(state);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(this.check_every()) => {}
+                    _ = shutdown.stopped() => return,
+                }
             }
         });
-        Some(state)
     }
 
     fn lock_peer(&self) -> std::sync::MutexGuard<'_, Option<Result<PeerState, String>>> {

@@ -2,6 +2,7 @@
 //! configuration is composed here (`config.rs`); each mode gets its own section.
 
 mod config;
+mod license;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,11 @@ pub enum Command {
         #[command(subcommand)]
         action: DrAction,
     },
+    /// Licence keys: `quire license show [KEY]` decodes and verifies one offline.
+    License {
+        #[command(subcommand)]
+        action: LicenseAction,
+    },
     /// Print version information.
     Version,
     /// A render worker process (started by `quire app`, not by people).
@@ -91,6 +97,18 @@ pub enum ConfigAction {
 pub enum DrAction {
     /// This region's role as its database decides it.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LicenseAction {
+    /// Decode and verify a licence key against the signing keys built into this binary, and
+    /// print what it grants (never the key); exit 1 when it is invalid or licenses nothing today
+    /// (expired past its grace period, not yet valid, or absent).
+    Show {
+        /// The key, or `-` to read it from standard input (keeps it out of the shell history);
+        /// default: the configured license.key.
+        key: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -307,9 +325,49 @@ fn dispatch(command: Command, loaded: Loaded<Config>) -> anyhow::Result<ExitCode
                 }
             }
         }
+        Command::License {
+            action: LicenseAction::Show { key },
+        } => show_license(key, &loaded),
         Command::Version | Command::RenderWorker(_) => {
             unreachable!("handled before loading config")
         }
+    }
+}
+
+/// `quire license show`: the key from the argument, standard input or `license.key`, with where
+/// it came from for the messages.
+fn show_license(key: Option<String>, loaded: &Loaded<Config>) -> anyhow::Result<ExitCode> {
+    let (key, source) = match key {
+        Some(dash) if dash == "-" => {
+            let text = std::io::read_to_string(std::io::stdin())
+                .context("cannot read the key from standard input")?;
+            (Some(text), "standard input".to_owned())
+        }
+        Some(key) => (Some(key), "the argument".to_owned()),
+        None => (
+            loaded
+                .config
+                .app
+                .license
+                .key
+                .as_ref()
+                .map(|k| k.expose().to_owned()),
+            format!("license.key from {}", loaded.origin("license.key")),
+        ),
+    };
+    let report = license::show(
+        key.as_deref(),
+        &source,
+        &app::license::Keyring::builtin(),
+        jiff::Timestamp::now(),
+    );
+    let written = out(&report.text);
+    match &report.problem {
+        Some(problem) => {
+            eprintln!("error: {problem}");
+            Ok(report.code())
+        }
+        None => Ok(written),
     }
 }
 

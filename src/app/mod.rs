@@ -14,6 +14,7 @@ pub mod examples;
 pub mod fonts;
 pub mod http;
 pub mod jobs;
+pub mod license;
 pub mod mail;
 pub mod metrics;
 pub mod model;

@@ -15,10 +15,7 @@ use url::Url;
 
 use crate::config::{ByteSize, Problems, Secret, SecretKey, Section, Shown, Span, redact_url};
 use crate::connector::settings::{self, Settings};
-use crate::connector::{DataSourceKind, Invalid};
-
-/// The longest a source name may be.
-const MAX_NAME: usize = 100;
+use crate::connector::{DataSourceKind, Invalid, MAX_NAME, valid_name};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -115,7 +112,7 @@ impl Section for AgentConfig {
         if self.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
             problems.add("token", "must not be empty");
         }
-        if self.name.as_deref().is_some_and(|n| check_name(n).is_err()) {
+        if self.name.as_deref().is_some_and(|n| !valid_name(n)) {
             problems.add("name", name_rule());
         }
         if self.max_rows == 0 {
@@ -310,7 +307,7 @@ impl<'de> Deserialize<'de> for AgentSource {
 /// kind's settings as the server checks a data source's. Fields are named below the entry.
 fn check_source(mut given: Map<String, Value>) -> Result<Source, Invalid> {
     let name = match given.remove("name") {
-        Some(Value::String(name)) if check_name(&name).is_ok() => name,
+        Some(Value::String(name)) if valid_name(&name) => name,
         _ => return Err(at("name", name_rule())),
     };
     let kind = match given.remove("kind") {
@@ -395,14 +392,6 @@ fn at(field: &str, message: impl Into<String>) -> Invalid {
         field: field.to_owned(),
         message: message.into(),
     }
-}
-
-fn check_name(name: &str) -> Result<(), ()> {
-    let valid = (1..=MAX_NAME).contains(&name.chars().count())
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid { Ok(()) } else { Err(()) }
 }
 
 fn name_rule() -> String {

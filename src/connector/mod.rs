@@ -67,6 +67,18 @@ impl DataSourceKind {
     }
 }
 
+/// The longest name of a data source or an agent.
+pub const MAX_NAME: usize = 100;
+
+/// Whether `name` is a valid data source (or agent) name: 1 to 100 letters, digits, `-`, `_`
+/// or `.`, so that queries and configurations can name it plainly.
+pub fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// What a successful connection test learned.
 #[derive(Debug, Clone)]
 pub struct Probed {

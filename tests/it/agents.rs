@@ -296,6 +296,20 @@ async fn burst(base: &str, token: &str, template: &str, n: usize, at_once: usize
         .collect()
 }
 
+/// Queues 4 jobs of `agent-sales` through `via`; each succeeds, claimed by instance `by`.
+async fn jobs_succeed_on(via: &TestClient, by: &str, context: &str) {
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        let job = via.render("agent-sales", json!({})).await;
+        jobs.push(job["id"].as_str().unwrap().to_owned());
+    }
+    for id in &jobs {
+        let done = via.wait_job(id, Duration::from_secs(30)).await;
+        assert_eq!(done["state"], "succeeded", "{done}\n{context}");
+        assert_eq!(done["instance"], by, "{context}: {done}");
+    }
+}
+
 /// The id of the instance agent `name` is connected to.
 async fn holder(admin: &TestClient, name: &str) -> String {
     let a = agent::wait_connected(admin, name, None, Duration::from_secs(20)).await;
@@ -420,20 +434,7 @@ async fn jobs_reach_an_agent_on_another_instance_and_still_run_with_nats_down() 
 
     // Instance A takes no jobs: B claims them and reaches the agent on A over NATS.
     set_draining(&on_b, &a_id, true).await;
-    let mut jobs = Vec::new();
-    for _ in 0..4 {
-        jobs.push(
-            on_b.render("agent-sales", json!({})).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
-    for id in &jobs {
-        let done = on_b.wait_job(id, Duration::from_secs(30)).await;
-        assert_eq!(done["state"], "succeeded", "{done}\n{}", agent.log());
-        assert_eq!(done["instance"], b_id.as_str(), "{done}");
-    }
+    jobs_succeed_on(&on_b, &b_id, &agent.log()).await;
     set_draining(&on_b, &a_id, false).await;
 
     // NATS down: only A reaches the agent. Synchronous renders through the lb still succeed
@@ -470,22 +471,5 @@ async fn jobs_reach_an_agent_on_another_instance_and_still_run_with_nats_down() 
     .await;
     assert_eq!(status, 503, "B alone cannot reach the agent: {text}");
     assert!(text.contains("NATS"), "{text}");
-    let mut jobs = Vec::new();
-    for _ in 0..4 {
-        jobs.push(
-            on_b.render("agent-sales", json!({})).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
-    for id in &jobs {
-        let done = on_b.wait_job(id, Duration::from_secs(30)).await;
-        assert_eq!(done["state"], "succeeded", "{done}");
-        assert_eq!(
-            done["instance"],
-            a_id.as_str(),
-            "only A reaches the agent: {done}"
-        );
-    }
+    jobs_succeed_on(&on_b, &a_id, "only A reaches the agent").await;
 }

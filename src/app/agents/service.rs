@@ -607,12 +607,7 @@ impl Agents {
 }
 
 fn check_name(name: &str) -> Result<(), AgentError> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if crate::connector::valid_name(name) {
         Ok(())
     } else {
         Err(AgentError::Invalid {

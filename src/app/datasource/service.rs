@@ -398,12 +398,7 @@ fn parse_object(json: &str) -> Map<String, Value> {
 }
 
 fn check_name(name: &str) -> Result<(), DataSourceError> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if crate::connector::valid_name(name) {
         Ok(())
     } else {
         Err(DataSourceError::Invalid {

@@ -1,13 +1,11 @@
 //! Disaster recovery: replication as PostgreSQL reports it (SQLite is never a replica), and the
-//! takeovers and role history both backends keep alike.
-
-use async_trait::async_trait;
-use sqlx::{Postgres, Sqlite};
+//! takeovers and role history both backends keep alike, in one implementation.
 
 use super::SqlStore;
 use super::db::{Backend, Row, Sql};
 use crate::app::dr::model::{DrEvent, Epoch, ReplicaLag, Replication};
 use crate::app::store::{DrStore, Result};
+use async_trait::async_trait;
 
 const EPOCH_COLS: &str = "epoch, timeline, wal, at, instance";
 const EVENT_COLS: &str = "id, at, instance, event, timeline, wal, epoch, detail";
@@ -54,8 +52,12 @@ const REPLICAS: &str = "SELECT COALESCE(application_name, '') AS name, host(clie
     FROM pg_stat_replication ORDER BY application_name";
 
 #[async_trait]
-impl DrStore for SqlStore<Postgres> {
+impl<B: Backend> DrStore for SqlStore<B> {
     async fn replication(&self) -> Result<Replication> {
+        // SQLite is never a replica.
+        if B::DIALECT.name != "postgres" {
+            return Ok(Replication::default());
+        }
         let r = self.db.query(REPLICATION).fetch_one().await?;
         let in_recovery: bool = r.try_get("in_recovery")?;
         let replicas = if in_recovery {
@@ -86,129 +88,85 @@ impl DrStore for SqlStore<Postgres> {
     }
 
     async fn epoch(&self) -> Result<Option<Epoch>> {
-        epoch(self).await
+        static NEWEST: Sql = Sql::new(&[
+            "SELECT ",
+            EPOCH_COLS,
+            " FROM dr_epochs ORDER BY epoch DESC LIMIT 1",
+        ]);
+        self.db.query(&NEWEST).fetch_optional_as(epoch_row).await
     }
 
+    /// Instances turning active together race to record the takeover: the first insert wins,
+    /// the others find its row (one epoch per timeline).
     async fn record_takeover(
         &self,
         timeline: i64,
         wal: Option<&str>,
         instance: &str,
     ) -> Result<Epoch> {
-        record_takeover(self, timeline, wal, instance).await
-    }
-
-    async fn record_dr_event(&self, event: &DrEvent) -> Result<()> {
-        record_dr_event(self, event).await
-    }
-
-    async fn dr_events(&self, limit: i64) -> Result<Vec<DrEvent>> {
-        dr_events(self, limit).await
-    }
-}
-
-#[async_trait]
-impl DrStore for SqlStore<Sqlite> {
-    async fn replication(&self) -> Result<Replication> {
-        Ok(Replication::default())
-    }
-
-    async fn epoch(&self) -> Result<Option<Epoch>> {
-        epoch(self).await
-    }
-
-    async fn record_takeover(
-        &self,
-        timeline: i64,
-        wal: Option<&str>,
-        instance: &str,
-    ) -> Result<Epoch> {
-        record_takeover(self, timeline, wal, instance).await
-    }
-
-    async fn record_dr_event(&self, event: &DrEvent) -> Result<()> {
-        record_dr_event(self, event).await
-    }
-
-    async fn dr_events(&self, limit: i64) -> Result<Vec<DrEvent>> {
-        dr_events(self, limit).await
-    }
-}
-
-async fn epoch<B: Backend>(s: &SqlStore<B>) -> Result<Option<Epoch>> {
-    static NEWEST: Sql = Sql::new(&[
-        "SELECT ",
-        EPOCH_COLS,
-        " FROM dr_epochs ORDER BY epoch DESC LIMIT 1",
-    ]);
-    s.db.query(&NEWEST).fetch_optional_as(epoch_row).await
-}
-
-/// Instances turning active together race to record the takeover: the first insert wins, the
-/// others find its row (one epoch per timeline).
-async fn record_takeover<B: Backend>(
-    s: &SqlStore<B>,
-    timeline: i64,
-    wal: Option<&str>,
-    instance: &str,
-) -> Result<Epoch> {
-    static INSERT: Sql = Sql::new(&[
-        "INSERT INTO dr_epochs (epoch, timeline, wal, at, instance) \
-         SELECT COALESCE(MAX(epoch), 0) + 1, $1, $2, {now}, $3 FROM dr_epochs WHERE true \
-         ON CONFLICT DO NOTHING",
-    ]);
-    static OF_TIMELINE: Sql =
-        Sql::new(&["SELECT ", EPOCH_COLS, " FROM dr_epochs WHERE timeline = $1"]);
-    for _ in 0..3 {
-        if let Some(e) =
-            s.db.query(&OF_TIMELINE)
+        static INSERT: Sql = Sql::new(&[
+            "INSERT INTO dr_epochs (epoch, timeline, wal, at, instance) \
+             SELECT COALESCE(MAX(epoch), 0) + 1, $1, $2, {now}, $3 FROM dr_epochs WHERE true \
+             ON CONFLICT DO NOTHING",
+        ]);
+        static OF_TIMELINE: Sql =
+            Sql::new(&["SELECT ", EPOCH_COLS, " FROM dr_epochs WHERE timeline = $1"]);
+        for _ in 0..3 {
+            if let Some(e) = self
+                .db
+                .query(&OF_TIMELINE)
                 .bind(timeline)
                 .fetch_optional_as(epoch_row)
                 .await?
-        {
-            return Ok(e);
+            {
+                return Ok(e);
+            }
+            self.db
+                .query(&INSERT)
+                .bind(timeline)
+                .bind(wal)
+                .bind(instance)
+                .execute()
+                .await?;
         }
-        s.db.query(&INSERT)
+        self.db
+            .query(&OF_TIMELINE)
             .bind(timeline)
-            .bind(wal)
-            .bind(instance)
+            .fetch_one()
+            .await
+            .and_then(|r| epoch_row(&r))
+    }
+
+    async fn record_dr_event(&self, e: &DrEvent) -> Result<()> {
+        static INSERT: Sql = Sql::new(&[
+            "INSERT INTO dr_events (id, at, instance, event, timeline, wal, epoch, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        ]);
+        self.db
+            .query(&INSERT)
+            .bind(&e.id)
+            .bind(e.at)
+            .bind(&e.instance)
+            .bind(&e.event)
+            .bind(e.timeline)
+            .bind(&e.wal)
+            .bind(e.epoch)
+            .bind(&e.detail)
             .execute()
             .await?;
+        Ok(())
     }
-    s.db.query(&OF_TIMELINE)
-        .bind(timeline)
-        .fetch_one()
-        .await
-        .and_then(|r| epoch_row(&r))
-}
 
-async fn record_dr_event<B: Backend>(s: &SqlStore<B>, e: &DrEvent) -> Result<()> {
-    static INSERT: Sql = Sql::new(&[
-        "INSERT INTO dr_events (id, at, instance, event, timeline, wal, epoch, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    ]);
-    s.db.query(&INSERT)
-        .bind(&e.id)
-        .bind(e.at)
-        .bind(&e.instance)
-        .bind(&e.event)
-        .bind(e.timeline)
-        .bind(&e.wal)
-        .bind(e.epoch)
-        .bind(&e.detail)
-        .execute()
-        .await?;
-    Ok(())
-}
-
-async fn dr_events<B: Backend>(s: &SqlStore<B>, limit: i64) -> Result<Vec<DrEvent>> {
-    static NEWEST: Sql = Sql::new(&[
-        "SELECT ",
-        EVENT_COLS,
-        " FROM dr_events ORDER BY at DESC, id DESC LIMIT $1",
-    ]);
-    s.db.query(&NEWEST)
-        .bind(limit)
-        .fetch_all_as(event_row)
-        .await
+    async fn dr_events(&self, limit: i64) -> Result<Vec<DrEvent>> {
+        static NEWEST: Sql = Sql::new(&[
+            "SELECT ",
+            EVENT_COLS,
+            " FROM dr_events ORDER BY at DESC, id DESC LIMIT $1",
+        ]);
+        self.db
+            .query(&NEWEST)
+            .bind(limit)
+            .fetch_all_as(event_row)
+            .await
+    }
 }

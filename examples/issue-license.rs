@@ -17,9 +17,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use jiff::civil::Date;
-use quire::app::license::key::parse_ymd;
-use quire::app::license::validity::utc_day;
-use quire::app::license::{
+use quire::license::key::parse_ymd;
+use quire::license::validity::utc_day;
+use quire::license::{
     Claims, Keyring, TEST_KID, issue, parse_and_verify, read_signing_key, signing_key_file,
 };
 
@@ -30,7 +30,7 @@ use quire::app::license::{
 )]
 struct Args {
     /// Create a new signing key in FILE (never overwritten) and print its public key for the
-    /// keyring (src/app/license/keyring.rs).
+    /// keyring (src/license/keyring.rs).
     #[arg(long, value_name = "FILE", requires = "kid", conflicts_with_all = ["signing_key", "customer", "servers"])]
     generate: Option<PathBuf>,
     /// The signing-key file to sign with.
@@ -89,7 +89,7 @@ fn generate(file: &Path, kid: &str) -> anyhow::Result<()> {
         "wrote the signing key for kid {kid} to {}: keep it secret and off the repository",
         file.display()
     );
-    eprintln!("add its public key to PRODUCTION_KEYS in src/app/license/keyring.rs:");
+    eprintln!("add its public key to PRODUCTION_KEYS in src/license/keyring.rs:");
     eprintln!("    ({kid:?}, {public:?}),");
     println!("{public}");
     Ok(())
@@ -149,7 +149,7 @@ fn resolve_kid(given: Option<&str>, public: &VerifyingKey) -> anyhow::Result<Str
         (None, Some(known)) => known,
         (None, None) => bail!(
             "this signing key's public key is in no keyring of this source: pass --kid, and add \
-             the key to src/app/license/keyring.rs before shipping"
+             the key to src/license/keyring.rs before shipping"
         ),
         (Some(given), Some(known)) if given != known => {
             bail!("this signing key is trusted as kid {known:?}, not {given:?}")
@@ -160,7 +160,7 @@ fn resolve_kid(given: Option<&str>, public: &VerifyingKey) -> anyhow::Result<Str
         (Some(given), None) => {
             eprintln!(
                 "warning: kid {given:?} is not in the keyring: no binary accepts this key until \
-                 its public key is added to src/app/license/keyring.rs"
+                 its public key is added to src/license/keyring.rs"
             );
             given
         }

@@ -358,7 +358,7 @@ fn show_license(key: Option<String>, loaded: &Loaded<Config>) -> anyhow::Result<
     let report = license::show(
         key.as_deref(),
         &source,
-        &app::license::Keyring::builtin(),
+        &crate::license::Keyring::builtin(),
         jiff::Timestamp::now(),
     );
     let written = out(&report.text);

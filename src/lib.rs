@@ -8,6 +8,7 @@ pub mod connector;
 pub mod healthcheck;
 pub mod instance;
 pub mod lb;
+pub mod license;
 pub mod lifecycle;
 pub mod nats;
 pub mod telemetry;

@@ -17,6 +17,7 @@ use crate::config::{
     ByteSize, Problems, Secret, SecretKey, Section, Setting, Shown, Span, alias_settings,
     connstring, numbered_alias, one_or_many, redact_url, set_by_quire_env,
 };
+use crate::license::{KeyError, Keyring, License, parse_and_verify};
 
 /// The app's settings (`quire app`, `quire migrate`, `quire render`): the top-level keys of the
 /// file. `data_dir` and `instance_name` serve the other modes too (the nats state directory, every
@@ -325,10 +326,33 @@ impl Default for FontsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LicenseConfig {
+    /// The licence key (`quire1.…`), the same on every instance; none: Quire runs one instance
+    /// with everything.
     pub key: Option<Secret>,
+    /// A seat whose instance has been silent this long is released for another instance.
+    pub release_after: Span,
+}
+
+impl Default for LicenseConfig {
+    fn default() -> Self {
+        LicenseConfig {
+            key: None,
+            release_after: Span::secs(15 * 60),
+        }
+    }
+}
+
+impl LicenseConfig {
+    /// The key, verified against the keys this binary trusts (none when no key is set).
+    pub fn verified(&self) -> Result<Option<License>, KeyError> {
+        self.key
+            .as_ref()
+            .map(|k| parse_and_verify(k.expose().trim(), &Keyring::builtin()))
+            .transpose()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -648,6 +672,18 @@ impl Section for AppConfig {
                 format!(
                     "lease {} must exceed safety_margin {} plus two renew_every intervals ({})",
                     ha.lease, ha.safety_margin, ha.renew_every
+                ),
+            );
+        }
+        if let Err(e) = c.license.verified() {
+            bad("license.key", e.to_string());
+        }
+        if c.license.release_after <= ha.stale_after {
+            bad(
+                "license.release_after",
+                format!(
+                    "must be longer than ha.stale_after ({}): a seat would be released while its instance is alive",
+                    ha.stale_after
                 ),
             );
         }

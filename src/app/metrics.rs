@@ -50,6 +50,12 @@ pub struct AgentOutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LicenseLabels {
+    /// The licence id.
+    pub license: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
     pub version: String,
     pub instance: String,
@@ -77,6 +83,14 @@ pub struct Metrics {
     pub agents_connected: Family<AgentLabels, Gauge>,
     /// A replica's replay lag, or on a primary the largest of its replicas'.
     pub replication_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// 1 while this instance holds no licence seat.
+    pub license_free_tier: Gauge,
+    /// Seats of the pool this instance draws from, and how many are in use.
+    pub license_seats: Gauge,
+    pub license_seats_in_use: Gauge,
+    /// When the licence stops licensing (the end of its last day), by licence id; absent for a
+    /// licence without expiry and without a key.
+    pub license_expiry: Family<LicenseLabels, Gauge>,
 }
 
 impl Metrics {
@@ -179,9 +193,37 @@ impl Metrics {
             "Replication lag: this replica's replay lag, or on a primary the largest of its replicas'",
             replication_lag.clone(),
         );
+        let license_free_tier = Gauge::default();
+        registry.register(
+            "license_free_tier",
+            "1 while this instance holds no licence seat (one render worker, no leader roles)",
+            license_free_tier.clone(),
+        );
+        let license_seats = Gauge::default();
+        registry.register(
+            "license_seats",
+            "Seats of the licence this instance draws from (servers plus allowance)",
+            license_seats.clone(),
+        );
+        let license_seats_in_use = Gauge::default();
+        registry.register(
+            "license_seats_in_use",
+            "Seats of the licence in use by instances",
+            license_seats_in_use.clone(),
+        );
+        let license_expiry = Family::<LicenseLabels, Gauge>::default();
+        registry.register(
+            "license_expiry_timestamp_seconds",
+            "End of the licence's last valid day (UTC), in Unix seconds",
+            license_expiry.clone(),
+        );
         Metrics {
             registry,
             replication_lag,
+            license_free_tier,
+            license_seats,
+            license_seats_in_use,
+            license_expiry,
             agent_queries,
             agent_query_duration,
             agents_connected,

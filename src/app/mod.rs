@@ -60,6 +60,9 @@ pub enum AppError {
     /// with [`dr::EXIT_ROLE_CHANGED`] and its supervisor starts it in its new role.
     #[error("the role of this instance changed: {0}")]
     RoleChanged(String),
+    /// Checked when the configuration is read; kept here so a key is never silently ignored.
+    #[error("license.key: {0}")]
+    License(#[from] crate::license::KeyError),
 }
 
 /// `quire migrate`: applies migrations (through `database.migrate_url` when set, a direct
@@ -205,6 +208,23 @@ pub async fn run(
     );
     let availability = cluster::Availability::default();
     let roles = cluster::Roles::default();
+    let ha = &config.ha;
+    let licensing = license::Licensing::new(
+        store.clone(),
+        pool.clone(),
+        metrics.clone(),
+        config.license.verified()?,
+        license::service::Identity {
+            id: instance.clone(),
+            name: cluster::registry::instance_name(&config, &instance),
+            started_at: started_ms,
+        },
+        license::service::Settings {
+            every: ha.heartbeat_every.get(),
+            alive: ha.stale_after.get(),
+            release_after: config.license.release_after.get(),
+        },
+    );
     let state = state::AppState::new(state::Shared {
         config: config.clone(),
         instance: instance.clone(),
@@ -240,7 +260,14 @@ pub async fn run(
         availability: availability.clone(),
         roles: roles.clone(),
         sealer: sealer.clone(),
+        licensing: licensing.clone(),
     });
+
+    // The seat is settled before the first request, the leader loop and the job runner, so
+    // `/readyz` tells the truth from its first answer and an instance in the free tier never
+    // takes a role or a second render at start.
+    licensing.activate().await;
+    licensing.log_standing();
 
     let listen = config.http.listen;
     let listener =
@@ -257,7 +284,6 @@ pub async fn run(
         config.http.shutdown_timeout.get(),
     ));
 
-    let ha = &config.ha;
     let salt = store
         .init_flag(cluster::registry::SALT_FLAG, &auth::token::secret())
         .await?;
@@ -268,8 +294,10 @@ pub async fn run(
         started_ms,
         schema_version,
         &salt,
+        licensing.label(),
     );
     store.register_instance(&info).await?;
+    let seat = licensing.spawn(shutdown.clone());
     if let Some((since, status)) = &took_over
         && let Err(e) = dr.took_over(*since, status).await
     {
@@ -297,6 +325,7 @@ pub async fn run(
         roles.clone(),
         bus.clone(),
         availability.clone(),
+        licensing,
         settings,
         shutdown.clone(),
     );
@@ -382,6 +411,7 @@ pub async fn run(
     shutdown.stop();
     let _ = tokio::time::timeout(config.http.shutdown_timeout.get() + step, server).await;
     let _ = tokio::time::timeout(step, heartbeat).await;
+    let _ = tokio::time::timeout(step, seat).await;
     if let Some(watch) = role_watch {
         watch.abort();
     }

@@ -324,6 +324,8 @@ pub struct InstanceInfo {
     /// Fingerprints of settings every instance must share (never the secrets themselves).
     pub key_fingerprint: String,
     pub license_fingerprint: String,
+    /// The licence it runs with, as the HA page names it (id and customer, never the key).
+    pub license: String,
     pub schema_version: i64,
 }
 

@@ -13,6 +13,7 @@ use super::datasource::service::DataSources;
 use super::dr::service::Dr;
 use super::fonts::FontLibrary;
 use super::jobs::Jobs;
+use super::license::Licensing;
 use super::metrics::Metrics;
 use super::render::RenderPool;
 use super::schedule::service::Schedules;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub roles: Roles,
     /// Seals secrets stored in the database.
     pub sealer: Sealer,
+    /// This instance's licence seat (or the free tier).
+    pub licensing: Licensing,
 }
 
 impl AppState {

@@ -172,6 +172,9 @@ mod tests {
     /// have; the token and the user/password forms of NATS auth exclude each other, hence two.
     #[test]
     fn no_credential_of_any_secret_setting_is_shown() {
+        let license_key =
+            crate::license::signing::test_key(&crate::license::signing::test_claims());
+        let signature = license_key.rsplit('.').next().unwrap();
         let with_token = env(&[
             (
                 "QUIRE_DATABASE__URL",
@@ -189,7 +192,7 @@ mod tests {
                 "QUIRE_MAIL__SMTP_URL",
                 "smtp://Sekr1tSmtpUser:Sekr1tSmtpPass@mail.example.com:587?tls=starttls",
             ),
-            ("QUIRE_LICENSE__KEY", "Sekr1tLicense"),
+            ("QUIRE_LICENSE__KEY", license_key.as_str()),
             (
                 "QUIRE_NATS__URL",
                 "nats://Sekr1tNatsToken@nats1:4222, Sekr1tNatsUser:Sekr1tNatsPass@nats2:4222",
@@ -199,6 +202,7 @@ mod tests {
         ]);
         let out = report(&load(None, &with_token).unwrap());
         assert!(!out.contains("Sekr1t"), "{out}");
+        assert!(!out.contains(signature), "{out}");
         for line in [
             "database.url = \"postgres://***:***@db:5432/q?sslmode=require&password=***&sslpassword=***\"",
             "database.migrate_url = \"postgres://***:***@db\"",

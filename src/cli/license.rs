@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use jiff::Timestamp;
 
-use crate::app::license::{Claims, KeyError, Keyring, TEST_KID, Validity, parse_and_verify};
+use crate::license::{Claims, KeyError, Keyring, TEST_KID, Validity, parse_and_verify};
 
 /// What `show` prints, and whether the key licenses today.
 #[derive(Debug)]
@@ -138,24 +138,15 @@ fn trusted_hint(error: &KeyError, keyring: &Keyring) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::license::{issue, read_signing_key};
     use jiff::civil::date;
 
     fn key(expires_at: Option<jiff::civil::Date>) -> String {
-        let claims = Claims {
-            kid: TEST_KID.to_owned(),
+        crate::license::signing::test_key(&Claims {
             id: "L-7".to_owned(),
-            customer: "Acme".to_owned(),
-            issued_at: date(2026, 1, 1),
-            not_before: date(2026, 1, 1),
             expires_at,
             servers: 3,
-            allowance: 1,
-            features: vec![],
-        };
-        let signing =
-            read_signing_key(include_str!("../app/license/test-signing-key.txt")).unwrap();
-        issue(&claims, &signing).unwrap()
+            ..crate::license::signing::test_claims()
+        })
     }
 
     fn now() -> Timestamp {

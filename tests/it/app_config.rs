@@ -160,6 +160,7 @@ fn config_check_prints_no_credential_of_any_secret() {
     );
     let enc_key = file("f2", "Sekr1tEncKey-0123456789abcdefghi");
     let server_token = file("f3", "Sekr1tServerToken");
+    let license_key = crate::support::license::key("L-config", 1, 1);
     let run_with_token = [
         ("QUIRE_DATABASE__URL_FILE", db_url.as_str()),
         (
@@ -174,7 +175,7 @@ fn config_check_prints_no_credential_of_any_secret() {
             "QUIRE_MAIL__SMTP_URL",
             "smtp://Sekr1tSmtpUser:Sekr1tSmtpPass@mail.example.com:587?tls=starttls",
         ),
-        ("LicenseConfiguration__Key", "Sekr1tLicense"),
+        ("LicenseConfiguration__Key", license_key.as_str()),
         (
             "Nats__Url",
             "nats://Sekr1tNatsToken@nats1:4222,Sekr1tNatsUser:Sekr1tNatsPass@nats2:4222",
@@ -186,6 +187,11 @@ fn config_check_prints_no_credential_of_any_secret() {
     assert!(
         !out.contains("Sekr1t") && !err.contains("Sekr1t"),
         "{out}\n{err}"
+    );
+    let signature = license_key.rsplit('.').next().unwrap();
+    assert!(
+        !out.contains(signature) && !err.contains(signature),
+        "the licence key leaked: {out}\n{err}"
     );
     for line in [
         "database.url = \"postgres://***:***@db:5432/q?sslmode=require&password=***&sslpassword=***\"  # file ",

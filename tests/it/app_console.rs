@@ -15,7 +15,7 @@ use crate::support::browser::Browser;
 use crate::support::{free_port, wait_for};
 
 /// Fills in and sends the sign-in form the browser is showing, as root.
-async fn sign_in(c: &Client) {
+pub(crate) async fn sign_in(c: &Client) {
     sign_in_as(c, ROOT_EMAIL, ROOT_PASSWORD).await;
 }
 

@@ -17,6 +17,7 @@ mod datasources;
 mod dr;
 mod ha;
 mod lb;
+mod license;
 mod nats;
 mod packaging;
 mod queries;

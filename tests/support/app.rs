@@ -175,7 +175,10 @@ fn spawn(options: &AppOptions, data_dir: &Path, port: u16) -> Proc {
         .env("QUIRE_ROOT_USER__EMAIL", ROOT_EMAIL)
         .env("QUIRE_ROOT_USER__PASSWORD", ROOT_PASSWORD)
         .env("QUIRE_RENDER__WORKERS", "2")
-        .env("QUIRE_LOG__LEVEL", "info");
+        .env("QUIRE_LOG__LEVEL", "info")
+        // Licence seats belong to instance names: test instances share a host, so each gets a
+        // name of its own (kept across restarts, as the port is).
+        .env("QUIRE_INSTANCE_NAME", format!("app-{port}"));
     for (k, v) in &options.env {
         cmd.env(k, v);
     }

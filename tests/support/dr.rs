@@ -141,7 +141,8 @@ impl DrDeployment {
             )
             .env("QUIRE_DR__PEER_DATABASE_URL", &peer.db_url)
             // A standby answers /metrics, but cannot record a token's use: scrape unauthenticated.
-            .env("QUIRE_METRICS__PUBLIC", "true");
+            .env("QUIRE_METRICS__PUBLIC", "true")
+            .env("QUIRE_LICENSE__KEY", &super::license::roomy_key());
         for (k, v) in FAST_HA {
             o = o.env(k, v);
         }

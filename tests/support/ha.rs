@@ -71,7 +71,9 @@ impl HaCluster {
             .env(
                 "QUIRE_FONTS__DIR",
                 self.fonts.path().to_str().expect("utf-8 path"),
-            );
+            )
+            // Seats for every instance a test starts: without a key only one would lead.
+            .env("QUIRE_LICENSE__KEY", &super::license::roomy_key());
         for (k, v) in &self.timings {
             o = o.env(k, v);
         }

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod dr;
 pub mod ha;
 pub mod lb;
+pub mod license;
 pub mod mariadb;
 pub mod nats;
 pub mod packages;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::availability::Availability;
 use super::registry;
 use crate::app::bus::Bus;
+use crate::app::license::Licensing;
 use crate::app::model::{LeaderRole, millis};
 use crate::app::store::Store;
 use crate::lifecycle::Shutdown;
@@ -68,17 +69,22 @@ impl Roles {
     }
 }
 
-/// Runs the leader loop until shutdown, then releases every role.
+/// Runs the leader loop until shutdown, then releases every role. An instance in the licence's
+/// free tier takes no role (and gives up those it holds when it falls into it).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     store: Arc<dyn Store>,
     instance: String,
     roles: Roles,
     bus: Bus,
     availability: Availability,
+    licensing: Licensing,
     settings: LeaseSettings,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // `licensing` lives in the task, so its standing's sender outlives the loop.
+        let mut standing = licensing.subscribe();
         let leader = Leader {
             store,
             instance,
@@ -93,9 +99,11 @@ pub fn spawn(
                 _ = tick.tick() => {}
                 _ = leader.bus.leases_woken() => {}
                 _ = availability.changed() => {}
+                _ = standing.changed() => {}
                 _ = shutdown.draining() => break,
             }
-            if availability.is_open() && leader.eligible().await {
+            let licensed = standing.borrow_and_update().may_lead();
+            if availability.is_open() && licensed && leader.eligible().await {
                 leader.renew_or_take().await;
             } else {
                 leader.release_all().await;

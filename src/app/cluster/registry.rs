@@ -35,6 +35,15 @@ pub fn fingerprint(secret: Option<&Secret>, salt: &str) -> String {
     hex::encode(&mac.finalize().into_bytes()[..6])
 }
 
+/// The instance's name: `instance_name`, else its id without the random suffix (the host name
+/// or App Service's `WEBSITE_INSTANCE_ID`), so a restarted process keeps it.
+pub fn instance_name(config: &AppConfig, id: &str) -> String {
+    config
+        .instance_name
+        .clone()
+        .unwrap_or_else(|| id.rsplit_once('-').map_or(id, |(n, _)| n).to_owned())
+}
+
 /// What this process registers.
 pub fn describe(
     config: &AppConfig,
@@ -43,19 +52,18 @@ pub fn describe(
     started_at: Millis,
     schema_version: i64,
     salt: &str,
+    license: String,
 ) -> InstanceInfo {
     InstanceInfo {
         id: id.to_owned(),
-        name: config
-            .instance_name
-            .clone()
-            .unwrap_or_else(|| id.rsplit_once('-').map_or(id, |(n, _)| n).to_owned()),
+        name: instance_name(config, id),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         build: option_env!("QUIRE_GIT_REV").unwrap_or("dev").to_owned(),
         address,
         started_at,
         key_fingerprint: fingerprint(config.encryption.key.as_ref(), salt),
         license_fingerprint: fingerprint(config.license.key.as_ref(), salt),
+        license,
         schema_version,
     }
 }
@@ -150,6 +158,8 @@ pub struct InstanceStatus {
     pub roles: Vec<String>,
     pub key_fingerprint: String,
     pub license_fingerprint: String,
+    /// The licence it runs with: id and customer, or `no key`.
+    pub license: String,
     pub schema_version: i64,
 }
 
@@ -285,6 +295,7 @@ fn status(
         roles,
         key_fingerprint: r.info.key_fingerprint.clone(),
         license_fingerprint: r.info.license_fingerprint.clone(),
+        license: r.info.license.clone(),
         schema_version: r.info.schema_version,
     }
 }
@@ -314,9 +325,11 @@ pub fn warnings(instances: &[InstanceStatus], ha: bool) -> Vec<String> {
         );
     }
     if distinct(|i| i.license_fingerprint.as_str()).len() > 1 {
-        out.push(
-            "settings mismatch: instances have different licence keys (license.key)".to_owned(),
-        );
+        let keys = distinct(|i| i.license.as_str());
+        out.push(format!(
+            "settings mismatch: instances have different licence keys (license.key): {}",
+            keys.join("; ")
+        ));
     }
     let mut schemas: Vec<i64> = active.iter().map(|i| i.schema_version).collect();
     schemas.sort_unstable();
@@ -392,8 +405,24 @@ mod tests {
             roles: vec![],
             key_fingerprint: key.into(),
             license_fingerprint: "none".into(),
+            license: "no key".into(),
             schema_version: 2,
         }
+    }
+
+    #[test]
+    fn different_licence_keys_are_named_by_licence_not_key() {
+        let mut a = inst("a", "0.1.0", "k1", "active", "connected");
+        let mut b = inst("b", "0.1.0", "k1", "active", "connected");
+        (a.license_fingerprint, a.license) = ("f1".into(), "L-1 (Acme)".into());
+        (b.license_fingerprint, b.license) = ("f2".into(), "L-2 (Acme)".into());
+        let w = warnings(&[a, b], true);
+        assert!(
+            w.iter().any(
+                |w| w.ends_with("different licence keys (license.key): L-1 (Acme); L-2 (Acme)")
+            ),
+            "{w:?}"
+        );
     }
 
     #[test]

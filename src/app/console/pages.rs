@@ -660,22 +660,33 @@ pub async fn cluster(State(state): State<AppState>, ConsoleUser(user): ConsoleUs
     let dr = crate::app::http::cluster::dr_json(&state)
         .await
         .map_err(fail)?;
+    let license = state
+        .licensing
+        .overview()
+        .await
+        .map_err(|e| fail(e.into()))?;
     let content = html! {
         h1 { "HA Instances" }
         p.muted { "Mode: " (mode) ". This page refreshes every two seconds. " span #cluster-updated {} }
         div #cluster-warnings {}
         table.list #instances {
-            thead { tr { th { "Instance" } th { "State" } th { "Version" } th { "Address" } th { "Uptime" } th { "Roles" } th { "Last heartbeat" } th { "NATS" } th {} } }
+            thead { tr { th { "Instance" } th { "State" } th { "Licence" } th { "Version" } th { "Address" } th { "Uptime" } th { "Roles" } th { "Last heartbeat" } th { "NATS" } th {} } }
             tbody {}
         }
         h2 { "Leader roles" }
         table.list #leases { thead { tr { th { "Role" } th { "Holder" } th { "Term" } th { "Expires" } } } tbody {} }
         h2 { "Recent handovers" }
         table.list #handovers { thead { tr { th { "Role" } th { "Term" } th { "Holder" } th { "From" } th { "Until" } th { "Ended" } } } tbody {} }
+        h2 { "Licence" }
+        p #license-summary {}
+        table.list #seats { thead { tr { th { "Instance name" } th { "Held by" } th { "Licence" } th { "Taken" } th { "Last seen" } th {} } } tbody {} }
+        h3 { "Seat history" }
+        table.list #seat-history { thead { tr { th { "When" } th { "Instance" } th { "Event" } th { "By" } th { "Detail" } } } tbody {} }
         (dr_section(&dr, state.config.dr.lag_warning.get().as_secs_f64()))
         p #cluster-error .error hidden {}
     };
-    let data = crate::app::http::cluster::overview_json(&overview);
+    let mut data = crate::app::http::cluster::overview_json(&overview);
+    data["license"] = crate::app::http::license::overview_json(&license);
     Ok(Page {
         title: "HA Instances",
         name: "cluster",

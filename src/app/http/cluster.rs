@@ -21,6 +21,7 @@ pub async fn overview(State(state): State<AppState>, p: Principal) -> ApiResult<
     p.require(UserRole::Admin)?;
     let mut body = overview_json(&load(&state).await?);
     body["dr"] = dr_json(&state).await?;
+    body["license"] = super::license::overview_json(&state.licensing.overview().await?);
     Ok(Json(body))
 }
 
@@ -68,6 +69,7 @@ fn instance_json(i: &InstanceStatus) -> Value {
         "roles": i.roles,
         "key_fingerprint": i.key_fingerprint,
         "license_fingerprint": i.license_fingerprint,
+        "license": i.license,
         "schema_version": i.schema_version,
     })
 }

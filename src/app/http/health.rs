@@ -51,6 +51,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "roles": state.roles.names(),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "render_workers": {"size": state.pool.size(), "busy": state.pool.busy()},
+        // Licensing never makes an instance unready: the free tier serves too.
+        "license": state.licensing.standing().tier.as_str(),
         "jobs_running": state.jobs.running(),
     });
     let mut body = body;

@@ -15,6 +15,8 @@ mod events;
 pub mod extract;
 mod fonts;
 mod health;
+/// The licence, its seats and their release.
+pub mod license;
 mod mail_settings;
 mod occurrences;
 /// Errors as problem documents.
@@ -137,6 +139,8 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .route("/cluster/instances", get(cluster::overview))
         .route("/cluster/instances/{id}/drain", post(cluster::drain))
         .route("/cluster/instances/{id}/resume", post(cluster::resume))
+        .route("/license", get(license::get))
+        .route("/license/seats/{instance}/release", post(license::release))
         .fallback(|| async { Problem::not_found("API route") });
     Router::new()
         .route("/livez", get(health::livez))

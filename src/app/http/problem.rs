@@ -2,6 +2,7 @@
 //! and, where one input is at fault, which field. Every module's typed error is converted here,
 //! in one place.
 
+use crate::app::license::service::ReleaseError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -196,6 +197,17 @@ impl From<StoreError> for Problem {
 impl From<Forbidden> for Problem {
     fn from(e: Forbidden) -> Self {
         Problem::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+    }
+}
+
+impl From<ReleaseError> for Problem {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::NotFound(instance) => {
+                Problem::not_found(format!("a licence seat of instance {instance}"))
+            }
+            ReleaseError::Store(s) => s.into(),
+        }
     }
 }
 

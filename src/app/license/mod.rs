@@ -1,14 +1,7 @@
-//! Licensing (issue 17). So far the key alone: its format and signature (`key.rs`), the public
-//! keys this binary trusts (`keyring.rs`), what a licence allows on a given day (`validity.rs`),
-//! and the vendor's signing-key file (`signing.rs`). Everything here works offline: a key is
-//! checked against the keys compiled into the binary, never against a server.
+//! Licensing in the report service: each instance activates a seat of its licence at start and
+//! at every heartbeat, and runs in the free tier without one (`service.rs`); the API and the HA
+//! page show the licence, the seats and their history. The key itself is `crate::license`.
 
-pub mod key;
-pub mod keyring;
-pub mod signing;
-pub mod validity;
+pub mod service;
 
-pub use key::{Claims, KeyError, License, Part, issue, parse_and_verify};
-pub use keyring::{Keyring, RELEASE_BUILD, TEST_KID};
-pub use signing::{SigningKeyError, read_signing_key, signing_key_file};
-pub use validity::{GRACE_DAYS, Validity, WARN_DAYS};
+pub use service::{Licensing, Standing, Tier};

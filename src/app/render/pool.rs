@@ -56,9 +56,14 @@ pub struct RenderPool {
 struct Inner {
     opts: PoolOptions,
     permits: Arc<Semaphore>,
+    /// Slots withheld from use (the licence's free tier runs one): the permits, once taken,
+    /// and the task taking them (it waits for running renders to finish).
+    withheld: Mutex<Withheld>,
     idle: Mutex<Vec<Worker>>,
     fonts_generation: AtomicU64,
     sync_waiting: AtomicUsize,
+    /// Slots held by renders (withheld permits are not counted).
+    in_use: AtomicUsize,
     stats: PoolStats,
 }
 
@@ -74,13 +79,20 @@ struct Worker {
 impl RenderPool {
     pub fn new(opts: PoolOptions) -> Self {
         let permits = Arc::new(Semaphore::new(opts.workers));
+        let withheld = Mutex::new(Withheld {
+            limit: opts.workers,
+            permit: None,
+            taking: None,
+        });
         RenderPool {
             inner: Arc::new(Inner {
                 opts,
                 permits,
+                withheld,
                 idle: Mutex::new(Vec::new()),
                 fonts_generation: AtomicU64::new(1),
                 sync_waiting: AtomicUsize::new(0),
+                in_use: AtomicUsize::new(0),
                 stats: PoolStats::default(),
             }),
         }
@@ -106,19 +118,13 @@ impl RenderPool {
             .acquire_owned()
             .await
             .expect("the pool's semaphore is never closed");
-        Slot {
-            _permit: permit,
-            inner: self.inner.clone(),
-        }
+        Slot::new(permit, &self.inner)
     }
 
     /// A slot for a synchronous render, waiting only if fewer than `sync_queue_limit` others wait.
     pub async fn acquire_sync(&self) -> Result<Slot, SyncQueueFull> {
         if let Ok(permit) = self.inner.permits.clone().try_acquire_owned() {
-            return Ok(Slot {
-                _permit: permit,
-                inner: self.inner.clone(),
-            });
+            return Ok(Slot::new(permit, &self.inner));
         }
         let limit = self.inner.opts.sync_queue_limit;
         let waiting = self.inner.sync_waiting.fetch_add(1, Ordering::SeqCst);
@@ -129,13 +135,47 @@ impl RenderPool {
         Ok(self.acquire().await)
     }
 
-    /// Slots in use.
+    /// Slots in use by renders.
     pub fn busy(&self) -> usize {
-        self.inner.opts.workers - self.inner.permits.available_permits()
+        self.inner.in_use.load(Ordering::SeqCst)
     }
 
+    /// Slots renders may use now.
     pub fn size(&self) -> usize {
-        self.inner.opts.workers
+        self.inner.withheld().limit
+    }
+
+    /// Lets renders use at most `limit` slots (at least one, at most every worker). Slots in use
+    /// finish their render first; the workers behind withheld slots stay warm.
+    pub fn set_limit(&self, limit: usize) {
+        let limit = limit.clamp(1, self.inner.opts.workers);
+        let mut w = self.inner.withheld();
+        if w.limit == limit {
+            return;
+        }
+        w.limit = limit;
+        // Give back what was withheld (or stop waiting for it), then withhold anew.
+        w.permit = None;
+        if let Some(task) = w.taking.take() {
+            task.abort();
+        }
+        let n = self.inner.opts.workers - limit;
+        if n == 0 {
+            return;
+        }
+        let inner = Arc::downgrade(&self.inner);
+        let permits = self.inner.permits.clone();
+        w.taking = Some(tokio::spawn(async move {
+            let Ok(permit) = permits.acquire_many_owned(n as u32).await else {
+                return;
+            };
+            if let Some(inner) = inner.upgrade() {
+                let mut w = inner.withheld();
+                if w.limit + n == inner.opts.workers {
+                    w.permit = Some(permit);
+                }
+            }
+        }));
     }
 
     pub fn stats(&self) -> &PoolStats {
@@ -145,6 +185,18 @@ impl RenderPool {
     /// The font directory changed: every worker reloads its fonts before its next render.
     pub fn fonts_changed(&self) {
         self.inner.fonts_generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct Withheld {
+    limit: usize,
+    permit: Option<OwnedSemaphorePermit>,
+    taking: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Inner {
+    fn withheld(&self) -> std::sync::MutexGuard<'_, Withheld> {
+        self.withheld.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -162,6 +214,12 @@ pub struct Slot {
     inner: Arc<Inner>,
 }
 
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inner.in_use.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 enum Exchange {
     Finished(std::io::Result<Result<Rendered, RenderError>>),
     TimedOut,
@@ -169,6 +227,14 @@ enum Exchange {
 }
 
 impl Slot {
+    fn new(permit: OwnedSemaphorePermit, inner: &Arc<Inner>) -> Slot {
+        inner.in_use.fetch_add(1, Ordering::SeqCst);
+        Slot {
+            _permit: permit,
+            inner: inner.clone(),
+        }
+    }
+
     /// Runs `job` on a worker, reporting stages, within the pool's time limit. A worker that runs
     /// out of time, is cancelled, or dies is killed and replaced; the error says which.
     pub async fn render(
@@ -373,5 +439,62 @@ async fn relay_stderr(
             t.pop_front();
         }
         t.push_back(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(workers: usize) -> RenderPool {
+        RenderPool::new(PoolOptions {
+            exe: "/nonexistent".into(),
+            workers,
+            fonts_dir: "/nonexistent".into(),
+            memory_limit: ByteSize::mib(256),
+            timeout: Duration::from_secs(1),
+            sync_queue_limit: 0,
+        })
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_limit_withholds_slots_once_running_renders_finish_and_lifting_it_returns_them() {
+        let p = pool(3);
+        let a = p.acquire().await;
+        let b = p.acquire().await;
+        p.set_limit(1);
+        assert_eq!(p.size(), 1);
+        settle().await;
+        // Two renders still run: the limit waits for them rather than cutting them off.
+        assert_eq!(p.busy(), 2);
+        drop(a);
+        drop(b);
+        settle().await;
+        assert_eq!(p.busy(), 0);
+        let one = p.acquire_sync().await.expect("one slot is free");
+        assert!(
+            p.acquire_sync().await.is_err(),
+            "a second synchronous render finds no slot and no room to wait"
+        );
+        drop(one);
+        p.set_limit(usize::MAX);
+        assert_eq!(p.size(), 3);
+        let _all = [p.acquire().await, p.acquire().await, p.acquire().await];
+        assert_eq!(p.busy(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_limit_never_goes_below_one_slot() {
+        let p = pool(2);
+        p.set_limit(0);
+        assert_eq!(p.size(), 1);
+        settle().await;
+        let _slot = p.acquire().await;
     }
 }

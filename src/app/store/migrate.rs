@@ -82,6 +82,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "dr",
         sql: include_str!("migrations/sqlite/0009_dr.sql"),
     },
+    Migration {
+        version: 10,
+        name: "license",
+        sql: include_str!("migrations/sqlite/0010_license.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations.
@@ -130,6 +135,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "dr",
         sql: include_str!("migrations/postgres/0009_dr.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "license",
+        sql: include_str!("migrations/postgres/0010_license.sql"),
     },
 ];
 

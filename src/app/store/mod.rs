@@ -11,6 +11,7 @@
 //! - [`DataSourceStore`] (`datasources.rs`): where reports fetch their data;
 //! - [`AgentStore`] (`agents.rs`): agents, their tokens and connections;
 //! - [`DrStore`] (`dr.rs`): replication, takeovers and the role history;
+//! - [`LicenseStore`] (`license.rs`): licence seats and their history;
 //! - [`BaseStore`] (here): the database itself (backend, migrations, readiness) and small flags.
 //!
 //! [`Store`] is their sum, so a caller that needs several domains keeps one `Arc<dyn Store>`; the
@@ -30,6 +31,7 @@ mod cluster;
 mod datasources;
 mod dr;
 mod jobs;
+mod license;
 mod migrate;
 mod outbox;
 mod postgres;
@@ -49,6 +51,7 @@ pub use cluster::ClusterStore;
 pub use datasources::DataSourceStore;
 pub use dr::DrStore;
 pub use jobs::{Abandoned, JobStore};
+pub use license::LicenseStore;
 pub use migrate::MigrationError;
 pub use outbox::OutboxStore;
 pub(crate) use postgres::PgStore;
@@ -152,6 +155,7 @@ pub trait Store:
     + BurstStore
     + AgentStore
     + DrStore
+    + LicenseStore
     + DataSourceStore
     + 'static
 {
@@ -168,6 +172,7 @@ impl<T> Store for T where
         + BurstStore
         + AgentStore
         + DrStore
+        + LicenseStore
         + DataSourceStore
         + 'static
 {

@@ -559,6 +559,7 @@ pub async fn registry_heartbeats_and_drain_requests(s: &dyn Store) {
         started_at: now_ms(),
         key_fingerprint: "k".into(),
         license_fingerprint: "none".into(),
+        license: "no key".into(),
         schema_version: 2,
     };
     s.register_instance(&info).await.unwrap();
@@ -588,6 +589,173 @@ pub async fn registry_heartbeats_and_drain_requests(s: &dyn Store) {
     );
 }
 
+fn seat_request(
+    pool: &str,
+    id: &str,
+    name: &str,
+    started_at: i64,
+) -> crate::license::model::SeatRequest {
+    crate::license::model::SeatRequest {
+        pool: pool.into(),
+        capacity: 2,
+        instance_id: id.into(),
+        instance_name: name.into(),
+        started_at,
+        alive_ms: 60_000,
+        release_after_ms: 600_000,
+    }
+}
+
+async fn register(s: &dyn Store, id: &str, name: &str, started_at: i64) {
+    s.register_instance(&InstanceInfo {
+        id: id.into(),
+        name: name.into(),
+        version: "0.1.0".into(),
+        build: "dev".into(),
+        address: "x".into(),
+        started_at,
+        key_fingerprint: "k".into(),
+        license_fingerprint: "l".into(),
+        license: "L-1 (Acme)".into(),
+        schema_version: 2,
+    })
+    .await
+    .unwrap();
+}
+
+pub async fn license_seats_are_granted_up_to_capacity_and_kept_by_name(s: &dyn Store) {
+    use crate::license::model::{Outcome, SeatEventKind};
+    for (id, name, started) in [
+        ("a-1", "a", 1_000),
+        ("b-1", "b", 1_000),
+        ("c-1", "c", 1_000),
+    ] {
+        register(s, id, name, started).await;
+    }
+    let a = seat_request("L-1", "a-1", "a", 1_000);
+    let first = s.activate_seat(&a).await.unwrap();
+    assert_eq!((first.outcome, first.in_use), (Outcome::Taken, 1));
+    assert_eq!(s.activate_seat(&a).await.unwrap().outcome, Outcome::Held);
+    let b = seat_request("L-1", "b-1", "b", 1_000);
+    assert_eq!(s.activate_seat(&b).await.unwrap().outcome, Outcome::Taken);
+    let c = seat_request("L-1", "c-1", "c", 1_000);
+    let full = s.activate_seat(&c).await.unwrap();
+    assert_eq!((full.outcome, full.in_use), (Outcome::Full, 2));
+    // Another licence's pool is counted apart.
+    let other = seat_request("L-2", "c-1", "c", 1_000);
+    assert_eq!(
+        s.activate_seat(&other).await.unwrap().outcome,
+        Outcome::Taken
+    );
+    assert_eq!(
+        s.release_seats("c-1", SeatEventKind::Stopped, "c-1", None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A newer process under b's name takes b's seat back (b's first process still counts as
+    // alive); the older one then finds the name taken and does not take it back in turn.
+    register(s, "b-2", "b", 2_000).await;
+    let b2 = seat_request("L-1", "b-2", "b", 2_000);
+    assert_eq!(
+        s.activate_seat(&b2).await.unwrap().outcome,
+        Outcome::TakenBack { from: "b-1".into() }
+    );
+    assert_eq!(
+        s.activate_seat(&b).await.unwrap().outcome,
+        Outcome::NameInUse {
+            holder: "b-2".into()
+        }
+    );
+    // A stopped holder yields to any process of its name.
+    s.instance_stopped("b-2").await.unwrap();
+    assert_eq!(
+        s.activate_seat(&b).await.unwrap().outcome,
+        Outcome::TakenBack { from: "b-2".into() }
+    );
+
+    // Seats unseen for release_after go back first (here: every seat, with a negative window).
+    let expiring = crate::license::model::SeatRequest {
+        release_after_ms: -1_000,
+        ..c.clone()
+    };
+    let after = s.activate_seat(&expiring).await.unwrap();
+    assert_eq!(after.outcome, Outcome::Taken);
+    let mut expired: Vec<&str> = after
+        .expired
+        .iter()
+        .map(|x| x.instance_name.as_str())
+        .collect();
+    expired.sort_unstable();
+    assert_eq!(expired, ["a", "b"]);
+    assert_eq!(after.in_use, 1);
+
+    // An admin's release, by name or by holder id.
+    let released = s
+        .release_seats(
+            "c",
+            SeatEventKind::Released,
+            "root@example.com",
+            Some("by hand"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(released.len(), 1);
+    assert!(
+        s.release_seats("c", SeatEventKind::Released, "x", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (_, seats) = s.seats().await.unwrap();
+    assert!(seats.is_empty(), "{seats:?}");
+
+    let history = s.seat_events(50).await.unwrap();
+    let newest = &history[0];
+    assert_eq!(
+        (
+            newest.event.as_str(),
+            newest.actor.as_str(),
+            newest.detail.as_deref(),
+            newest.instance_name.as_str()
+        ),
+        ("released", "root@example.com", Some("by hand"), "c")
+    );
+    let kinds: Vec<&str> = history.iter().map(|e| e.event.as_str()).collect();
+    for kind in ["taken", "taken back", "stopped", "expired", "released"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+}
+
+/// Ten instances starting at once race for three seats, ten times over: exactly three win.
+pub async fn the_last_seat_goes_to_exactly_one_instance(s: &dyn Store) {
+    for round in 0..10 {
+        let pool = format!("race-{round}");
+        let requests: Vec<_> = (0..10)
+            .map(|i| crate::license::model::SeatRequest {
+                capacity: 3,
+                ..seat_request(&pool, &format!("r{round}-{i}"), &format!("n{i}"), 1_000)
+            })
+            .collect();
+        let outcomes =
+            futures_util::future::join_all(requests.iter().map(|r| s.activate_seat(r))).await;
+        let granted = outcomes
+            .into_iter()
+            .map(|o| o.unwrap())
+            .filter(|a| a.outcome.licensed())
+            .count();
+        assert_eq!(granted, 3, "round {round}");
+        let (_, seats) = s.seats().await.unwrap();
+        assert_eq!(
+            seats.iter().filter(|x| x.pool == pool).count(),
+            3,
+            "round {round}"
+        );
+    }
+}
+
 pub async fn stale_instances_lose_their_jobs(s: &dyn Store) {
     new_job(s, "s").await;
     let info = InstanceInfo {
@@ -599,6 +767,7 @@ pub async fn stale_instances_lose_their_jobs(s: &dyn Store) {
         started_at: 0,
         key_fingerprint: "k".into(),
         license_fingerprint: "none".into(),
+        license: "no key".into(),
         schema_version: 2,
     };
     s.register_instance(&info).await.unwrap();
@@ -913,7 +1082,9 @@ macro_rules! every_case {
             datasource_files_are_replaced_and_go_with_their_source,
             jobs_needing_agents_are_claimed_only_where_they_are_reached,
             agents_record_connections_and_revocation,
-            takeovers_are_recorded_once_per_timeline
+            takeovers_are_recorded_once_per_timeline,
+            license_seats_are_granted_up_to_capacity_and_kept_by_name,
+            the_last_seat_goes_to_exactly_one_instance
         }
     };
 }

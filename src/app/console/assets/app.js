@@ -821,9 +821,23 @@ const pages = {
       for (const r of rows) build(body.insertRow(), r);
     };
     const render = (o) => {
+      const lic = o.license || { seats: [], history: [], standing: {} };
+      const seatOf = (id) => lic.seats.find((s) => s.instance_id === id);
+      const tierOf = (i) => {
+        const seat = seatOf(i.id);
+        return seat ? (seat.pool === "unlicensed" ? "single server" : "licensed") : "free tier";
+      };
+      const warnings = [...o.warnings];
+      if (lic.standing.notice) warnings.push(lic.standing.notice);
+      for (const i of o.instances) {
+        if (i.state === "active" && !seatOf(i.id)) {
+          warnings.push(`${i.id} holds no licence seat: it runs in the free tier (one render worker, no leader roles). Add servers to the licence key or run fewer instances.`);
+        }
+      }
+      const badge = (text, cls) => Object.assign(document.createElement("span"), { className: `state ${cls}`, textContent: text });
       const warn = $("#cluster-warnings");
       warn.innerHTML = "";
-      for (const w of o.warnings) {
+      for (const w of warnings) {
         const p = document.createElement("p");
         p.className = "error";
         p.textContent = `⚠ ${w}`;
@@ -832,7 +846,12 @@ const pages = {
       fill("instances", o.instances, (tr, i) => {
         cell(tr, i.you ? `${i.id} (you are here)` : i.id);
         const state = i.draining && i.state === "active" ? "draining" : i.state;
-        cell(tr, "").appendChild(Object.assign(document.createElement("span"), { className: `state ${state === "active" ? "succeeded" : state === "stale" ? "failed" : "queued"}`, textContent: state }));
+        cell(tr, "").appendChild(badge(state, state === "active" ? "succeeded" : state === "stale" ? "failed" : "queued"));
+        const tier = i.state === "active" ? tierOf(i) : "";
+        const licCell = cell(tr, "");
+        licCell.className = "license";
+        if (tier) licCell.appendChild(badge(tier, tier === "free tier" ? "failed" : "succeeded"));
+        if (i.license) licCell.appendChild(Object.assign(document.createElement("div"), { className: "muted", textContent: i.license }));
         cell(tr, `${i.version} (${i.build})`);
         cell(tr, i.address, "muted");
         cell(tr, uptime(i.uptime_seconds));
@@ -862,6 +881,35 @@ const pages = {
         cell(tr, time(h.from), "muted");
         cell(tr, time(h.until), "muted");
         cell(tr, h.ended || "holding");
+      });
+      const l = lic.license;
+      const st = lic.standing;
+      $("#license-summary").textContent = l
+        ? `Licence ${l.id} for ${l.customer}: ${st.in_use} of ${st.capacity} seats in use (${l.servers} servers + ${l.allowance} allowance); ${l.expires_at ? `expires ${l.expires_at}` : "does not expire"}.`
+        : `No licence key: Quire runs one instance with everything; ${st.in_use} of ${st.capacity} seat in use.`;
+      fill("seats", lic.seats, (tr, s) => {
+        cell(tr, s.instance_name);
+        cell(tr, s.instance_id, "muted");
+        cell(tr, s.pool);
+        cell(tr, time(s.taken_at), "muted");
+        cell(tr, time(s.seen_at), s.stale ? "error" : "muted");
+        const actions = cell(tr, "");
+        if (s.stale) {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.className = "secondary";
+          b.textContent = "Release";
+          b.title = `Its instance is gone; otherwise released at ${time(s.releases_at)}`;
+          b.onclick = () => api("POST", `/api/v1/license/seats/${encodeURIComponent(s.instance_name)}/release`).then(refresh, (e) => showError($("#cluster-error"), e));
+          actions.appendChild(b);
+        }
+      });
+      fill("seat-history", lic.history, (tr, e) => {
+        cell(tr, time(e.at), "muted");
+        cell(tr, e.instance_name);
+        cell(tr, e.event);
+        cell(tr, e.actor, "muted");
+        cell(tr, e.detail || "", "muted");
       });
       $("#cluster-updated").textContent = `Updated ${time(o.now)}.`;
     };

@@ -9,8 +9,8 @@ use crate::app::model::{Fence, Grant, Handover, InstanceInfo, InstanceRow, Lease
 use crate::app::store::{ClusterStore, Result};
 
 const INSTANCE_COLS: &str = "id, name, version, build, address, started_at, heartbeat_at, \
-    key_fingerprint, license_fingerprint, schema_version, draining, drain_requested, nats, \
-    stopped_at";
+    key_fingerprint, license_fingerprint, license, schema_version, draining, drain_requested, \
+    nats, stopped_at";
 
 fn instance_row(r: &impl Row) -> Result<InstanceRow> {
     Ok(InstanceRow {
@@ -23,6 +23,7 @@ fn instance_row(r: &impl Row) -> Result<InstanceRow> {
             started_at: r.try_get("started_at")?,
             key_fingerprint: r.try_get("key_fingerprint")?,
             license_fingerprint: r.try_get("license_fingerprint")?,
+            license: r.try_get("license")?,
             schema_version: r.try_get("schema_version")?,
         },
         heartbeat_at: r.try_get("heartbeat_at")?,
@@ -69,8 +70,8 @@ impl<B: Backend> ClusterStore for SqlStore<B> {
     async fn register_instance(&self, i: &InstanceInfo) -> Result<()> {
         static REGISTER: Sql = Sql::new(&[
             "INSERT INTO instances (id, name, version, build, address, started_at, heartbeat_at, \
-             key_fingerprint, license_fingerprint, schema_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, {now}, $7, $8, $9) \
+             key_fingerprint, license_fingerprint, license, schema_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, {now}, $7, $8, $9, $10) \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
              address = excluded.address, schema_version = excluded.schema_version, \
              stopped_at = NULL",
@@ -85,6 +86,7 @@ impl<B: Backend> ClusterStore for SqlStore<B> {
             .bind(i.started_at)
             .bind(&i.key_fingerprint)
             .bind(&i.license_fingerprint)
+            .bind(&i.license)
             .bind(i.schema_version)
             .execute()
             .await?;

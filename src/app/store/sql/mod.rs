@@ -14,6 +14,7 @@ mod datasources;
 pub(crate) mod db;
 mod dr;
 mod jobs;
+mod license;
 mod outbox;
 mod schedules;
 mod templates;

@@ -85,25 +85,15 @@ fn state_on(not_before: Date, expires_at: Option<Date>, today: Date) -> Validity
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::license::key::{Claims, issue, parse_and_verify};
-    use crate::app::license::keyring::Keyring;
-    use crate::app::license::signing::test_signing_key;
+    use crate::license::signing::{test_claims, test_license};
     use jiff::civil::date;
 
     fn license(expires_at: Option<Date>) -> License {
-        let claims = Claims {
-            kid: "test-1".to_owned(),
-            id: "L-1".to_owned(),
-            customer: "Acme".to_owned(),
-            issued_at: date(2026, 1, 1),
+        test_license(&crate::license::Claims {
             not_before: date(2026, 2, 1),
             expires_at,
-            servers: 1,
-            allowance: 1,
-            features: vec![],
-        };
-        let key = issue(&claims, &test_signing_key()).unwrap();
-        parse_and_verify(&key, &Keyring::builtin_for(false)).unwrap()
+            ..test_claims()
+        })
     }
 
     fn at(ts: &str) -> Timestamp {

@@ -83,23 +83,14 @@ fn builtin_key(public: &str) -> VerifyingKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::license::key::{Claims, KeyError, issue, parse_and_verify};
-    use crate::app::license::signing::test_signing_key;
-    use jiff::civil::date;
+    use crate::license::key::{KeyError, parse_and_verify};
+    use crate::license::signing::test_signing_key;
 
     fn test_signed_key() -> String {
-        let claims = Claims {
-            kid: TEST_KID.to_owned(),
-            id: "L-1".to_owned(),
-            customer: "Acme".to_owned(),
-            issued_at: date(2026, 1, 1),
-            not_before: date(2026, 1, 1),
-            expires_at: None,
+        crate::license::signing::test_key(&crate::license::Claims {
             servers: 2,
-            allowance: 1,
-            features: vec![],
-        };
-        issue(&claims, &test_signing_key()).unwrap()
+            ..crate::license::signing::test_claims()
+        })
     }
 
     #[test]

@@ -48,6 +48,37 @@ pub(crate) fn test_signing_key() -> SigningKey {
     read_signing_key(include_str!("test-signing-key.txt")).expect("the committed test key reads")
 }
 
+/// Claims the unit tests start from (TEST kid, licence `L-1` for Acme, valid from 2026-01-01
+/// without expiry, one server plus one of allowance); a test overrides what it is about.
+#[cfg(test)]
+pub(crate) fn test_claims() -> super::Claims {
+    let day = jiff::civil::date(2026, 1, 1);
+    super::Claims {
+        kid: super::TEST_KID.to_owned(),
+        id: "L-1".to_owned(),
+        customer: "Acme".to_owned(),
+        issued_at: day,
+        not_before: day,
+        expires_at: None,
+        servers: 1,
+        allowance: 1,
+        features: vec![],
+    }
+}
+
+/// `claims` signed with the TEST key.
+#[cfg(test)]
+pub(crate) fn test_key(claims: &super::Claims) -> String {
+    super::issue(claims, &test_signing_key()).expect("valid test claims")
+}
+
+/// `claims` signed with the TEST key and verified, as a running instance holds it.
+#[cfg(test)]
+pub(crate) fn test_license(claims: &super::Claims) -> super::License {
+    super::parse_and_verify(&test_key(claims), &super::Keyring::builtin_for(false))
+        .expect("the TEST key verifies outside a release")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -328,8 +328,8 @@ mod ymd_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::license::TEST_KID;
-    use crate::app::license::signing::test_signing_key;
+    use crate::license::TEST_KID;
+    use crate::license::signing::test_signing_key;
     use jiff::civil::date;
 
     fn claims() -> Claims {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::SqlStore;
 use super::db::{Backend, Row, Sql, Tx};
 use crate::app::model::Millis;
-use crate::app::store::{LicenseStore, Result};
+use crate::app::store::{ClusterStore, LicenseStore, Result};
 use crate::license::model::{Activation, Outcome, Seat, SeatEvent, SeatEventKind, SeatRequest};
 
 const SEAT_COLS: &str = "pool, instance_name, instance_id, taken_at, seen_at";
@@ -242,13 +242,12 @@ impl<B: Backend> LicenseStore for SqlStore<B> {
     }
 
     async fn seats(&self) -> Result<(Millis, Vec<Seat>)> {
-        static NOW: Sql = Sql::new(&["SELECT {now}"]);
         static ALL: Sql = Sql::new(&[
             "SELECT ",
             SEAT_COLS,
             " FROM license_seats ORDER BY pool, instance_name",
         ]);
-        let now: Millis = self.db.query(&NOW).fetch_one().await?.try_get(0)?;
+        let now = self.db_now().await?;
         let seats = self.db.query(&ALL).fetch_all_as(seat_row).await?;
         Ok((now, seats))
     }
